@@ -1,0 +1,1 @@
+"""Evaluation harness for skillmem: environments, runner, metrics, reports and benchmarks."""

@@ -1,0 +1,80 @@
+"""Recording overhead: a wrapped agent against the same agent unwrapped, per step, in one run.
+
+    python -m eval bench recording [--steps 400] [--work-ms 10] [--pg URL]
+
+Both loops run interleaved in rounds, so the machine's noise hits both alike. Reports, per
+backend, the added time per step (ms) for an agent that does no work and for one that
+does `--work-ms` of work, and the ratio wrapped/unwrapped. The last line is JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from skillmem import SkillMemory, wrap
+
+
+def _busy(ms: float) -> None:
+    end = time.perf_counter() + ms / 1000
+    while time.perf_counter() < end:
+        pass
+
+
+def _run(node, steps: int, work_ms: float) -> float:
+    """Seconds per step of a loop of `steps` agent calls through `node`."""
+    state = {"goal": "put a mug in the fridge", "observation": "You are in the middle of a room.",
+             "admissible": ["go to fridge 1", "go to desk 1", "look"], "split": "train", "task_type": "bench"}
+    t0 = time.perf_counter()
+    for i in range(steps):
+        out = node(state)
+        state = {**state, **out, "observation": f"You arrive at desk {i % 5 + 1}. On the desk, you see a pen."}
+        _busy(work_ms) if work_ms else None
+    return (time.perf_counter() - t0) / steps
+
+
+def measure(db: str, steps: int, work_ms: float, rounds: int) -> dict:
+    mem = SkillMemory(db)
+
+    def agent(state: dict) -> str:
+        if work_ms:
+            _busy(work_ms)
+        return "go to desk 1"
+
+    bare = lambda s: {"action": agent(s)}  # noqa: E731
+    wrapped = wrap(agent, mem)
+    b, w = [], []
+    for _ in range(rounds):
+        b.append(_run(bare, steps, 0))
+        w.append(_run(wrapped, steps, 0))
+        wrapped._open.clear()  # one episode per round, as a run of tasks would have
+    bare_s, wrapped_s = statistics.median(b), statistics.median(w)
+    mem.close()
+    return {"work_ms": work_ms, "unwrapped_ms_per_step": bare_s * 1e3, "wrapped_ms_per_step": wrapped_s * 1e3,
+            "overhead_ms_per_step": (wrapped_s - bare_s) * 1e3, "ratio": wrapped_s / bare_s}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--work-ms", type=float, default=10.0)
+    p.add_argument("--pg", default=os.environ.get("SKILLMEM_TEST_PG_URL"), help="PostgreSQL URL (optional)")
+    a = p.parse_args(argv)
+    backends = {"sqlite": str(Path(tempfile.mkdtemp()) / "bench.db")}
+    if a.pg:
+        backends["postgres"] = a.pg
+    result: dict = {"bench": "recording", "steps": a.steps, "rounds": a.rounds}
+    for name, db in backends.items():
+        zero = measure(db, a.steps, 0.0, a.rounds)
+        work = measure(db, max(a.steps // 10, 20), a.work_ms, a.rounds)
+        result[name] = {"no_work": zero, "with_work": work}
+        print(f"{name:8s} overhead {zero['overhead_ms_per_step']:.3f} ms/step; with {a.work_ms:g} ms of work "
+              f"ratio {work['ratio']:.3f} ({(work['ratio'] - 1) * 100:.1f} %)", flush=True)
+    print(json.dumps(result))
+    return 0

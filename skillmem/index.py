@@ -1,0 +1,338 @@
+"""The FAISS vector index over skill-memory embeddings: a cache of the SQL rows, never the truth.
+
+Vectors are unit-norm, so inner product is cosine. Each partition (e.g.
+"ns/lesson/general") is an exact `IndexIDMap2(IndexFlatIP(dim))` keyed by the SQL rows'
+int64 ids. When faiss sees a GPU, searches run on a GPU mirror of each partition; the CPU
+copy stays the truth for add/remove/reconstruct/save. `save`/`load` persist it with a
+checksummed manifest, and `load` raises `IndexCorrupt` whenever the files cannot be
+trusted, so the caller rebuilds from SQL instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+
+MANIFEST = "manifest.json"
+FORMAT = "skillmem-vector-index"
+FORMAT_VERSION = 1
+# GPU flat search only supports k up to this (faiss GPU_MAX_SELECTION_K); larger k searches on CPU.
+GPU_MAX_K = 2048
+
+
+class IndexCorrupt(Exception):
+    """A saved index cannot be trusted; rebuild it from the SQL store."""
+
+
+def _gpus_available() -> int:
+    # faiss-cpu builds have get_num_gpus() returning 0; very old builds may lack it.
+    get = getattr(faiss, "get_num_gpus", None)
+    return int(get()) if get is not None else 0
+
+
+def _resolve_device(device: str) -> str:
+    if device not in ("auto", "cpu", "gpu"):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'gpu', got {device!r}")
+    if device == "cpu":
+        return "cpu"
+    n = _gpus_available()
+    if device == "gpu" and n == 0:
+        raise RuntimeError(
+            "device='gpu' but faiss sees no GPU (this is a faiss-cpu build or no device is visible); "
+            "install a GPU build of faiss, or use device='auto' or 'cpu'"
+        )
+    return "gpu" if n > 0 else "cpu"
+
+
+def _new_partition(dim: int) -> faiss.IndexIDMap2:
+    return faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Write `data` to `path` so a reader sees the old file or the whole new one, never a part."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class VectorIndex:
+    """Named partitions of exact cosine search over unit vectors with stable int64 ids.
+
+    Thread-safe: one re-entrant lock covers every mutation and search, so a reader never
+    sees a half-added item.
+    """
+
+    def __init__(self, dim: int, device: str = "auto"):
+        self.dim = int(dim)
+        self.device = _resolve_device(device)  # "cpu" or "gpu"
+        self._parts: dict[str, faiss.IndexIDMap2] = {}
+        # partition -> (GPU flat index, id of each row position); dropped on change, rebuilt on search.
+        self._gpu: dict[str, tuple[Any, np.ndarray]] = {}
+        self._lock = threading.RLock()
+
+    # --- validation ---
+
+    def _as_vectors(self, x: Any, what: str) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float32)
+        if x.ndim == 1 and x.shape[0] == self.dim:
+            x = x[None, :]
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise ValueError(f"{what} must have shape (n, {self.dim}), got {x.shape}")
+        return np.ascontiguousarray(x)
+
+    @staticmethod
+    def _as_ids(ids: Any) -> np.ndarray:
+        ids = np.asarray(ids)
+        if ids.ndim == 0:
+            ids = ids[None]
+        if ids.ndim != 1 or (ids.size and not np.issubdtype(ids.dtype, np.integer)):
+            raise ValueError(f"ids must be a 1-d sequence of integers, got shape {ids.shape} dtype {ids.dtype}")
+        return np.ascontiguousarray(ids, dtype=np.int64)
+
+    # --- mutation ---
+
+    def add(self, partition: str, ids: Sequence[int] | np.ndarray, vectors: np.ndarray) -> None:
+        """Add unit `vectors` under `ids` to `partition`; an id already there is replaced."""
+        ids = self._as_ids(ids)
+        vectors = self._as_vectors(vectors, "vectors")
+        if len(ids) != len(vectors):
+            raise ValueError(f"got {len(ids)} ids for {len(vectors)} vectors")
+        if len(ids) == 0:
+            return
+        if ids.min() < 0:
+            raise ValueError("ids must be >= 0 (-1 marks a missing result in search)")
+        norms = np.linalg.norm(vectors, axis=1)
+        if np.abs(norms - 1.0).max() > 1e-2:
+            raise ValueError(
+                f"vectors must be L2-normalized so inner product is cosine; got norms from "
+                f"{norms.min():.4f} to {norms.max():.4f} (use an Embedder from skillmem.embed, or divide by the norm)"
+            )
+        # The same id twice in one call: the last one wins, as if added one by one.
+        _, last_rev = np.unique(ids[::-1], return_index=True)
+        if len(last_rev) != len(ids):
+            keep = np.sort(len(ids) - 1 - last_rev)
+            ids, vectors = ids[keep], vectors[keep]
+        with self._lock:
+            index = self._parts.get(partition)
+            if index is None:
+                index = self._parts[partition] = _new_partition(self.dim)
+            else:
+                index.remove_ids(ids)
+            index.add_with_ids(vectors, ids)
+            self._gpu.pop(partition, None)
+
+    def remove(self, partition: str, ids: Sequence[int] | np.ndarray) -> int:
+        """Remove `ids` from `partition` (absent ids are ignored); returns how many were removed."""
+        ids = self._as_ids(ids)
+        with self._lock:
+            index = self._parts.get(partition)
+            if index is None or len(ids) == 0:
+                return 0
+            removed = int(index.remove_ids(ids))
+            if removed:
+                self._gpu.pop(partition, None)
+            return removed
+
+    # --- reading ---
+
+    def search(self, partition: str, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-`k` cosine neighbours of each query: (scores (m, k) float32, ids (m, k) int64).
+
+        Slots past the partition's size (or all, for an empty or unknown partition) hold
+        id -1 and score -inf.
+        """
+        queries = self._as_vectors(queries, "queries")
+        m, k = len(queries), max(int(k), 0)
+        scores = np.full((m, k), -np.inf, dtype=np.float32)
+        ids = np.full((m, k), -1, dtype=np.int64)
+        with self._lock:
+            index = self._parts.get(partition)
+            if index is None or index.ntotal == 0 or m == 0 or k == 0:
+                return scores, ids
+            kk = min(k, index.ntotal)
+            if self.device == "gpu" and kk <= GPU_MAX_K:
+                gpu_index, row_ids = self._gpu_mirror(partition)
+                s, rows = gpu_index.search(queries, kk)
+                found = np.where(rows >= 0, row_ids[np.maximum(rows, 0)], -1)
+            else:
+                s, found = index.search(queries, kk)
+        scores[:, :kk] = s
+        ids[:, :kk] = found
+        scores[ids < 0] = -np.inf
+        return scores, ids
+
+    def _gpu_mirror(self, partition: str) -> tuple[Any, np.ndarray]:
+        """The GPU copy of a partition used for search, rebuilt after any change.
+
+        GPU builds do not support remove_ids/reconstruct on every index type, so the GPU
+        holds only a plain flat index of the rows and the id of each row comes from the
+        CPU copy's id map.
+        """
+        mirror = self._gpu.get(partition)
+        if mirror is None:
+            cpu = self._parts[partition]
+            flat = faiss.downcast_index(cpu.index)
+            row_ids = faiss.vector_to_array(cpu.id_map).astype(np.int64, copy=True)
+            mirror = self._gpu[partition] = (faiss.index_cpu_to_all_gpus(flat), row_ids)
+        return mirror
+
+    def vectors(self, partition: str, ids: Sequence[int] | np.ndarray) -> np.ndarray:
+        """The stored vectors of `ids`, shape (len(ids), dim); KeyError if one is not in `partition`."""
+        ids = self._as_ids(ids)
+        with self._lock:
+            index = self._parts.get(partition)
+            if index is None:
+                if len(ids):
+                    raise KeyError(f"partition {partition!r} does not exist")
+                return np.zeros((0, self.dim), dtype=np.float32)
+            out = np.empty((len(ids), self.dim), dtype=np.float32)
+            for i, id_ in enumerate(ids):
+                try:
+                    out[i] = index.reconstruct(int(id_))
+                except RuntimeError:
+                    raise KeyError(f"id {int(id_)} is not in partition {partition!r}") from None
+            return out
+
+    def count(self, partition: str) -> int:
+        """Number of vectors in `partition` (0 if it does not exist)."""
+        with self._lock:
+            index = self._parts.get(partition)
+            return 0 if index is None else int(index.ntotal)
+
+    def partitions(self) -> list[str]:
+        """Names of all partitions, sorted (including ones emptied by remove)."""
+        with self._lock:
+            return sorted(self._parts)
+
+    def ids(self, partition: str) -> np.ndarray:
+        """The ids stored in `partition`, in storage order (empty if it does not exist)."""
+        with self._lock:
+            index = self._parts.get(partition)
+            if index is None:
+                return np.zeros(0, dtype=np.int64)
+            return faiss.vector_to_array(index.id_map).astype(np.int64, copy=True)
+
+    def __repr__(self) -> str:
+        with self._lock:
+            sizes = {p: int(ix.ntotal) for p, ix in sorted(self._parts.items())}
+        return f"VectorIndex(dim={self.dim}, device={self.device!r}, partitions={sizes})"
+
+    # --- persistence ---
+
+    def save(self, directory: str | os.PathLike[str], meta: dict[str, Any] | None = None) -> None:
+        """Persist every partition and a manifest holding `meta`, counts and sha256 checksums.
+
+        Partition files are written first under content-derived names, the manifest last;
+        each with write-to-temp + os.replace. A crash mid-save leaves the previous manifest
+        and its files intact, and stale partition files are deleted only after the new
+        manifest is in place.
+        """
+        meta = dict(meta or {})
+        try:
+            json.dumps(meta)
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"index meta must be JSON-serializable: {e}") from e
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        # Snapshot in memory under the lock (a memcpy), then write without blocking searches.
+        # serialize_index produces exactly the bytes faiss.write_index would write.
+        with self._lock:
+            blobs = {p: (faiss.serialize_index(ix).tobytes(), int(ix.ntotal)) for p, ix in self._parts.items()}
+        entries: dict[str, dict[str, Any]] = {}
+        for i, (name, (data, count)) in enumerate(sorted(blobs.items())):
+            digest = hashlib.sha256(data).hexdigest()
+            fname = f"part-{i:04d}-{digest[:16]}.faiss"
+            _write_atomic(d / fname, data)
+            entries[name] = {"file": fname, "count": count, "bytes": len(data), "sha256": digest}
+        manifest = {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "dim": self.dim,
+            "meta": meta,
+            "partitions": entries,
+        }
+        _write_atomic(d / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True).encode("utf-8"))
+        _fsync_dir(d)
+        keep = {e["file"] for e in entries.values()}
+        for f in d.glob("part-*.faiss"):
+            if f.name not in keep:
+                f.unlink(missing_ok=True)
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike[str], device: str = "auto") -> tuple[VectorIndex, dict[str, Any]]:
+        """Read an index written by `save`: (index, meta). Raises IndexCorrupt if anything is off."""
+        d = Path(directory)
+        hint = "rebuild the index from the SQL store"
+        mpath = d / MANIFEST
+        if not mpath.is_file():
+            raise IndexCorrupt(f"no {MANIFEST} in {d}: the index was never saved or the save did not finish; {hint}")
+        try:
+            manifest = json.loads(mpath.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as e:
+            raise IndexCorrupt(f"{mpath} is unreadable ({e}); {hint}") from e
+        try:
+            if manifest["format"] != FORMAT or manifest["version"] != FORMAT_VERSION:
+                raise IndexCorrupt(
+                    f"{mpath} has format {manifest['format']!r} version {manifest['version']!r}, "
+                    f"expected {FORMAT!r} version {FORMAT_VERSION}; {hint}"
+                )
+            dim = int(manifest["dim"])
+            meta = manifest["meta"]
+            entries = manifest["partitions"]
+            if not isinstance(meta, dict) or not isinstance(entries, dict):
+                raise TypeError("meta and partitions must be objects")
+            index = cls(dim, device=device)
+            for name, entry in entries.items():
+                index._parts[name] = _read_partition(d, name, entry, dim, hint)
+        except IndexCorrupt:
+            raise
+        except (KeyError, TypeError, ValueError) as e:
+            raise IndexCorrupt(f"{mpath} is malformed ({type(e).__name__}: {e}); {hint}") from e
+        return index, meta
+
+
+def _read_partition(d: Path, name: str, entry: dict[str, Any], dim: int, hint: str) -> faiss.IndexIDMap2:
+    """Read and verify one partition file listed in the manifest."""
+    fname = str(entry["file"])
+    if Path(fname).name != fname:
+        raise IndexCorrupt(f"manifest lists file {fname!r} for partition {name!r} outside {d}; {hint}")
+    path = d / fname
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise IndexCorrupt(f"partition {name!r}: cannot read {path} ({e}); {hint}") from e
+    if len(data) != int(entry["bytes"]):
+        raise IndexCorrupt(
+            f"partition {name!r}: {path} has {len(data)} bytes, manifest says {entry['bytes']} (truncated?); {hint}"
+        )
+    if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+        raise IndexCorrupt(f"partition {name!r}: {path} does not match its sha256 in the manifest; {hint}")
+    try:
+        index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
+    except RuntimeError as e:
+        raise IndexCorrupt(f"partition {name!r}: faiss cannot read {path} ({e}); {hint}") from e
+    if not isinstance(index, faiss.IndexIDMap2) or index.d != dim or index.ntotal != int(entry["count"]):
+        raise IndexCorrupt(
+            f"partition {name!r}: {path} holds {type(index).__name__} d={index.d} n={index.ntotal}, "
+            f"expected IndexIDMap2 d={dim} n={entry['count']}; {hint}"
+        )
+    return index

@@ -1,0 +1,298 @@
+"""OpenAI-compatible chat client: JSON answers checked by the caller, with explicit retries.
+
+Works with any endpoint that speaks chat completions: OpenAI, vLLM, Ollama, a llama.cpp
+server. Answers are requested with `response_format={"type": "json_object"}` only, the
+one structured mode every such server accepts (llama.cpp has no json_schema).
+
+    config = LLMConfig.from_env()          # None when nothing is configured: stay offline
+    client = LLMClient(config)
+    lesson, usage = client.complete_json(messages, Lesson.model_validate)
+
+The SDK's own retries are switched off (`max_retries=0`): its backoff delays are fixed
+constants, and the loop here must also honour a capped Retry-After and be fast in tests.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import openai
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class LLMError(RuntimeError):
+    """The endpoint gave no usable answer; the message says why and what to check."""
+
+
+class LLMTimeout(LLMError):
+    """The endpoint did not answer within the timeout, on every try."""
+
+
+class LLMRateLimited(LLMError):
+    """The endpoint kept answering 429 Too Many Requests."""
+
+
+class LLMUnavailable(LLMError):
+    """The endpoint kept failing with 5xx or could not be reached."""
+
+
+class InvalidAnswer(LLMError):
+    """The model's answers were not JSON objects that passed validation, on every attempt."""
+
+    def __init__(self, message: str, *, attempts: int, last_error: str, last_content: str | None):
+        super().__init__(message)
+        self.attempts = attempts
+        self.last_error = last_error
+        self.last_content = last_content
+
+
+@dataclass
+class Usage:
+    """What answering cost: tokens, HTTP calls (retries included) and wall-clock seconds."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    calls: int = 0
+    seconds: float = 0.0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            self.prompt_tokens + other.prompt_tokens,
+            self.completion_tokens + other.completion_tokens,
+            self.calls + other.calls,
+            self.seconds + other.seconds,
+        )
+
+
+@dataclass
+class LLMConfig:
+    """Every knob of the LLM client, with the defaults a local or hosted endpoint needs."""
+
+    base_url: str | None = None
+    """Endpoint ending in /v1, e.g. http://localhost:8080/v1; None means OpenAI."""
+    api_key: str | None = field(default=None, repr=False)
+    """None: "sk-none" when base_url is set (local servers need no key), else OPENAI_API_KEY."""
+    model: str = ""
+    """Model name; "" asks the endpoint's /models and uses it when it serves exactly one."""
+    timeout: float = 60.0
+    """Seconds to wait for one HTTP answer."""
+    max_retries: int = 3
+    """Retries after a timeout, 429, 5xx or connection error (so max_retries + 1 tries)."""
+    json_attempts: int = 3
+    """Answers asked for before giving up on invalid JSON or a failed validation."""
+    temperature: float = 0.0
+    max_tokens: int | None = None
+    retry_base_delay: float = 1.0
+    """First backoff in seconds; doubles on each retry."""
+    retry_max_delay: float = 10.0
+    """Cap on any backoff, a server's Retry-After included."""
+
+    def __post_init__(self) -> None:
+        if self.api_key is None and self.base_url:
+            self.api_key = "sk-none"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> LLMConfig | None:
+        """Read SKILLMEM_LLM_BASE_URL, SKILLMEM_LLM_API_KEY and SKILLMEM_LLM_MODEL.
+
+        Returns None when none of them is set: the offline default. OPENAI_API_KEY alone
+        does not switch the client on (it is often set for other tools); it only supplies
+        the key once a SKILLMEM_LLM_* variable is set.
+        """
+        env = os.environ if env is None else env
+        base_url = env.get("SKILLMEM_LLM_BASE_URL") or None
+        api_key = env.get("SKILLMEM_LLM_API_KEY") or None
+        model = env.get("SKILLMEM_LLM_MODEL") or ""
+        if not (base_url or api_key or model):
+            return None
+        api_key = api_key or env.get("OPENAI_API_KEY") or None
+        if base_url is None and api_key is None:
+            raise ValueError(
+                "SKILLMEM_LLM_MODEL is set but there is no API key for OpenAI: set SKILLMEM_LLM_API_KEY "
+                "or OPENAI_API_KEY, or set SKILLMEM_LLM_BASE_URL to use a local server"
+            )
+        return cls(base_url=base_url, api_key=api_key, model=model)
+
+
+class LLMClient:
+    """Asks one OpenAI-compatible endpoint for JSON answers; keeps a running `usage` total."""
+
+    def __init__(self, config: LLMConfig):
+        self.config = config
+        api_key = config.api_key or os.environ.get("OPENAI_API_KEY")
+        if not api_key:
+            raise LLMError(
+                "no API key for OpenAI: set LLMConfig.api_key (or SKILLMEM_LLM_API_KEY / OPENAI_API_KEY), "
+                "or set base_url to a local server"
+            )
+        self._sdk = openai.OpenAI(
+            base_url=config.base_url, api_key=api_key, timeout=config.timeout, max_retries=0
+        )
+        self.endpoint = str(self._sdk.base_url).rstrip("/")
+        self.model = config.model
+        self.usage = Usage()
+        self._json_mode = True  # switched off for good if the server rejects response_format
+        self._lock = threading.Lock()
+
+    def complete_json(
+        self, messages: list[dict[str, Any]], validate: Callable[[dict[str, Any]], T]
+    ) -> tuple[T, Usage]:
+        """Ask until the answer is a JSON object that `validate` accepts; return its result and the cost.
+
+        `validate` raises ValueError (pydantic's ValidationError is one), TypeError or KeyError
+        on a wrong answer; the error goes back to the model and it answers again, up to
+        `json_attempts` times. Any other exception from `validate` is a bug and propagates.
+        """
+        messages = list(messages)  # the caller's list stays as it was
+        usage = Usage()
+        start = time.monotonic()
+        error, content = "", None
+        try:
+            for _ in range(self.config.json_attempts):
+                content = self._chat(messages, usage)
+                try:
+                    return validate(parse_json_object(content)), usage
+                except (ValueError, TypeError, KeyError) as e:
+                    error = _shorten(f"{type(e).__name__}: {e}")
+                log.info("%s (model %s) gave an invalid answer: %s", self.endpoint, self.model, error)
+                messages += [
+                    {"role": "assistant", "content": content},
+                    {
+                        "role": "user",
+                        "content": f"Your answer was not valid: {error}. Answer again with only a JSON "
+                        "object that fixes this, no other text.",
+                    },
+                ]
+            raise InvalidAnswer(
+                f"{self.endpoint} (model {self.model}) gave no valid JSON answer in "
+                f"{self.config.json_attempts} attempts; last error: {error}. Check that the model "
+                "follows JSON instructions, or raise json_attempts.",
+                attempts=self.config.json_attempts,
+                last_error=error,
+                last_content=content,
+            )
+        finally:
+            # Runs before the caller sees `usage`, so the returned object has its seconds too.
+            usage.seconds = time.monotonic() - start
+            with self._lock:
+                self.usage = self.usage + usage
+
+    def _chat(self, messages: list[dict[str, Any]], usage: Usage) -> str:
+        """One answer's text, retrying transport failures with backoff; counts calls and tokens."""
+        cfg = self.config
+        model = self._resolve_model()
+        retry = 0
+        while True:
+            kwargs: dict[str, Any] = {"model": model, "messages": messages, "temperature": cfg.temperature}
+            if cfg.max_tokens is not None:
+                kwargs["max_tokens"] = cfg.max_tokens
+            if self._json_mode:
+                kwargs["response_format"] = {"type": "json_object"}
+            usage.calls += 1
+            headers = None
+            try:
+                response = self._sdk.chat.completions.create(**kwargs)
+            except openai.BadRequestError as e:
+                if self._json_mode and "response_format" in f"{e.message} {e.body}":
+                    log.warning("%s rejects response_format; asking without it from now on", self.endpoint)
+                    self._json_mode = False
+                    continue
+                raise LLMError(f"{self.endpoint} (model {model}) rejected the request: {e.message}") from e
+            except openai.APITimeoutError as e:
+                kind, what, cause = LLMTimeout, f"no answer within {cfg.timeout:g} s", e
+            except openai.APIConnectionError as e:
+                kind, what, cause = LLMUnavailable, f"cannot connect ({e.__cause__ or e})", e
+            except openai.RateLimitError as e:
+                kind, what, cause, headers = LLMRateLimited, "rate limited (429)", e, e.response.headers
+            except openai.InternalServerError as e:
+                kind, what, cause, headers = LLMUnavailable, f"server error: {e.message}", e, e.response.headers
+            except openai.APIStatusError as e:  # 401, 403, 404, 422: retrying will not help
+                raise LLMError(
+                    f"{self.endpoint} (model {model}) refused the request: {e.message}. "
+                    "Check the base URL, API key and model name."
+                ) from e
+            else:
+                if response.usage is not None:
+                    usage.prompt_tokens += response.usage.prompt_tokens or 0
+                    usage.completion_tokens += response.usage.completion_tokens or 0
+                # no choices or null content (refusal, tool call) reads as an empty, invalid answer
+                return (response.choices[0].message.content if response.choices else None) or ""
+
+            if retry >= cfg.max_retries:
+                raise kind(
+                    f"{self.endpoint} (model {model}): {what}, after {retry + 1} tries. "
+                    "Check that the server is up and not overloaded, or raise timeout / max_retries."
+                ) from cause
+            delay = self._backoff(retry, headers)
+            log.warning("%s: %s; retry %d/%d in %.2f s", self.endpoint, what, retry + 1, cfg.max_retries, delay)
+            time.sleep(delay)
+            retry += 1
+
+    def _backoff(self, retry: int, headers: Mapping[str, str] | None) -> float:
+        """Seconds to wait: the server's Retry-After if it gave one, else exponential; capped."""
+        delay = self.config.retry_base_delay * 2**retry
+        for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+            value = headers.get(name) if headers is not None else None
+            try:
+                delay = float(value) / scale  # an HTTP-date Retry-After falls through to the backoff
+                break
+            except (TypeError, ValueError):
+                pass
+        return max(0.0, min(delay, self.config.retry_max_delay))
+
+    def _resolve_model(self) -> str:
+        """The configured model, or the endpoint's only model (vLLM, llama.cpp serve one)."""
+        if self.model:
+            return self.model
+        try:
+            ids = [m.id for m in self._sdk.models.list()]
+        except openai.OpenAIError as e:
+            raise LLMUnavailable(f"no model configured and {self.endpoint}/models failed: {e}") from e
+        if len(ids) != 1:
+            raise LLMError(
+                f"no model configured and {self.endpoint} serves {len(ids)} models "
+                f"({', '.join(ids[:5])}): set SKILLMEM_LLM_MODEL or LLMConfig.model"
+            )
+        self.model = ids[0]
+        return self.model
+
+
+_FENCE = re.compile(r"```(?:json|JSON)?\s*\n?(.*?)```", re.DOTALL)
+
+
+def parse_json_object(text: str | None) -> dict[str, Any]:
+    """The JSON object in a model's answer, bare or in a ```json fenced block; ValueError if none."""
+    text = (text or "").strip()
+    if not text:
+        raise ValueError("the answer was empty")
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as e:
+        fenced = _FENCE.search(text)
+        if fenced is None:
+            raise ValueError(f"not valid JSON ({e})") from None
+        try:
+            obj = json.loads(fenced.group(1))
+        except json.JSONDecodeError as e2:
+            raise ValueError(f"the fenced block is not valid JSON ({e2})") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"expected a JSON object {{...}}, got a JSON {type(obj).__name__}")
+    return obj
+
+
+def _shorten(text: str, limit: int = 1000) -> str:
+    return text if len(text) <= limit else text[:limit] + " ..."

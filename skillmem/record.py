@@ -1,0 +1,253 @@
+"""Episode recording: the recorder behind `memory.episode(...)` and `wrap(agent, memory)`.
+
+Steps are written as they happen, one short transaction each, so a process killed
+mid-episode loses at most the step in flight; its episode reads `interrupted` afterwards
+(see :func:`skillmem.store.reap_interrupted`).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence
+
+from pydantic import ValidationError
+from sqlalchemy import insert, text, update
+
+from .episode import Outcome, OutcomeSource, Status, StepBase, utcnow
+from .store import EpisodeRow, StepRow
+
+if TYPE_CHECKING:
+    from .memory import SkillMemory
+
+Verifier = Callable[..., Optional[bool]]
+
+
+class MalformedInput(ValueError):
+    """A step, feedback or episode that does not fit the data model; nothing was written."""
+
+
+def _validated_step(fields: Mapping[str, Any]) -> StepBase:
+    try:
+        return StepBase.model_validate(dict(fields))
+    except (ValidationError, TypeError) as exc:
+        raise MalformedInput(f"malformed step, nothing written: {exc}") from exc
+
+
+class EpisodeRecorder:
+    """Records one episode: `step(...)` per action, then `finish(...)` with a verified outcome."""
+
+    def __init__(self, memory: "SkillMemory", row: EpisodeRow, verifier: Optional[Verifier] = None):
+        self.memory = memory
+        self.id = row.id
+        self.namespace = row.namespace
+        self.task_type = row.task_type
+        self.goal = row.goal
+        self.split = row.split
+        self.verifier = verifier
+        self.num_steps = 0
+        self.total_reward = 0.0
+        self.done = False
+        self.last_reward = 0.0
+        engine = memory.engine
+        # On PostgreSQL a lone INSERT in autocommit is one round trip instead of three
+        # (BEGIN, INSERT, COMMIT); SQLite's single statement is already its own transaction.
+        self._step_engine = (engine.execution_options(isolation_level="AUTOCOMMIT")
+                             if engine.dialect.name == "postgresql" else engine)
+        self._steps_table = StepRow.__table__
+        self._episodes_table = EpisodeRow.__table__
+
+    # -- steps ---------------------------------------------------------------------------
+
+    def step(self, observation: Any = "", action: Any = "", feedback: Any = "", reward: float = 0.0,
+             **extra: Any) -> int:
+        """Write one step now; returns its index. `extra`: error, admissible, latency_ms, *_tokens."""
+        if self.done:
+            raise RuntimeError(f"episode {self.id} is finished; start a new one with memory.episode(...)")
+        s = _validated_step({"index": self.num_steps, "observation": observation, "action": action,
+                             "feedback": feedback, "reward": reward, **extra})
+        values = s.model_dump()
+        values.update(namespace=self.namespace, episode_id=self.id, created_at=utcnow())
+        self.total_reward += s.reward
+        # One statement per step: the episode row's counters are settled at finish (or by
+        # the reaper from the steps themselves), which keeps a step to one round trip.
+        with self._step_engine.begin() as conn:
+            conn.execute(insert(self._steps_table), values)
+        self.num_steps += 1
+        self.last_reward = s.reward
+        return s.index
+
+    # -- outcome -------------------------------------------------------------------------
+
+    def finish(self, success: Optional[bool] = None, *, source: str | OutcomeSource | None = None,
+               self_reported: Optional[bool] = None, **verifier_kwargs: Any) -> Outcome:
+        """End the episode. The outcome comes from `success` (with its `source`) or the verifier.
+
+        `self_reported` is what the agent claims; it is stored and never used as the label.
+        """
+        if self.done:
+            return Outcome.unknown
+        if success is None and self.verifier is not None:
+            success = self.verifier(self, **verifier_kwargs)
+            source = source or OutcomeSource.verifier
+        if success is not None and source is None:
+            raise ValueError("an outcome needs its source: 'environment', 'verifier' or 'human' "
+                             "(the agent's own claim goes in self_reported=)")
+        outcome = Outcome.unknown if success is None else (Outcome.success if success else Outcome.failure)
+        src = OutcomeSource(source).value if success is not None else None
+        with self.memory.engine.begin() as conn:
+            conn.execute(
+                update(self._episodes_table).where(self._episodes_table.c.id == self.id).values(
+                    status=Status.finished.value,
+                    outcome=outcome.value, outcome_source=src, self_reported_success=self_reported,
+                    num_steps=self.num_steps, total_reward=self.total_reward,
+                    ended_at=utcnow(), updated_at=utcnow(),
+                )
+            )
+        self.done = True
+        self.memory._on_episode_finished(self.id)
+        return outcome
+
+    def interrupt(self, reason: str = "") -> None:
+        if self.done:
+            return
+        with self.memory.engine.begin() as conn:
+            conn.execute(text("UPDATE episodes SET status = 'interrupted', ended_at = :t, reflection_error = :r, "
+                              "num_steps = :n, total_reward = :tr WHERE id = :id"),
+                         {"t": utcnow(), "r": reason[:2000] or None, "id": self.id, "n": self.num_steps,
+                          "tr": self.total_reward})
+        self.done = True
+
+    def __enter__(self) -> "EpisodeRecorder":
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is not None:
+            self.interrupt(f"{exc_type.__name__}: {exc}")
+        elif not self.done:
+            self.finish()
+
+
+# ----------------------------------------------------------------------------- wrap()
+
+
+def _call_agent(agent: Any, payload: Any) -> Any:
+    """Call a plain callable, a LangChain Runnable or a compiled LangGraph graph the same way."""
+    if hasattr(agent, "invoke"):
+        return agent.invoke(payload)
+    return agent(payload)
+
+
+def _as_action(result: Any, action_key: str) -> str:
+    if isinstance(result, str):
+        return result
+    if isinstance(result, Mapping) and action_key in result:
+        return str(result[action_key])
+    content = getattr(result, "content", None)  # an AIMessage
+    if isinstance(content, str):
+        return content
+    raise MalformedInput(
+        f"the wrapped agent returned {type(result).__name__}; expected a command string, "
+        f"a dict with {action_key!r}, or a message with text content"
+    )
+
+
+class RecordedNode:
+    """A LangGraph node around an existing agent that records every step it takes.
+
+    The state it reads (keys configurable): `observation`, `goal`, `admissible`,
+    `context`, `reward`, `done`, `won`, `episode_id`, `task_type`, `task_id`, `split`.
+    Each call writes the previous step, now that its next-state feedback (this call's
+    observation) is known, asks the agent for an action and returns
+    `{"action": ..., "episode_id": ...}`. When `done` is true it finishes the episode:
+    the outcome comes from `won` in the state (the environment's word), else the
+    verifier, else stays unknown.
+    """
+
+    def __init__(self, agent: Any, memory: "SkillMemory", *, verifier: Optional[Verifier] = None,
+                 namespace: Optional[str] = None, environment: str = "", action_key: str = "action",
+                 input_fn: Optional[Callable[[Mapping[str, Any]], Any]] = None):
+        self.agent = agent
+        self.memory = memory
+        self.verifier = verifier
+        self.namespace = namespace
+        self.environment = environment
+        self.action_key = action_key
+        self.input_fn = input_fn
+        self._open: dict[str, tuple[EpisodeRecorder, dict[str, Any]]] = {}
+        self.__name__ = getattr(agent, "__name__", None) or getattr(agent, "name", None) or "agent"
+
+    def _recorder(self, state: Mapping[str, Any]) -> EpisodeRecorder:
+        ep_id = state.get("episode_id")
+        if ep_id and ep_id in self._open:
+            return self._open[ep_id][0]
+        rec = self.memory.start_episode(
+            goal=state.get("goal", ""), task_type=state.get("task_type", ""), task_id=state.get("task_id", ""),
+            split=state.get("split") or "live", environment=self.environment, namespace=self.namespace,
+            verifier=self.verifier, episode_id=ep_id or None, policy_version=state.get("policy_version"),
+        )
+        self._open[rec.id] = (rec, {})
+        return rec
+
+    def _flush(self, rec: EpisodeRecorder, pending: dict[str, Any], state: Mapping[str, Any]) -> None:
+        if pending:
+            rec.step(feedback=state.get("observation", ""), reward=float(state.get("reward") or 0.0), **pending)
+            pending.clear()
+
+    def __call__(self, state: Mapping[str, Any]) -> dict[str, Any]:
+        rec = self._recorder(state)
+        pending = self._open[rec.id][1]
+        self._flush(rec, pending, state)
+        if state.get("done"):
+            won = state.get("won")
+            rec.finish(success=None if won is None else bool(won),
+                       source=OutcomeSource.environment if won is not None else None,
+                       self_reported=state.get("self_reported_success"))
+            self._open.pop(rec.id, None)
+            return {"episode_id": rec.id}
+        payload = self.input_fn(state) if self.input_fn else dict(state)
+        t0 = time.perf_counter()
+        result = _call_agent(self.agent, payload)
+        latency = (time.perf_counter() - t0) * 1000
+        action = _as_action(result, self.action_key)
+        pending.update(observation=state.get("observation", ""), action=action, latency_ms=latency,
+                       admissible=state.get("admissible"),
+                       context_tokens=state.get("context_tokens"))
+        return {self.action_key: action, "episode_id": rec.id}
+
+    def close(self, episode_id: str, *, final_observation: str = "", reward: float = 0.0,
+              success: Optional[bool] = None, source: Optional[str] = None) -> None:
+        """Write the step in flight and finish an episode the graph ended without a `done` state."""
+        if episode_id not in self._open:
+            return
+        rec, pending = self._open.pop(episode_id)
+        self._flush(rec, pending, {"observation": final_observation, "reward": reward})
+        rec.finish(success=success, source=source)
+
+
+def wrap(agent: Any, memory: "SkillMemory", **options: Any) -> RecordedNode:
+    """Turn an existing agent (callable, Runnable or compiled graph) into a recording LangGraph node."""
+    return RecordedNode(agent, memory, **options)
+
+
+def record_messages(memory: "SkillMemory", messages: Sequence[Any], *, goal: str = "", task_type: str = "",
+                    namespace: Optional[str] = None, environment: str = "langgraph") -> EpisodeRecorder:
+    """Record a finished LangChain message list (a ReAct agent's run) as an episode.
+
+    Each AI tool call is a step's action; the matching tool message is its next-state
+    feedback (its error status, if any, the step's error). Outcome is left unknown for a
+    verifier or a person (`memory.feedback`) to settle.
+    """
+    rec = memory.start_episode(goal=goal, task_type=task_type, namespace=namespace, environment=environment)
+    results = {getattr(m, "tool_call_id", None): m for m in messages if getattr(m, "type", "") == "tool"}
+    observation = goal
+    for m in messages:
+        if getattr(m, "type", "") == "human":
+            observation = str(m.content)
+        for call in getattr(m, "tool_calls", None) or []:
+            out = results.get(call.get("id"))
+            fb = "" if out is None else str(out.content)
+            err = fb if out is not None and getattr(out, "status", "success") == "error" else None
+            args = ", ".join(f"{k}={v!r}" for k, v in (call.get("args") or {}).items())
+            rec.step(observation=observation, action=f"{call.get('name')}({args})", feedback=fb, error=err)
+            observation = fb
+    return rec

@@ -1,0 +1,245 @@
+"""Recording: the episode context manager, wrap() around three kinds of agent, faults."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from typing import Any, TypedDict
+
+import pytest
+
+from skillmem import MalformedInput, SkillMemory, wrap
+from skillmem.episode import MAX_TEXT_CHARS
+from skillmem.store import resolve_url, run_sql
+
+
+def _count(db: str, sql: str) -> int:
+    return run_sql(resolve_url(db), sql)[1][0][0]
+
+
+# ---------------------------------------------------------------- context manager
+
+
+def test_episode_records_every_signal(db_url):
+    mem = SkillMemory(db_url)
+    with mem.episode(task="put a mug in the fridge", task_type="pick_and_place_simple", split="train") as ep:
+        ep.step(observation="You are in a kitchen.", action="go to fridge 1",
+                feedback="You arrive at fridge 1. The fridge 1 is closed.", reward=0.0,
+                admissible=["go to fridge 1", "look"], latency_ms=3.5, prompt_tokens=100, completion_tokens=5)
+        ep.step(observation="The fridge 1 is closed.", action="take mug 1 from fridge 1",
+                feedback="Nothing happens.", error="not visible")
+        ep.finish(success=False, source="environment", self_reported=True)
+    row = mem.get_episode(ep.id)
+    assert (row.status.value, row.outcome.value, row.outcome_source.value) == ("finished", "failure", "environment")
+    assert row.self_reported_success is True and row.num_steps == 2
+    steps = mem.steps(ep.id)
+    assert [s.feedback for s in steps][1] == "Nothing happens."
+    assert steps[0].admissible == ["go to fridge 1", "look"] and steps[1].error == "not visible"
+
+
+def test_outcome_needs_a_verified_source(sqlite_url):
+    mem = SkillMemory(sqlite_url)
+    ep = mem.start_episode(task="x")
+    with pytest.raises(ValueError, match="self_reported"):
+        ep.finish(success=True)  # the agent's own say-so is not a label
+    assert ep.finish(self_reported=True).value == "unknown"
+    assert mem.get_episode(ep.id).outcome.value == "unknown"
+
+
+def test_verifier_decides_outcome(sqlite_url):
+    mem = SkillMemory(sqlite_url)
+    with mem.episode(task="x", verifier=lambda rec: rec.num_steps >= 2) as ep:
+        ep.step(action="a")
+        ep.step(action="b")
+    row = mem.get_episode(ep.id)
+    assert (row.outcome.value, row.outcome_source.value) == ("success", "verifier")
+
+
+def test_later_feedback_settles_outcome_and_keeps_directive(db_url):
+    mem = SkillMemory(db_url)
+    with mem.episode(task="x", split="train") as ep:
+        ep.step(action="heat mug 1 with fridge 1", feedback="Nothing happens.")
+    fid = mem.feedback(ep.id, 0, corrected_action="heat mug 1 with microwave 1", text="use the microwave",
+                       success=False)
+    fb = mem.feedback_for(ep.id)
+    assert fb[0].id == fid and fb[0].kind.value == "directive" and fb[0].step_index == 0
+    row = mem.get_episode(ep.id)
+    assert (row.outcome.value, row.outcome_source.value) == ("failure", "human")
+    with pytest.raises(KeyError):
+        mem.feedback("no-such-episode", text="hm")
+
+
+def test_exception_inside_episode_marks_interrupted(sqlite_url):
+    mem = SkillMemory(sqlite_url)
+    with pytest.raises(ZeroDivisionError):
+        with mem.episode(task="x") as ep:
+            ep.step(action="a")
+            1 / 0
+    row = mem.get_episode(ep.id)
+    assert row.status.value == "interrupted" and row.num_steps == 1
+
+
+# ---------------------------------------------------------------- malformed input
+
+
+def test_malformed_steps_are_refused_and_nothing_half_written(db_url):
+    mem = SkillMemory(db_url)
+    ep = mem.start_episode(task="x")
+    ep.step(action="fine")
+    for bad in (dict(reward="lots"), dict(admissible="go to desk 1"), dict(prompt_tokens=-3),
+                dict(observation=12345), dict(latency_ms="fast")):
+        with pytest.raises(MalformedInput, match="nothing written"):
+            ep.step(action="a", **bad)
+    assert len(mem.steps(ep.id)) == 1
+    ep.finish(success=True, source="verifier")
+    assert mem.get_episode(ep.id).num_steps == 1
+    with pytest.raises(MalformedInput):
+        mem.start_episode(task=["not", "text"])
+    with pytest.raises(MalformedInput):
+        mem.feedback(ep.id, step=-1, text="negative step")
+
+
+def test_huge_and_invalid_text_is_kept_readable(db_url):
+    mem = SkillMemory(db_url)
+    ep = mem.start_episode(task="x")
+    huge = "y" * (5 * 1024 * 1024)
+    ep.step(observation=huge, action=b"take \xff\xfe mug", feedback="NUL\x00byte \ud800 surrogate")
+    s = mem.steps(ep.id)[0]
+    assert len(s.observation) == MAX_TEXT_CHARS and "truncated by skillmem" in s.observation
+    assert s.action == "take \ufffd\ufffd mug"
+    assert "\x00" not in s.feedback and s.feedback.startswith("NUL")
+
+
+# ---------------------------------------------------------------- concurrency, kill -9
+
+_WORKER = textwrap.dedent("""
+    import sys
+    from skillmem import SkillMemory
+    db, worker, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    mem = SkillMemory(db)
+    for i in range(n):
+        with mem.episode(task=f"w{worker} e{i}", task_type="t", split="train", namespace=f"w{worker}") as ep:
+            for s in range(3):
+                ep.step(observation=f"obs {s}", action=f"act {s}", feedback="Nothing happens.")
+            ep.finish(success=i % 2 == 0, source="environment")
+""")
+
+
+def test_four_processes_record_at_once(db_url):
+    SkillMemory(db_url).close()  # create the schema once, as a deployment would
+    procs = [subprocess.Popen([sys.executable, "-c", _WORKER, db_url, str(w), "200"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for w in range(4)]
+    for p in procs:
+        out, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err[-2000:]
+        assert "locked" not in err
+    assert _count(db_url, "SELECT COUNT(*) FROM episodes WHERE status = 'finished'") == 800
+    assert _count(db_url, "SELECT COUNT(*) FROM steps") == 2400
+    for w in range(4):
+        assert _count(db_url, f"SELECT COUNT(*) FROM episodes WHERE namespace = 'w{w}'") == 200
+
+
+_VICTIM = textwrap.dedent("""
+    import sys, time
+    from skillmem import SkillMemory
+    mem = SkillMemory(sys.argv[1])
+    ep = mem.start_episode(task="doomed", split="train")
+    for s in range(5):
+        ep.step(observation=f"obs {s}", action=f"act {s}", feedback="ok")
+    print(ep.id, flush=True)
+    time.sleep(600)
+""")
+
+
+def test_kill_9_mid_episode_leaves_it_interrupted(db_url):
+    p = subprocess.Popen([sys.executable, "-c", _VICTIM, db_url], stdout=subprocess.PIPE, text=True)
+    ep_id = p.stdout.readline().strip()
+    assert ep_id, "the recording process did not start"
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait(timeout=30)
+    mem = SkillMemory(db_url)  # opening the store settles episodes whose process is gone
+    row = mem.get_episode(ep_id)
+    assert row.status.value == "interrupted"
+    assert [s.action for s in mem.steps(ep_id)] == [f"act {s}" for s in range(5)]
+
+
+# ---------------------------------------------------------------- wrap()
+
+
+class State(TypedDict, total=False):
+    goal: str
+    observation: str
+    admissible: list[str]
+    action: str
+    reward: float
+    done: bool
+    won: bool
+    episode_id: str
+    split: str
+    task_type: str
+
+
+def _counter_env_graph(node: Any):
+    """A tiny LangGraph loop: the agent must say 'inc' three times; 'dec' is a mistake."""
+    from langgraph.graph import END, START, StateGraph
+
+    def env(state: State) -> dict:
+        n = int(state["observation"].split()[-1]) + (1 if state["action"] == "inc" else -1)
+        done = n >= 3 or n <= -2
+        return {"observation": f"counter is {n}", "reward": 1.0 if n >= 3 else 0.0, "done": done, "won": n >= 3}
+
+    g = StateGraph(State)
+    g.add_node("agent", node)
+    g.add_node("env", env)
+    g.add_edge(START, "agent")
+    g.add_conditional_edges("agent", lambda s: END if s.get("done") else "env")
+    g.add_edge("env", "agent")
+    return g.compile()
+
+
+def _agent_fn(state: dict) -> str:
+    return "inc"
+
+
+def _kinds_of_agent():
+    from langchain_core.runnables import RunnableLambda
+    from langgraph.graph import END, START, StateGraph
+
+    class Inner(TypedDict, total=False):
+        observation: str
+        action: str
+
+    inner = StateGraph(Inner)
+    inner.add_node("decide", lambda s: {"action": "inc"})
+    inner.add_edge(START, "decide")
+    inner.add_edge("decide", END)
+    return {"callable": _agent_fn, "runnable": RunnableLambda(_agent_fn), "graph": inner.compile()}
+
+
+@pytest.mark.parametrize("kind", ["callable", "runnable", "graph"])
+def test_wrap_records_any_agent_in_a_graph(db_url, kind):
+    mem = SkillMemory(db_url)
+    agent = _kinds_of_agent()[kind]
+    node = wrap(agent, mem, environment="counter")
+    graph = _counter_env_graph(node)
+    final = graph.invoke({"goal": "count to 3", "observation": "counter is 0", "split": "train",
+                          "task_type": "count"})
+    row = mem.get_episode(final["episode_id"])
+    assert (row.outcome.value, row.outcome_source.value, row.status.value) == ("success", "environment", "finished")
+    steps = mem.steps(row.id)
+    assert [s.action for s in steps] == ["inc"] * 3
+    # Each step's next-state feedback is what the environment said after the action.
+    assert [s.feedback for s in steps] == ["counter is 1", "counter is 2", "counter is 3"]
+    assert steps[-1].reward == 1.0 and all(s.latency_ms is not None for s in steps)
+
+
+def test_wrap_rejects_an_agent_answer_it_cannot_read(sqlite_url):
+    mem = SkillMemory(sqlite_url)
+    node = wrap(lambda s: 42, mem)
+    with pytest.raises(MalformedInput, match="expected a command string"):
+        node({"observation": "x", "goal": "g"})
