@@ -19,10 +19,12 @@ from .episode import (
 )
 from .memory import SkillMemory
 from .record import EpisodeRecorder, MalformedInput, RecordedNode, record_messages, wrap
+from .retrieve import Context, retrieval_node
+from .lgstore import SkillStore
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "SkillMemory", "wrap", "RecordedNode", "record_messages", "EpisodeRecorder", "MalformedInput",
+    "SkillMemory", "wrap", "retrieval_node", "Context", "SkillStore", "RecordedNode", "record_messages", "EpisodeRecorder", "MalformedInput",
     "Episode", "Step", "Feedback", "FeedbackKind", "Lesson", "Demonstration", "Outcome", "OutcomeSource",
 ]

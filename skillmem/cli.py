@@ -195,4 +195,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run as `python -m skillmem.cli`, this file is `__main__`; extensions register on
+    # `skillmem.cli`, so dispatch through that module.
+    from skillmem.cli import main as _main
+
+    sys.exit(_main())

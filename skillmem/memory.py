@@ -7,6 +7,7 @@ lessons and demonstrations (add, curate, retrieve) in the second half of the cla
 from __future__ import annotations
 
 import contextlib
+import threading
 from datetime import timedelta
 from typing import Any, Callable, Iterator, Optional
 
@@ -24,9 +25,25 @@ from .episode import (
     ReflectionStatus,
     utcnow,
 )
+from . import curate
+from .curate import DUPLICATE_COSINE, MIN_USES, MergeHook, default_merge
+from .episode import DemonstrationBase, LessonBase
 from .record import EpisodeRecorder, MalformedInput, Verifier
+from .retrieve import (
+    DEMO,
+    LESSON,
+    Context,
+    MemoryIndex,
+    build_context,
+    default_index_dir,
+    query_text,
+    reader_engine,
+    record_retrievals,
+)
 from .store import (
+    DemonstrationRow,
     EpisodeRow,
+    LessonRow,
     FeedbackRow,
     StepRow,
     init_schema,
@@ -46,7 +63,8 @@ class SkillMemory:
 
     def __init__(self, db: Any = None, *, namespace: str = DEFAULT_NAMESPACE, embedder: Any = None,
                  index_dir: Any = None, untrusted_namespaces: tuple[str, ...] = (),
-                 reap_after: timedelta = timedelta(hours=1)):
+                 reap_after: timedelta = timedelta(hours=1), duplicate_cosine: float = DUPLICATE_COSINE,
+                 save_interval: float = 30.0):
         self.url = resolve_url(db)
         self.engine = make_engine(self.url)
         init_schema(self.engine)
@@ -54,11 +72,20 @@ class SkillMemory:
         self.namespace = namespace
         self.untrusted_namespaces = set(untrusted_namespaces)
         self._embedder = embedder
+        self._embedder_lock = threading.Lock()
         self._index_dir = index_dir
         self._finished_hooks: list[Callable[[str], None]] = []
+        # Lessons and demonstrations (second half): the index is opened on first use.
+        self.merge_hook: MergeHook = default_merge
+        self.duplicate_cosine = duplicate_cosine
+        self.read_engine = reader_engine(self.engine)
+        self._index = MemoryIndex(self.engine, lambda: self.embedder, default_index_dir(self.url, index_dir),
+                                  save_interval=save_interval, read_engine=self.read_engine)
 
     def close(self) -> None:
+        self._index.close()
         self.engine.dispose()
+        self.read_engine.dispose()
 
     def __enter__(self) -> "SkillMemory":
         return self
@@ -183,6 +210,103 @@ class SkillMemory:
         q = q.order_by(t.c.started_at, t.c.id).limit(limit)
         with self.engine.connect() as conn:
             return [EpisodeRow.model_validate(dict(r)) for r in conn.execute(q).mappings()]
+
+    # ----------------------------------------------------------------- lessons and demonstrations
+
+    @property
+    def embedder(self) -> Any:
+        """The memory's one embedder, loaded on first use (recording alone never imports torch)."""
+        if self._embedder is None:
+            with self._embedder_lock:
+                if self._embedder is None:
+                    from .embed import default_embedder
+                    self._embedder = default_embedder()
+        return self._embedder
+
+    def add_lesson(self, lesson: LessonBase, *, namespace: Optional[str] = None,
+                   episode_id: Optional[str] = None) -> tuple[int, str]:
+        """Add a lesson, or merge it into / skip it for a near-duplicate: (id, "created"|"merged"|"skipped")."""
+        return curate.add_item(self, LESSON, lesson, namespace=namespace, episode_id=episode_id)
+
+    def add_demonstration(self, demo: DemonstrationBase, *, namespace: Optional[str] = None,
+                          episode_id: Optional[str] = None) -> tuple[int, str]:
+        """Add a demonstration (near-duplicates add support to the existing one): (id, action)."""
+        return curate.add_item(self, DEMO, demo, namespace=namespace, episode_id=episode_id)
+
+    def add_lessons_bulk(self, lessons: list[Any], *, namespace: Optional[str] = None, vectors: Any = None) -> list[int]:
+        """Insert many lessons without deduplication (imports, benchmarks); `vectors` in the embedder's space."""
+        return curate.add_bulk(self, LESSON, lessons, namespace=namespace, vectors=vectors)
+
+    def retrieve(self, goal: str = "", observation: str = "", *, namespace: Optional[str] = None,
+                 task_type: Optional[str] = None, k: int = 5, token_budget: int = 400,
+                 episode_id: Optional[str] = None, step_index: Optional[int] = None,
+                 kinds: tuple[str, ...] = (LESSON, DEMO), record: bool = True, k_demos: int = 1) -> Context:
+        """The lessons (general and task-type, MMR-diverse, up to `k`) and demonstrations (up to
+        `k_demos`) most relevant to the goal and observation, rendered within `token_budget` tokens;
+        each chosen item is written to the retrievals table unless `record=False`."""
+        ns = namespace or self.namespace
+        kinds = tuple("demonstration" if x == "demo" else x for x in kinds)
+        if token_budget <= 0 or (k <= 0 and k_demos <= 0):
+            return Context()
+        self._index.sync()  # one cheap max(lesson_events.id) unless another process changed memory
+        query = self.embedder.encode([query_text(goal, observation)])
+        ctx = build_context(self._index, query, namespace=ns, task_type=task_type or None, k=k,
+                            k_demos=k_demos, token_budget=token_budget, kinds=kinds)
+        if record:
+            record_retrievals(self.engine, ctx, namespace=ns, episode_id=episode_id, step_index=step_index)
+        return ctx
+
+    def retire_lesson(self, lesson_id: int, reason: str = "") -> LessonRow:
+        """Stop retrieving a lesson; it stays in SQL and `restore_lesson` brings it back."""
+        return curate.set_status(self, LESSON, lesson_id, "retire", reason)
+
+    def restore_lesson(self, lesson_id: int, reason: str = "") -> LessonRow:
+        """Make a retired lesson retrievable again."""
+        return curate.set_status(self, LESSON, lesson_id, "restore", reason)
+
+    def approve_lesson(self, lesson_id: int, reason: str = "") -> LessonRow:
+        """Let a quarantined lesson (from an untrusted namespace) be retrieved."""
+        return curate.set_status(self, LESSON, lesson_id, "approve", reason)
+
+    def edit_lesson(self, lesson_id: int, *, reason: str = "", **changes: Any) -> LessonRow:
+        """Change a lesson's fields (trigger, fix, ...); its version goes up by one and it is re-embedded."""
+        return curate.edit(self, LESSON, lesson_id, changes, reason)
+
+    def update_utility(self, namespace: Optional[str] = None, *, min_uses: int = MIN_USES) -> list[int]:
+        """Retire lessons whose episodes reliably do worse than their task types without them; returns ids."""
+        return curate.update_utility(self, namespace, min_uses=min_uses)
+
+    def lesson_utility(self, namespace: Optional[str] = None) -> dict[int, dict[str, Any]]:
+        """The measured numbers `update_utility` decides on, per lesson id."""
+        return curate.lesson_utility(self, namespace or self.namespace)
+
+    def lessons(self, namespace: Optional[str] = None, status: Optional[str] = None,
+                task_type: Optional[str] = None) -> list[LessonRow]:
+        """Lesson rows of a namespace, by id (all statuses unless `status`)."""
+        return self._rows(LessonRow, namespace, status, task_type)
+
+    def demonstrations(self, namespace: Optional[str] = None, status: Optional[str] = None,
+                       task_type: Optional[str] = None) -> list[DemonstrationRow]:
+        """Demonstration rows of a namespace, by id (all statuses unless `status`)."""
+        return self._rows(DemonstrationRow, namespace, status, task_type)
+
+    def _rows(self, model: Any, namespace: Optional[str], status: Optional[str], task_type: Optional[str]) -> list[Any]:
+        t = model.__table__
+        q = select(t).where(t.c.namespace == (namespace or self.namespace))
+        if status:
+            q = q.where(t.c.status == (status.value if hasattr(status, "value") else status))
+        if task_type is not None:
+            q = q.where(t.c.task_type == task_type)
+        with self.read_engine.connect() as conn:
+            return [model.model_validate(dict(r)) for r in conn.execute(q.order_by(t.c.id)).mappings()]
+
+    def index_check(self) -> dict[str, Any]:
+        """Compare the saved index with SQL (missing, extra, misplaced items; marks); changes nothing."""
+        return self._index.check()
+
+    def index_rebuild(self) -> dict[str, int]:
+        """Rebuild the index from SQL (and cached vectors) and save it; returns items per kind."""
+        return self._index.rebuild()
 
 
 def _plain(values: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,371 @@
+"""Curation of skill memory: dedupe and merge on insert, status changes, edits, measured utility.
+
+Every change is one SQL transaction that also appends a `lesson_events` row (create,
+merge, edit, retire, restore, approve, quarantine) with the item before and after. The
+vector index follows those events (see :class:`skillmem.retrieve.MemoryIndex`).
+
+Near-duplicates: a new lesson whose cosine similarity to an active lesson of the same
+namespace, scope and task type is at least `DUPLICATE_COSINE` (0.92, all-MiniLM-L6-v2:
+paraphrases of one rule score ~0.93-0.99, distinct rules about the same object ~0.6-0.85)
+is merged into it through the memory's merge hook, or skipped when its text is identical.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Sequence
+
+import numpy as np
+from pydantic import ValidationError
+from sqlalchemy import bindparam, insert, text, update
+from sqlalchemy.engine import Connection
+
+from .embed import content_hash
+from .episode import EVAL_SPLITS, DemonstrationBase, ItemStatus, LessonBase, utcnow
+from .retrieve import (
+    insert_ignore,
+    KIND_TABLE,
+    LESSON,
+    embed_texts,
+    fetch_rows,
+    head_event_id,
+    item_text,
+    partition_of,
+)
+from .store import EmbeddingRow, LessonEventRow
+
+if TYPE_CHECKING:
+    from .memory import SkillMemory
+
+DUPLICATE_COSINE = 0.92
+MIN_USES = 10  # episodes a lesson must have been retrieved into before it can be retired
+WILSON_Z = 1.6449  # one-sided 95% = two-sided 90% interval
+_PG_CURATION_LOCK = 7214392
+_OPTIMISTIC_TRIES = 5
+
+MergeHook = Callable[[LessonBase, LessonBase], LessonBase]
+LESSON_FIELDS = ("scope", "task_type", "trigger", "bad_action", "fix", "pivot_step", "source_episodes",
+                 "provenance", "grounded_on_feedback")
+DEMO_FIELDS = ("task_type", "goal_template", "plan", "slots", "source_episodes", "provenance", "raw_tokens")
+
+
+class CurationError(ValueError):
+    """A lesson or demonstration change that does not apply (unknown id, wrong status, bad field)."""
+
+
+def union(a: Sequence[str], b: Sequence[str]) -> list[str]:
+    """Order-preserving union of source episode ids."""
+    return list(dict.fromkeys([*a, *b]))
+
+
+def default_merge(existing: LessonBase, new: LessonBase) -> LessonBase:
+    """Keep the better-supported text (grounded on feedback first, then support; ties keep the existing)."""
+    def strength(x: LessonBase) -> tuple[bool, int]:
+        return (bool(x.grounded_on_feedback), int(getattr(x, "support", 1) or 1))
+
+    keep = new if strength(new) > strength(existing) else existing
+    data = {f: getattr(keep, f) for f in LESSON_FIELDS}
+    data["source_episodes"] = union(existing.source_episodes, new.source_episodes)
+    data["provenance"] = {**(new.provenance or {}), **(existing.provenance or {})}
+    data["grounded_on_feedback"] = bool(existing.grounded_on_feedback or new.grounded_on_feedback)
+    return LessonBase.model_validate(data)
+
+
+@contextmanager
+def write_txn(memory: "SkillMemory") -> Iterator[Connection]:
+    """One curation transaction; curation writers are serialized so event ids commit in order."""
+    with memory.engine.begin() as conn:  # SQLite: BEGIN IMMEDIATE already holds the only write lock
+        if memory.engine.dialect.name == "postgresql":
+            # Without this a later event id could commit before an earlier one and the index's
+            # high-water mark would skip the earlier change.
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_CURATION_LOCK})
+        yield conn
+
+
+def snapshot(row: Any) -> dict[str, Any]:
+    """A row as JSON for an event's before/after."""
+    data = row.model_dump(mode="json")
+    for k in ("created_at", "updated_at"):
+        data.pop(k, None)
+    return data
+
+
+def _event(conn: Connection, kind: str, row: Any, action: str, *, before: Any = None, after: Any = None,
+           reason: str = "", episode_id: Optional[str] = None) -> None:
+    conn.execute(insert(LessonEventRow.__table__), dict(
+        namespace=row.namespace, item_kind=kind, item_id=row.id, action=action,
+        before=before, after=after, reason=reason, episode_id=episode_id, created_at=utcnow()))
+
+
+def _plain(v: Any) -> Any:
+    return v.value if hasattr(v, "value") and not isinstance(v, (int, float)) else v
+
+
+# --------------------------------------------------------------------------- insert
+
+
+def _validate(model: type, item: Any) -> Any:
+    try:
+        data = item.model_dump() if hasattr(item, "model_dump") else dict(item)
+        return model.model_validate({k: v for k, v in data.items() if k in model.model_fields})
+    except (ValidationError, TypeError) as exc:
+        raise CurationError(f"malformed {model.__name__}, nothing written: {exc}") from exc
+
+
+def _nearest(memory: "SkillMemory", kind: str, row: Any, vec: np.ndarray) -> tuple[Optional[Any], float]:
+    """The closest active item that curation compares `row` with (same namespace, scope, task type)."""
+    cands = memory._index.candidates([partition_of(kind, row)], vec, 16)
+    if not cands:
+        return None, -1.0
+    with memory.read_engine.connect() as conn:
+        rows = fetch_rows(conn, kind, [c[1] for c in cands], namespace=row.namespace, active_only=True)
+    for _, item_id, score, _ in cands:
+        other = rows.get(item_id)
+        if other is None or other.task_type != row.task_type:
+            continue
+        if kind == LESSON and _plain(other.scope) != _plain(row.scope):
+            continue
+        return other, score
+    return None, -1.0
+
+
+def add_item(memory: "SkillMemory", kind: str, item: Any, *, namespace: Optional[str],
+             episode_id: Optional[str]) -> tuple[int, str]:
+    """Insert a lesson or demonstration, or merge it into / skip it for a near-duplicate."""
+    base_model = LessonBase if kind == LESSON else DemonstrationBase
+    base = _validate(base_model, item)
+    if episode_id and episode_id not in base.source_episodes:
+        base.source_episodes = [*base.source_episodes, episode_id]
+    ns = namespace or memory.namespace
+    table_model = KIND_TABLE[kind]
+    untrusted = ns in memory.untrusted_namespaces
+    row = table_model(**base.model_dump(), namespace=ns)
+    row.status = ItemStatus.quarantined if untrusted else ItemStatus.active
+    emb = memory.embedder
+    vecs, keys = embed_texts(memory.engine, emb, [item_text(kind, row)], memory.read_engine)
+    row.text_hash, row.embedding_model = keys[0], emb.name
+
+    for attempt in range(_OPTIMISTIC_TRIES):
+        # Plan outside the write lock (the merge hook may call an LLM), commit only if nothing moved.
+        memory._index.sync()
+        seen = memory._index.mark
+        near, score = _nearest(memory, kind, row, vecs[0])
+        action, merged, merged_key = "created", None, None
+        if near is not None and near.text_hash == row.text_hash:
+            action = "skipped"
+        elif near is not None and score >= memory.duplicate_cosine and not untrusted:
+            action = "merged"
+            merged = _merge(memory, kind, near, base)
+            _, mk = embed_texts(memory.engine, emb, [item_text(kind, merged)], memory.read_engine)
+            merged_key = mk[0]
+        last = attempt == _OPTIMISTIC_TRIES - 1
+        with write_txn(memory) as conn:
+            if head_event_id(conn) != seen and not last:
+                continue  # someone changed memory meanwhile: plan again
+            if action == "skipped":
+                return near.id, action
+            if action == "merged":
+                return _apply_merge(conn, kind, near, merged, merged_key, emb.name, episode_id), action
+            values = {k: _plain(v) for k, v in row.model_dump().items() if k != "id"}
+            values.update(created_at=utcnow(), updated_at=utcnow())
+            t = table_model.__table__
+            row.id = int(conn.execute(insert(t).returning(t.c.id), values).scalar())
+            _event(conn, kind, row, "create", after=snapshot(row), episode_id=episode_id,
+                   reason="new from an untrusted namespace" if untrusted else "")
+            if untrusted:
+                _event(conn, kind, row, "quarantine", after={"status": "quarantined"}, episode_id=episode_id,
+                       reason=f"namespace {ns!r} is untrusted: approve with `skillmem lessons approve {row.id}`")
+        memory._index.sync()
+        return row.id, action
+    raise AssertionError("unreachable")
+
+
+def _merge(memory: "SkillMemory", kind: str, existing: Any, new: Any) -> Any:
+    if kind == LESSON:
+        merged = memory.merge_hook(existing, new)  # the row: the hook sees its support
+        merged = _validate(LessonBase, merged)
+    else:  # a demonstration keeps the existing plan; the new one adds support
+        merged = _validate(DemonstrationBase, existing)
+    # The union of sources holds whatever the hook returned.
+    merged.source_episodes = union(union(existing.source_episodes, new.source_episodes), merged.source_episodes)
+    return merged
+
+
+def _apply_merge(conn: Connection, kind: str, existing: Any, merged: Any, key: str, model: str,
+                 episode_id: Optional[str]) -> int:
+    fields = LESSON_FIELDS if kind == LESSON else DEMO_FIELDS
+    t = KIND_TABLE[kind].__table__
+    values = {f: _plain(getattr(merged, f)) for f in fields}
+    values.update(support=existing.support + 1, version=existing.version + 1, text_hash=key,
+                  embedding_model=model, updated_at=utcnow())
+    conn.execute(update(t).where(t.c.id == existing.id).values(**values))
+    after = fetch_rows(conn, kind, [existing.id])[existing.id]
+    _event(conn, kind, existing, "merge", before=snapshot(existing), after=snapshot(after), episode_id=episode_id,
+           reason="near-duplicate merged on insert")
+    return existing.id
+
+
+def add_bulk(memory: "SkillMemory", kind: str, items: Sequence[Any], *, namespace: Optional[str] = None,
+             vectors: Optional[np.ndarray] = None) -> list[int]:
+    """Insert many items at once without deduplication (imports, benchmarks); one create event each."""
+    ns = namespace or memory.namespace
+    emb = memory.embedder
+    model = KIND_TABLE[kind]
+    base_model = LessonBase if kind == LESSON else DemonstrationBase
+    rows = [model(**_validate(base_model, it).model_dump(), namespace=ns) for it in items]
+    texts = [item_text(kind, r) for r in rows]
+    if vectors is None:
+        _, keys = embed_texts(memory.engine, emb, texts, memory.read_engine)
+    else:  # precomputed vectors in the memory's model: store them under their hashes
+        keys = [content_hash(s, emb.name) for s in texts]
+        vecs = np.ascontiguousarray(vectors, dtype=np.float32)
+        with memory.engine.begin() as conn:
+            conn.execute(insert_ignore(memory.engine, EmbeddingRow.__table__), [
+                dict(text_hash=k, model=emb.name, dim=emb.dim, vector=v.tobytes(), created_at=utcnow())
+                for k, v in zip(keys, vecs)])
+    now = utcnow()
+    status = ItemStatus.quarantined if ns in memory.untrusted_namespaces else ItemStatus.active
+    t = model.__table__
+    ids: list[int] = []
+    with write_txn(memory) as conn:
+        for r, k in zip(rows, keys):
+            r.text_hash, r.embedding_model, r.status = k, emb.name, status
+        values = [{**{c: _plain(v) for c, v in r.model_dump().items() if c != "id"}, "created_at": now,
+                   "updated_at": now} for r in rows]
+        for i in range(0, len(values), 2000):
+            ids.extend(int(x) for x in conn.execute(insert(t).returning(t.c.id), values[i:i + 2000]).scalars())
+        conn.execute(insert(LessonEventRow.__table__), [
+            dict(namespace=ns, item_kind=kind, item_id=i, action="create", before=None, after=None,
+                 reason="bulk import", episode_id=None, created_at=now) for i in ids])
+    memory._index.sync()
+    return ids
+
+
+# --------------------------------------------------------------------------- status and edits
+
+TRANSITIONS = {
+    "retire": ({ItemStatus.active, ItemStatus.quarantined}, ItemStatus.retired),
+    "restore": ({ItemStatus.retired}, ItemStatus.active),
+    "approve": ({ItemStatus.quarantined}, ItemStatus.active),
+}
+
+
+def set_status(memory: "SkillMemory", kind: str, item_id: int, action: str, reason: str,
+               after_extra: Optional[dict[str, Any]] = None) -> Any:
+    """retire | restore | approve one item; an event row records it. Returns the row after."""
+    allowed, target = TRANSITIONS[action]
+    t = KIND_TABLE[kind].__table__
+    with write_txn(memory) as conn:
+        row = fetch_rows(conn, kind, [item_id]).get(int(item_id))
+        if row is None:
+            raise CurationError(f"no {kind} with id {item_id}; list them with `skillmem lessons`")
+        if row.status not in allowed:
+            raise CurationError(
+                f"{kind} {item_id} is {row.status.value}; {action} applies only to "
+                f"{' or '.join(sorted(s.value for s in allowed))} items")
+        conn.execute(update(t).where(t.c.id == row.id).values(status=target.value, updated_at=utcnow()))
+        after = {"status": target.value, **(after_extra or {})}
+        _event(conn, kind, row, action, before={"status": row.status.value}, after=after, reason=reason)
+        row.status = target
+    memory._index.sync_if_loaded()
+    return row
+
+
+def edit(memory: "SkillMemory", kind: str, item_id: int, changes: dict[str, Any], reason: str) -> Any:
+    """Change fields of an item (version + 1, re-embedded); the event holds before and after."""
+    fields = LESSON_FIELDS if kind == LESSON else DEMO_FIELDS
+    unknown = set(changes) - set(fields)
+    if unknown:
+        raise CurationError(f"cannot edit {sorted(unknown)} of a {kind}; editable fields: {', '.join(fields)}")
+    base_model = LessonBase if kind == LESSON else DemonstrationBase
+    with memory.read_engine.connect() as conn:
+        current = fetch_rows(conn, kind, [item_id]).get(int(item_id))
+    if current is None:
+        raise CurationError(f"no {kind} with id {item_id}; list them with `skillmem lessons`")
+    new = _validate(base_model, {**current.model_dump(), **changes})
+    _, keys = embed_texts(memory.engine, memory.embedder, [item_text(kind, new)], memory.read_engine)
+    t = KIND_TABLE[kind].__table__
+    with write_txn(memory) as conn:
+        before = fetch_rows(conn, kind, [item_id])[int(item_id)]
+        values = {f: _plain(getattr(new, f)) for f in changes}
+        values.update(version=before.version + 1, text_hash=keys[0], embedding_model=memory.embedder.name,
+                      updated_at=utcnow())
+        conn.execute(update(t).where(t.c.id == before.id).values(**values))
+        after = fetch_rows(conn, kind, [item_id])[int(item_id)]
+        _event(conn, kind, before, "edit", before=snapshot(before), after=snapshot(after), reason=reason)
+    memory._index.sync()
+    return after
+
+
+# --------------------------------------------------------------------------- utility
+
+
+def wilson_upper(successes: int, n: int, z: float = WILSON_Z) -> float:
+    """Upper end of the Wilson score interval for a success rate (one-sided bound at `z`)."""
+    if n == 0:
+        return 1.0
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = p + z * z / (2 * n)
+    spread = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return min(1.0, (centre + spread) / denom)
+
+
+def lesson_utility(memory: "SkillMemory", namespace: str) -> dict[int, dict[str, Any]]:
+    """For each active lesson: its verified episodes and success rate vs. the same task types without it.
+
+    Only verified outcomes (outcome_source set) count, and evaluation splits never do:
+    what is measured on evaluation must not change memory.
+    """
+    eval_splits = tuple(sorted(EVAL_SPLITS))
+    with memory.read_engine.connect() as conn:
+        eps = {r[0]: (r[1], r[2] == "success") for r in conn.execute(text(
+            "SELECT id, task_type, outcome FROM episodes WHERE namespace = :ns AND outcome_source IS NOT NULL "
+            "AND outcome IN ('success', 'failure') AND split NOT IN :ev").bindparams(bindparam("ev", expanding=True)),
+            {"ns": namespace, "ev": list(eval_splits)})}
+        used: dict[int, set[str]] = {}
+        for lid, ep in conn.execute(text(
+                "SELECT DISTINCT r.item_id, r.episode_id FROM retrievals r JOIN lessons l ON l.id = r.item_id "
+                "WHERE r.item_kind = 'lesson' AND r.namespace = :ns AND l.status = 'active' "
+                "AND r.episode_id IS NOT NULL"), {"ns": namespace}):
+            if ep in eps:
+                used.setdefault(int(lid), set()).add(ep)
+    by_type: dict[str, list[bool]] = {}
+    for tt, ok in eps.values():
+        by_type.setdefault(tt, []).append(ok)
+    out: dict[int, dict[str, Any]] = {}
+    for lid, episodes in sorted(used.items()):
+        n = len(episodes)
+        s = sum(eps[e][1] for e in episodes)
+        # Baseline: the same task types, in the same mix, in episodes that did not see this lesson.
+        base_num = base_den = 0.0
+        base_n = 0
+        for tt in {eps[e][0] for e in episodes}:
+            mine = [eps[e][1] for e in episodes if eps[e][0] == tt]
+            others_n = len(by_type[tt]) - len(mine)
+            if others_n <= 0:
+                continue
+            others_s = sum(by_type[tt]) - sum(mine)
+            base_num += len(mine) * others_s / others_n
+            base_den += len(mine)
+            base_n += others_n
+        baseline = base_num / base_den if base_den else None
+        out[lid] = dict(uses=n, successes=s, rate=round(s / n, 4), upper=round(wilson_upper(s, n), 4),
+                        baseline=None if baseline is None else round(baseline, 4), baseline_episodes=base_n)
+    return out
+
+
+def update_utility(memory: "SkillMemory", namespace: Optional[str] = None, *, min_uses: int = MIN_USES
+                   ) -> list[int]:
+    """Retire lessons whose episodes do reliably worse than the baseline; returns their ids."""
+    ns = namespace or memory.namespace
+    retired = []
+    for lid, u in lesson_utility(memory, ns).items():
+        if u["uses"] >= min_uses and u["baseline"] is not None and u["upper"] < u["baseline"]:
+            set_status(memory, LESSON, lid, "retire",
+                       reason=f"measured: {u['successes']}/{u['uses']} episodes succeeded with it "
+                              f"(upper bound {u['upper']}) vs {u['baseline']} without it",
+                       after_extra={**u, "min_uses": min_uses, "z": WILSON_Z})
+            retired.append(lid)
+    return retired

@@ -1,0 +1,212 @@
+"""Curation: dedupe and merge on insert, quarantine, status changes, edits, measured utility; each audited."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from skillmem import Demonstration, Lesson, SkillMemory
+from skillmem.curate import CurationError, wilson_upper
+from skillmem.embed import HashingEmbedder
+
+
+def open_memory(db: str, tmp_path: Path, **kw) -> SkillMemory:
+    kw.setdefault("embedder", HashingEmbedder())
+    return SkillMemory(db, index_dir=tmp_path / "index", **kw)
+
+
+@pytest.fixture
+def mem(db_url, tmp_path):
+    m = open_memory(db_url, tmp_path)
+    yield m
+    m.close()
+
+
+def events(m: SkillMemory, item_id: int, kind: str = "lesson") -> list[tuple]:
+    with m.engine.connect() as c:
+        rows = [tuple(r) for r in c.execute(text(
+            "SELECT action, before, after, reason, episode_id FROM lesson_events "
+            "WHERE item_id = :i AND item_kind = :k ORDER BY id"), {"i": item_id, "k": kind})]
+    # SQLite hands JSON columns back as text to a plain query.
+    return [tuple(json.loads(v) if isinstance(v, str) and v[:1] in ("{", "[") else v for v in r) for r in rows]
+
+
+def L(trigger="the microwave is closed", fix="open microwave 1 first", **kw) -> Lesson:
+    kw.setdefault("task_type", "heat")
+    return Lesson(trigger=trigger, fix=fix, **kw)
+
+
+def test_identical_text_is_skipped(mem):
+    a = mem.add_lesson(L(), episode_id="e1")
+    b = mem.add_lesson(L(), episode_id="e2")
+    assert a == (a[0], "created") and b == (a[0], "skipped")
+    assert [e[0] for e in events(mem, a[0])] == ["create"]
+    assert len(mem.lessons()) == 1
+
+
+def test_near_duplicate_is_merged_with_an_audited_event(mem):
+    lid, _ = mem.add_lesson(L(source_episodes=["e1"]), episode_id="e1")
+    got = mem.add_lesson(L(trigger="the microwave 1 is closed", source_episodes=["e2"]), episode_id="e2")
+    assert got == (lid, "merged")
+    row = mem.lessons()[0]
+    assert row.support == 2 and row.version == 2 and row.source_episodes == ["e1", "e2"]
+    assert row.trigger == "the microwave is closed"  # ties keep the existing text
+    action, before, after, _, ep = events(mem, lid)[-1]
+    assert action == "merge" and ep == "e2"
+    assert before["support"] == 1 and after["support"] == 2 and after["version"] == 2
+
+
+def test_grounded_lesson_text_wins_the_merge(mem):
+    lid, _ = mem.add_lesson(L())
+    mem.add_lesson(L(trigger="the microwave 1 is closed", grounded_on_feedback=True))
+    row = mem.lessons()[0]
+    assert row.trigger == "the microwave 1 is closed" and row.grounded_on_feedback
+
+
+def test_different_scope_or_task_type_is_not_merged(mem):
+    a, _ = mem.add_lesson(L())
+    assert mem.add_lesson(L(task_type="cool"))[1] == "created"
+    assert mem.add_lesson(L(scope="general", task_type="heat"))[1] == "created"
+    assert mem.add_lesson(L(), namespace="other")[1] == "created"
+    assert mem.add_lesson(L(trigger="an egg must be hot", fix="use the microwave not the fridge"))[1] == "created"
+    assert len(mem.lessons()) == 4 and a == 1
+
+
+def test_custom_merge_hook(mem):
+    calls = []
+
+    def hook(existing, new):
+        calls.append((existing.trigger, new.trigger, existing.support))
+        return Lesson(trigger="merged trigger about the closed microwave", fix=existing.fix, task_type="heat",
+                      source_episodes=[])
+
+    mem.merge_hook = hook
+    lid, _ = mem.add_lesson(L(source_episodes=["e1"]))
+    mem.add_lesson(L(trigger="the microwave 1 is closed", source_episodes=["e2"]))
+    assert calls == [("the microwave is closed", "the microwave 1 is closed", 1)]
+    row = mem.lessons()[0]
+    assert row.trigger == "merged trigger about the closed microwave" and row.source_episodes == ["e1", "e2"]
+    assert mem.retrieve("merged trigger closed microwave", task_type="heat").lessons[0].id == lid
+
+
+def test_untrusted_namespace_is_quarantined_until_approved(db_url, tmp_path):
+    m = open_memory(db_url, tmp_path, untrusted_namespaces=("web",))
+    lid, action = m.add_lesson(L(), namespace="web")
+    assert action == "created" and m.lessons(namespace="web")[0].status.value == "quarantined"
+    assert [e[0] for e in events(m, lid)] == ["create", "quarantine"]
+    assert m.retrieve("microwave closed", namespace="web", task_type="heat").lessons == []
+    # An untrusted near-duplicate never rewrites a lesson: it waits in quarantine too.
+    assert m.add_lesson(L(trigger="the microwave 1 is closed"), namespace="web")[1] == "created"
+    m.approve_lesson(lid, reason="looked fine")
+    assert [r.id for r in m.retrieve("microwave closed", namespace="web", task_type="heat").lessons] == [lid]
+    assert events(m, lid)[-1][0] == "approve" and events(m, lid)[-1][3] == "looked fine"
+    with pytest.raises(CurationError, match="quarantined"):
+        m.approve_lesson(lid)
+    m.close()
+
+
+def test_retire_restore_and_edit_are_audited(mem):
+    lid, _ = mem.add_lesson(L())
+    mem.retire_lesson(lid, reason="bad advice")
+    assert mem.lessons()[0].status.value == "retired"
+    with pytest.raises(CurationError, match="retired"):
+        mem.retire_lesson(lid)
+    with pytest.raises(CurationError, match="no lesson"):
+        mem.restore_lesson(999)
+    mem.restore_lesson(lid, reason="it was fine")
+    row = mem.edit_lesson(lid, fix="open the microwave door, then heat", reason="clearer")
+    assert row.version == 2 and row.fix == "open the microwave door, then heat"
+    with pytest.raises(CurationError, match="cannot edit"):
+        mem.edit_lesson(lid, status="active")
+    acts = events(mem, lid)
+    assert [a[0] for a in acts] == ["create", "retire", "restore", "edit"]
+    assert acts[1][1] == {"status": "active"} and acts[1][2] == {"status": "retired"}
+    assert acts[3][1]["fix"] == "open microwave 1 first" and acts[3][2]["fix"] == row.fix
+    ctx = mem.retrieve("microwave door", task_type="heat")
+    assert "open the microwave door, then heat" in ctx.text
+
+
+def test_demonstrations_dedupe(mem):
+    d = Demonstration(task_type="heat", goal_template="heat [object]", plan=["take [object]", "heat [object]"])
+    a = mem.add_demonstration(d, episode_id="e1")
+    assert mem.add_demonstration(d, episode_id="e2") == (a[0], "skipped")
+    d2 = Demonstration(task_type="heat", goal_template="heat [object]", plan=["take [object]", "heat [object] now"])
+    assert mem.add_demonstration(d2, episode_id="e3") == (a[0], "merged")
+    row = mem.demonstrations()[0]
+    assert row.support == 2 and row.plan == d.plan and row.source_episodes == ["e1", "e3"]
+    assert [e[0] for e in events(mem, a[0], "demonstration")] == ["create", "merge"]
+
+
+# --------------------------------------------------------------------------- utility
+
+
+def test_wilson_upper_bound():
+    assert wilson_upper(0, 0) == 1.0
+    assert wilson_upper(10, 10) == 1.0
+    assert 0.18 < wilson_upper(1, 12) < 0.31
+    assert wilson_upper(50, 100) < 0.59
+
+
+def run_episodes(m: SkillMemory, n: int, successes: int, *, lesson_query: str | None, split: str = "train",
+                 task_type: str = "heat") -> None:
+    for i in range(n):
+        with m.episode(task="heat an egg", task_type=task_type, split=split) as ep:
+            if lesson_query:
+                m.retrieve(lesson_query, task_type=task_type, episode_id=ep.id, k=1, k_demos=0)
+            ep.step(observation="o", action="a", feedback="f")
+            ep.finish(success=i < successes, source="environment")
+
+
+def test_harmful_lesson_is_retired_with_its_numbers(mem):
+    bad, _ = mem.add_lesson(L(trigger="toaster", fix="put the egg in the toaster"))
+    good, _ = mem.add_lesson(L(trigger="microwave", fix="heat the egg with the microwave"))
+    run_episodes(mem, 12, 1, lesson_query="toaster")  # with the bad lesson: 1/12
+    run_episodes(mem, 12, 9, lesson_query="microwave")  # with the good one: 9/12
+    run_episodes(mem, 20, 12, lesson_query=None)  # neither
+    # An evaluation split never counts: 30 failures there change nothing.
+    run_episodes(mem, 30, 0, lesson_query="microwave", split="valid_seen")
+    util = mem.lesson_utility()
+    assert util[bad]["uses"] == 12 and util[bad]["successes"] == 1 and util[good]["uses"] == 12
+    assert util[bad]["baseline"] == pytest.approx(21 / 32, abs=1e-3)
+    assert mem.update_utility() == [bad]
+    assert {r.id: r.status.value for r in mem.lessons()} == {bad: "retired", good: "active"}
+    action, _, after, reason, _ = events(mem, bad)[-1]
+    assert action == "retire" and after["uses"] == 12 and after["upper"] < after["baseline"] and "1/12" in reason
+    assert mem.update_utility() == []  # retired lessons are not measured again
+    mem.restore_lesson(bad, reason="people disagree")
+    assert mem.lessons()[0].status.value == "active"
+
+
+def test_too_few_uses_never_retire(mem):
+    bad, _ = mem.add_lesson(L(trigger="toaster", fix="put the egg in the toaster"))
+    run_episodes(mem, 5, 0, lesson_query="toaster")
+    run_episodes(mem, 10, 10, lesson_query=None)
+    assert mem.update_utility() == [] and mem.update_utility(min_uses=5) == [bad]
+
+
+def test_unverified_outcomes_do_not_count(mem):
+    mem.add_lesson(L(trigger="toaster", fix="put the egg in the toaster"))
+    for _ in range(12):
+        with mem.episode(task="heat", task_type="heat") as ep:
+            mem.retrieve("toaster", task_type="heat", episode_id=ep.id)
+            ep.finish(success=None, self_reported=False)
+    assert mem.lesson_utility() == {} and mem.update_utility() == []
+
+
+# --------------------------------------------------------------------------- semantic dedupe
+
+
+def test_paraphrase_is_merged_with_the_real_model(tmp_path):
+    from skillmem.embed import default_embedder
+
+    m = SkillMemory(str(tmp_path / "s.db"), embedder=default_embedder())
+    a, _ = m.add_lesson(Lesson(trigger="the fridge is closed", bad_action="put apple in fridge 1",
+                               fix="open fridge 1 before putting things in it", task_type="cool"))
+    assert m.add_lesson(Lesson(trigger="the fridge is shut", bad_action="put apple in fridge 1",
+                               fix="open fridge 1 before putting things in it", task_type="cool")) == (a, "merged")
+    assert m.add_lesson(Lesson(trigger="the apple is warm", bad_action="put apple in fridge 1",
+                               fix="cool the apple with fridge 1", task_type="cool"))[1] == "created"
+    m.close()

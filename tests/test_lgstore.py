@@ -1,0 +1,100 @@
+"""SkillStore: skill memory behind LangGraph's BaseStore interface."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TypedDict
+
+import pytest
+from langgraph.store.base import BaseStore, ListNamespacesOp, MatchCondition, SearchOp
+
+from skillmem import Demonstration, Lesson, SkillMemory
+from skillmem.embed import HashingEmbedder
+from skillmem.lgstore import SkillStore
+
+NS = ("skillmem", "default", "lessons")
+
+
+@pytest.fixture
+def store(db_url, tmp_path):
+    m = SkillMemory(db_url, index_dir=tmp_path / "index", embedder=HashingEmbedder())
+    m.add_lesson(Lesson(trigger="the microwave is closed", fix="open microwave 1 first", task_type="heat"))
+    m.add_lesson(Lesson(trigger="looking for a key", fix="check the drawers", scope="general"))
+    m.add_lesson(Lesson(trigger="the sink is full", fix="clean the mug elsewhere", task_type="clean"))
+    m.add_lesson(Lesson(trigger="secret microwave trick", fix="other namespace", task_type="heat"), namespace="other")
+    m.add_demonstration(Demonstration(task_type="heat", goal_template="heat [object]", plan=["take [object]"]))
+    yield SkillStore(m)
+    m.close()
+
+
+def test_search_by_query_ranks_within_the_namespace(store):
+    hits = store.search(NS, query="the microwave is closed, what now", limit=2)
+    assert hits[0].value["trigger"] == "the microwave is closed" and hits[0].score > hits[1].score
+    assert all(h.namespace == NS for h in hits)
+    assert all(h.value["namespace"] == "default" for h in store.search(("skillmem", "default"), query="microwave"))
+    assert {h.value["namespace"] for h in store.search(("skillmem",), query="microwave")} == {"default", "other"}
+    assert store.search(("skillmem", "other", "lessons"), query="microwave")[0].value["fix"] == "other namespace"
+    assert store.search(("elsewhere",), query="microwave") == []
+
+
+def test_search_without_query_lists_and_filters(store):
+    rows = store.search(NS, limit=10)
+    assert [int(r.key) for r in rows] == [1, 2, 3] and rows[0].score is None
+    assert [r.value["trigger"] for r in store.search(NS, filter={"task_type": "clean"})] == ["the sink is full"]
+    assert [r.key for r in store.search(NS, filter={"support": {"$gte": 1}}, limit=1, offset=1)] == ["2"]
+    assert len(store.search(("skillmem", "default"), limit=10)) == 4  # lessons and the demonstration
+
+
+def test_get_put_delete(store):
+    item = store.get(NS, "1")
+    assert item.value["fix"] == "open microwave 1 first" and item.key == "1"
+    assert store.get(NS, "999") is None and store.get(NS, "not-an-id") is None
+    assert store.get(("skillmem", "other", "lessons"), "1") is None  # id 1 lives in "default"
+    store.put(NS, "1", {**item.value, "fix": "open the microwave door"})
+    assert store.get(NS, "1").value["fix"] == "open the microwave door" and store.get(NS, "1").value["version"] == 2
+    store.put(NS, "my-key", {"trigger": "the egg is frozen", "fix": "thaw it", "task_type": "heat"})
+    new = store.search(NS, query="egg frozen thaw", limit=1)[0]
+    assert new.value["provenance"]["store_key"] == "my-key"
+    store.delete(NS, "1")  # retire: still in SQL, no longer searched
+    assert store.get(NS, "1").value["status"] == "retired"
+    assert "1" not in {h.key for h in store.search(NS, query="microwave closed", limit=10)}
+    assert [h.key for h in store.search(NS, filter={"status": "retired"})] == ["1"]
+    with pytest.raises(ValueError, match="namespaces look like"):
+        store.put(("x",), "1", {"trigger": "t", "fix": "f"})
+
+
+def test_list_namespaces(store):
+    assert store.list_namespaces() == [("skillmem", "default", "demonstrations"), ("skillmem", "default", "lessons"),
+                                       ("skillmem", "other", "lessons")]
+    assert store.list_namespaces(suffix=("lessons",)) == [("skillmem", "default", "lessons"),
+                                                          ("skillmem", "other", "lessons")]
+    assert store.list_namespaces(prefix=("skillmem", "other")) == [("skillmem", "other", "lessons")]
+    assert store.list_namespaces(max_depth=2) == [("skillmem", "default"), ("skillmem", "other")]
+    [res] = store.batch([ListNamespacesOp(match_conditions=(MatchCondition("prefix", ("skillmem", "*", "lessons")),))])
+    assert len(res) == 2
+
+
+def test_abatch(store):
+    res = asyncio.run(store.abatch([SearchOp(NS, query="microwave", limit=1)]))
+    assert res[0][0].value["trigger"] == "the microwave is closed"
+    assert asyncio.run(store.aget(NS, "2")).value["scope"] == "general"
+
+
+class S(TypedDict, total=False):
+    goal: str
+    hint: str
+
+
+def test_graph_compiled_with_the_store(store):
+    from langgraph.graph import END, START, StateGraph
+
+    def node(state: S, *, store: BaseStore) -> dict:
+        hits = store.search(("skillmem", "default", "lessons"), query=state["goal"], limit=1)
+        return {"hint": hits[0].value["fix"]}
+
+    g = StateGraph(S)
+    g.add_node("n", node)
+    g.add_edge(START, "n")
+    g.add_edge("n", END)
+    out = g.compile(store=store).invoke({"goal": "the microwave is closed"})
+    assert out["hint"] == "open microwave 1 first"
