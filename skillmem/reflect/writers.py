@@ -1,0 +1,219 @@
+"""Lesson writers: the offline writer (from the trace analysis alone) and the LLM writer.
+
+Both take an :class:`~skillmem.reflect.trace.Analysis` and return a checked LessonBase; both
+can merge two near-duplicate lessons for the memory's merge hook. `default_writer()` picks
+the LLM writer when SKILLMEM_LLM_* is set, the offline writer otherwise.
+
+    writer = LLMWriter(LLMClient(LLMConfig(base_url="http://localhost:8080/v1")))
+    lesson = writer.write_lesson(analysis)        # LLMError subclasses when the endpoint fails
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Optional, Protocol
+
+from pydantic import BaseModel, Field
+
+from ..episode import DemonstrationBase, LessonBase, Scope
+from ..llm import LLMClient, LLMConfig, Usage
+from . import prompts
+from .demos import demo_from_trace
+from .safety import SafetyConfig, check_lesson, has_injection
+from .trace import Analysis, Trace
+
+
+class Writer(Protocol):
+    """Turns analyses into lessons and successes into demonstrations."""
+
+    name: str
+
+    def write_lesson(self, analysis: Analysis) -> LessonBase: ...
+
+    def write_demo(self, trace: Trace) -> DemonstrationBase: ...
+
+    def merge(self, existing: LessonBase, new: LessonBase) -> LessonBase: ...
+
+
+# Why an action fails in ALFWorld-like worlds, by verb: the offline writer's only knowledge.
+PRECONDITIONS = {
+    "take": "[object] must be in view at the place you are (go to where you saw it; open it if closed) "
+            "and your hands must be empty",
+    "move": "you must hold the object and stand at the target receptacle, opened if it is closed",
+    "put": "you must hold the object and stand at the target receptacle, opened if it is closed",
+    "heat": "hold the object and stand at the microwave first",
+    "cool": "hold the object and stand at the fridge first",
+    "clean": "hold the object and stand at the sinkbasin first",
+    "slice": "hold a knife and stand where the object is",
+    "use": "stand at the lamp first (go to the place where it is)",
+    "open": "stand at the receptacle first; it must be closed",
+    "close": "stand at the receptacle first; it must be open",
+    "go": "go only to places listed in the admissible commands",
+    "examine": "stand where the thing is first",
+}
+
+
+def _safe(text: Optional[str]) -> str:
+    """Untrusted text, or nothing when it carries an instruction."""
+    return "" if not text or has_injection(text) else text
+
+
+def _fill(draft: "LessonDraft", analysis: Analysis, provenance: dict[str, Any]) -> LessonBase:
+    t = analysis.trace
+    return LessonBase(
+        scope=Scope(draft.scope), task_type=t.task_type, trigger=draft.trigger.strip(),
+        bad_action=draft.bad_action.strip(), fix=draft.fix.strip(), pivot_step=analysis.pivot.step,
+        source_episodes=[t.episode_id], provenance=provenance, grounded_on_feedback=analysis.grounded_on_feedback,
+    )
+
+
+class LessonDraft(BaseModel):
+    """The part of a lesson a writer composes; the rest comes from the analysis."""
+
+    trigger: str = Field(min_length=3)
+    bad_action: str = ""
+    fix: str = Field(min_length=3)
+    scope: Literal["general", "task"] = "task"
+
+
+class OfflineWriter:
+    """Writes lessons from the trace analysis alone: no model, deterministic, the default."""
+
+    name = "offline"
+
+    def __init__(self, safety: Optional[SafetyConfig] = None):
+        self.safety = safety or SafetyConfig()
+
+    def draft(self, a: Analysis) -> LessonDraft:
+        """The lesson's words: trigger from the situation, fix from the strongest evidence."""
+        bad = _safe(a.bad_action)
+        prev = _safe(a.before_pivot[-1]) if a.before_pivot else ""
+        kind = a.trace.task_type.replace("_", " ") if a.trace.task_type else "this kind of task"
+        goal = _safe(a.goal_template) or kind
+        trigger = f"Task '{goal}' ({kind})"
+        trigger += f", after '{prev}'," if prev else ", at the start,"
+        trigger += f" when about to '{bad}'" if bad else ""
+        fix_action = _safe(a.fix_action)
+        verb = (bad.split() or [""])[0]
+        reason = a.pivot.reason
+        fb = _safe(a.feedback_at_pivot)
+        scope = "task"
+        if reason == "directive":
+            d = next((d for d in a.trace.directives if d.step_index == a.pivot.step), None)
+            said = _safe(d.text) if d else ""
+            fix = f"Do '{fix_action}' instead of '{bad}'." if fix_action else f"Do not '{bad}' here."
+            fix += f" The {d.source if d else 'teacher'} said: {said}" if said else ""
+        elif reason == "diverged_from_same_task":
+            fix = f"Do '{fix_action}' here instead of '{bad}'." if fix_action else f"Stop after the step before '{bad}'."
+            rest = _rest_of_plan(a, fix_action)
+            fix += f" The successful run went on: {rest}." if rest else ""
+        elif reason == "failure_feedback":
+            fix = f"'{bad}' failed" + (f" ({fb})" if fb and len(fb) < 80 else "") + "."
+            if verb in PRECONDITIONS:
+                fix += f" Before '{verb}', {PRECONDITIONS[verb]}."
+                scope = "general" if not fix_action else "task"
+            if fix_action and fix_action != bad:
+                fix += f" A successful run of this task did '{fix_action}'."
+            if verb not in PRECONDITIONS and not fix_action:
+                fix += " Choose a command from the admissible commands that moves toward the goal."
+        elif reason == "diverged_from_task_type":
+            nxt = a.success_plan[a.pivot.step] if a.pivot.step is not None and a.pivot.step < len(a.success_plan) else ""
+            fix = f"Successful runs of this task did '{_safe(nxt)}' at this point, not '{bad}'." if nxt else \
+                f"Successful runs of this task did not '{bad}' here."
+            if a.success_plan:
+                fix += " Their plan: " + "; ".join(a.success_plan[:12]) + "."
+        elif reason == "loop":
+            fix = f"'{bad}' repeats an earlier step that gave the same result; do something new " \
+                  f"(a place not yet visited, or the next step of the goal)."
+        else:
+            fix = "The episode failed without a clear signal; follow the goal step by step and check each " \
+                  "action's feedback."
+        return LessonDraft(trigger=trigger[:400], bad_action=bad[:200], fix=fix[:800], scope=scope)
+
+    def write_lesson(self, analysis: Analysis) -> LessonBase:
+        provenance = {"writer": self.name, "model": None, "pivot_reason": analysis.pivot.reason,
+                      "success_episode": analysis.success_episode, "prompt_version": None}
+        return check_lesson(_fill(self.draft(analysis), analysis, provenance), self.safety)
+
+    def write_demo(self, trace: Trace) -> DemonstrationBase:
+        return demo_from_trace(trace, writer=self.name)
+
+    def merge(self, existing: LessonBase, new: LessonBase) -> LessonBase:
+        """Keep the existing lesson's words; add the new fix when it says something else; join sources."""
+        fix = existing.fix if new.fix.strip() in existing.fix else f"{existing.fix} Also: {new.fix}"
+        merged = existing.model_copy(update={
+            "fix": fix[: self.safety.max_fix_chars],
+            "source_episodes": list(dict.fromkeys([*existing.source_episodes, *new.source_episodes])),
+            "grounded_on_feedback": existing.grounded_on_feedback or new.grounded_on_feedback,
+        })
+        return check_lesson(merged, self.safety)
+
+
+def _rest_of_plan(a: Analysis, fix_action: Optional[str], n: int = 6) -> str:
+    plan = a.success_plan
+    if fix_action in plan:
+        i = plan.index(fix_action)
+        return "; ".join(_safe(x) for x in plan[i + 1: i + 1 + n])
+    return ""
+
+
+class LLMWriter:
+    """Writes lessons with any OpenAI-compatible model, from the analysis and the offline draft.
+
+    The answer is validated against the lesson schema and the safety checks; an invalid one
+    goes back to the model with the error (LLMClient does that), and after the client's
+    `json_attempts` it raises InvalidAnswer: the queue keeps the episode pending. Usage
+    (tokens, calls, seconds) goes into each lesson's provenance.
+    """
+
+    name = "llm"
+
+    def __init__(self, client: LLMClient, *, safety: Optional[SafetyConfig] = None):
+        self.client = client
+        self.safety = safety or SafetyConfig()
+        self.offline = OfflineWriter(self.safety)
+
+    def _provenance(self, usage: Usage, **extra: Any) -> dict[str, Any]:
+        return {"writer": self.name, "model": self.client.model, "endpoint": self.client.endpoint,
+                "prompt_version": prompts.PROMPT_VERSION, "prompt_tokens": usage.prompt_tokens,
+                "completion_tokens": usage.completion_tokens, "calls": usage.calls,
+                "seconds": round(usage.seconds, 3), **extra}
+
+    def write_lesson(self, analysis: Analysis) -> LessonBase:
+        draft = self.offline.draft(analysis)
+        messages = prompts.lesson_messages(analysis.render(), draft)
+        base = {"writer": self.name, "pivot_reason": analysis.pivot.reason,
+                "success_episode": analysis.success_episode}
+
+        def validate(obj: dict[str, Any]) -> LessonBase:
+            return check_lesson(_fill(LessonDraft.model_validate(obj), analysis, base), self.safety)
+
+        lesson, usage = self.client.complete_json(messages, validate)
+        lesson.provenance = {**base, **self._provenance(usage)}
+        return lesson
+
+    def write_demo(self, trace: Trace) -> DemonstrationBase:
+        # A success stays concrete: its plan is the trace itself, no model is needed.
+        return demo_from_trace(trace, writer="offline")
+
+    def merge(self, existing: LessonBase, new: LessonBase) -> LessonBase:
+        """One lesson from two near-duplicates, for `memory.merge_hook`."""
+
+        def validate(obj: dict[str, Any]) -> LessonBase:
+            d = LessonDraft.model_validate(obj)
+            merged = existing.model_copy(update={
+                "trigger": d.trigger.strip(), "bad_action": d.bad_action.strip(), "fix": d.fix.strip(),
+                "scope": Scope(d.scope),
+                "source_episodes": list(dict.fromkeys([*existing.source_episodes, *new.source_episodes])),
+                "grounded_on_feedback": existing.grounded_on_feedback or new.grounded_on_feedback,
+            })
+            return check_lesson(merged, self.safety)
+
+        lesson, usage = self.client.complete_json(prompts.merge_messages(existing, new), validate)
+        lesson.provenance = {**existing.provenance, "merged_by": self._provenance(usage)}
+        return lesson
+
+
+def default_writer(config: Optional[LLMConfig] = None) -> Writer:
+    """The LLM writer when an endpoint is configured (argument or SKILLMEM_LLM_*), else the offline one."""
+    config = config or LLMConfig.from_env()
+    return LLMWriter(LLMClient(config)) if config is not None else OfflineWriter()
