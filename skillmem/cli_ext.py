@@ -1,0 +1,174 @@
+"""Subcommands that import heavy modules only when run: `skillmem train`, `skillmem policy list|rollback`.
+
+skillmem.cli imports this module and calls each function in EXTENSIONS with the
+subparsers; other parts append their own commands below.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from .cli import EXTENSIONS, command, print_rows
+
+
+def _add_train(sub: Any) -> None:
+    from dataclasses import fields
+
+    s = sub.add_parser("train", help="train a policy on the store's episodes, lessons and feedback; gate it")
+    s.add_argument("--namespace", "-n", default="default")
+    s.add_argument("--out", default=None, help="run directory (default: <db dir>/policies/<version id>)")
+    s.add_argument("--policy", choices=["cpu", "hf"], default="cpu", help="kind of policy to train")
+    s.add_argument("--base-model", default=None, help="hf: a local model directory (see policy.hf.from_gguf)")
+    s.add_argument("--force", action="store_true", help="train even if the trigger says there is too little new data")
+    s.add_argument("--no-gate", action="store_true", help="register the candidate without evaluating it")
+    # Every TrainConfig knob is a flag, with its own help.
+    from .train.trainer import TrainConfig
+
+    for f in fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        if f.type in ("bool", bool):
+            s.add_argument(flag, dest=f.name, type=lambda v: v.lower() in ("1", "true", "yes"), default=None,
+                           help=f.metadata.get("help", "") + " (true/false)")
+        else:
+            s.add_argument(flag, dest=f.name, type={"int": int, "float": float}.get(str(f.type), str), default=None,
+                           help=f.metadata.get("help", ""))
+
+    p = sub.add_parser("policy", help="list policy versions, or roll back to the previous one")
+    p.add_argument("action", choices=["list", "rollback"])
+    p.add_argument("--namespace", "-n", default="default")
+    p.add_argument("--format", choices=["table", "csv", "json"], default="table")
+
+
+EXTENSIONS.append(_add_train)
+
+
+@command("train")
+def cmd_train(a: argparse.Namespace) -> int:
+    from dataclasses import fields
+    from pathlib import Path
+
+    from .store import init_schema, make_engine, resolve_url
+    from .train import gate as gates
+    from .train.data import collect_examples, split_heldout
+    from .train.trainer import Trainer, TrainConfig, should_train
+
+    from .policy import CPUPolicy, load_policy
+
+    config = TrainConfig(**{f.name: getattr(a, f.name) for f in fields(TrainConfig) if getattr(a, f.name) is not None})
+    url = resolve_url(a.db)
+    engine = make_engine(url)
+    init_schema(engine)
+    go, why, counts = should_train(engine, a.namespace, config)
+    if not go and not a.force:
+        print(f"skillmem train: not yet: {why}")
+        return 0
+    examples = collect_examples(engine, a.namespace, max_history=config.max_history,
+                                max_candidates=config.max_candidates, min_group_size=config.min_group_size,
+                                seed=config.seed)
+    train_ex, held = split_heldout(examples, config.heldout_fraction, config.seed)
+    if not train_ex:
+        print("skillmem train: no training examples; record finished episodes with verified outcomes first",
+              file=sys.stderr)
+        return 1
+    current = gates.current_version(engine, a.namespace)
+    if current is not None and current.kind == a.policy:
+        policy = load_policy(current.path)  # continue from the policy in use
+    elif a.policy == "hf":
+        if not a.base_model:
+            print("skillmem train: --policy hf needs --base-model DIR (a local transformers model)", file=sys.stderr)
+            return 2
+        from .policy.hf import HFPolicy, HFPolicyConfig
+
+        policy = HFPolicy(HFPolicyConfig(base_model=a.base_model))
+    else:
+        policy = CPUPolicy()
+    baseline_dir = None
+    vid_hint = f"{a.policy}-{len(gates.list_versions(engine, a.namespace)) + 1}"
+    out = Path(a.out) if a.out else Path(url.split("///", 1)[-1]).parent / "policies" / vid_hint
+    if current is None:  # the untrained policy is what a first candidate must beat
+        baseline_dir = policy.save(out / "baseline")
+    result = Trainer(policy, train_ex, config, out).train()
+    print(f"trained {result.steps} steps ({result.status}), {result.examples_per_s:.0f} examples/s, "
+          f"loss {result.loss:.4f}: {result.path}")
+    vid = gates.register(engine, a.namespace, result.path, kind=a.policy,
+                         parent_id=current.id if current else None, config=json.loads(
+                             (result.path / "train_config.json").read_text()),
+                         metrics={"data": counts, "train": {"status": result.status, "loss": result.loss,
+                                                            "steps": result.steps, "examples": len(train_ex)}})
+    if result.status != "finished":
+        gates._set(engine, vid, status="rejected")
+        print(f"version {vid}: rejected (training stopped: {result.status})")
+        return 1
+    if a.no_gate:
+        print(f"version {vid}: candidate (not gated)")
+        return 0
+    decision = gates.gate(engine, vid, gates.heldout_evaluator(held or train_ex),
+                          baseline=load_policy(baseline_dir) if baseline_dir else None)
+    print(f"version {vid}: {'promoted' if decision.promoted else 'rejected'} "
+          f"(held-out score {decision.candidate_score:.3f} vs {decision.current_score})")
+    return 0
+
+
+@command("policy")
+def cmd_policy(a: argparse.Namespace) -> int:
+    from .store import make_engine, resolve_url
+    from .train import gate as gates
+
+    engine = make_engine(resolve_url(a.db))
+    try:
+        if a.action == "rollback":
+            try:
+                now = gates.rollback(engine, a.namespace)
+            except ValueError as exc:
+                print(f"skillmem policy rollback: {exc}", file=sys.stderr)
+                return 1
+            print(f"rolled back; current policy: {now or 'the untrained default'}")
+            return 0
+        rows = [(v.id, v.kind, v.status, v.parent_id, json.dumps({k: v.metrics.get(k) for k in ("score", "compared_score")
+                                                                   if k in v.metrics}), v.path, v.created_at)
+                for v in gates.list_versions(engine, a.namespace)]
+        print_rows(["id", "kind", "status", "parent", "metrics", "path", "created_at"], rows, a.format)
+        return 0
+    finally:
+        engine.dispose()
+
+
+# --------------------------------------------------------------------------- skillmem reflect
+
+
+def _add_reflect(sub: Any) -> None:
+    s = sub.add_parser("reflect", help="drain the reflection queue: lessons from failures, demos from successes")
+    s.add_argument("--namespace", "-n", default="default", help="namespace to drain ('*' for all)")
+    s.add_argument("--limit", type=int, default=None, help="reflect at most this many episodes")
+    s.add_argument("--offline", action="store_true", help="use the offline writer even if SKILLMEM_LLM_* is set")
+    s.add_argument("--retry-failed", dest="retry_failed", action="store_true",
+                   help="put episodes the writer gave up on back into the queue first")
+    s.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+
+
+EXTENSIONS.append(_add_reflect)
+
+
+@command("reflect")
+def cmd_reflect(a: argparse.Namespace) -> int:
+    from .memory import SkillMemory
+    from .reflect import OfflineWriter, default_writer, reflect_pending, retry_failed
+
+    mem = SkillMemory(a.db, namespace=a.namespace if a.namespace != "*" else "default")
+    try:
+        if a.retry_failed:
+            print(f"{retry_failed(mem, a.namespace)} failed episode(s) back in the queue", file=sys.stderr)
+        writer = OfflineWriter() if a.offline else default_writer()
+        report = reflect_pending(mem, writer, a.namespace, limit=a.limit, progress=a.progress)
+    finally:
+        mem.close()
+    print(json.dumps({"writer": writer.name, "done": report.done, "lessons": report.lessons,
+                      "demonstrations": report.demonstrations, "skipped": report.skipped, "errors": report.errors}))
+    if report.errors:
+        print(f"skillmem reflect: {report.errors} episode(s) stay queued after writer errors; see "
+              "`skillmem sql \"SELECT id, reflection_error FROM episodes WHERE reflection_error IS NOT NULL\"` "
+              "and rerun skillmem reflect", file=sys.stderr)
+    return 1 if report.errors else 0

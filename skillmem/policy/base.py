@@ -1,0 +1,104 @@
+"""The Policy protocol, the prompt every policy reads, and structured hints from memory.
+
+Retrieved memory reaches a policy two ways:
+
+* as **text** in its prompt (`Prompt.lessons`), which only a policy that reads can use;
+* as **hints** (`Hints`): the retrieved lessons and demonstrations matched against the
+  admissible actions — a lesson's bad action becomes a penalty on the actions it names,
+  its fix and a demonstration's next plan step (slots filled from the goal and the
+  history) become bonuses. Hints steer even a policy that cannot read.
+
+The trainer's objectives are written once over `Policy.action_logprobs`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional, Protocol, Sequence, runtime_checkable
+
+import torch
+
+from .hints import Hints, goal_slots, hints_from_context  # noqa: F401  (re-exported)
+
+# A history item: (action, observation) pair, a mapping with "action" and
+# "observation"/"feedback", or a plain string (an observation with no action).
+HistoryItem = Any
+
+
+@dataclass
+class Prompt:
+    """What a policy sees at one decision: goal, recent history, memory as text and as hints."""
+
+    goal: str
+    history: list[tuple[str, str]] = field(default_factory=list)  # (action, observation), oldest first
+    lessons: str = ""  # retrieved memory as text; "" = without memory
+    hints: Optional[Hints] = None
+
+    def without_memory(self) -> "Prompt":
+        return Prompt(self.goal, self.history, "", None)
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """Chooses an action among the admissible ones; scores candidates for training."""
+
+    def act(self, goal: str, history: Sequence[HistoryItem], context: Any, admissible: Sequence[str]) -> str:
+        """One action from `admissible`, given the goal, the history and retrieved memory (or None)."""
+        ...
+
+    def action_logprobs(self, prompt: Prompt, candidates: Sequence[str]) -> torch.Tensor:
+        """Log-probability of each candidate as the next action, shape [len(candidates)], differentiable."""
+        ...
+
+
+# --------------------------------------------------------------------------- history and context
+
+
+def history_pairs(history: Sequence[HistoryItem] | None) -> list[tuple[str, str]]:
+    """History items in any of the accepted shapes as (action, observation) pairs."""
+    out: list[tuple[str, str]] = []
+    for item in history or ():
+        if isinstance(item, str):
+            out.append(("", item))
+        elif isinstance(item, Mapping):
+            out.append((str(item.get("action", "") or ""),
+                        str(item.get("observation", item.get("feedback", "")) or "")))
+        elif hasattr(item, "action"):  # a Step or StepRow
+            out.append((item.action or "", getattr(item, "feedback", "") or getattr(item, "observation", "") or ""))
+        else:
+            a, o = item
+            out.append((str(a or ""), str(o or "")))
+    return out
+
+
+def _get(obj: Any, name: str, default: Any = None) -> Any:
+    if isinstance(obj, Mapping):
+        return obj.get(name, default)
+    return getattr(obj, name, default)
+
+
+def context_text(context: Any) -> str:
+    """The retrieved context as prompt text: its `.text`, a string as is, or rendered rows."""
+    if context is None:
+        return ""
+    if isinstance(context, str):
+        return context
+    text = _get(context, "text")
+    if text:
+        return str(text)
+    lines = []
+    for les in _get(context, "lessons", None) or []:
+        lines.append(f"Lesson: when {_get(les, 'trigger', '')}, avoid '{_get(les, 'bad_action', '')}'; "
+                     f"instead {_get(les, 'fix', '')}")
+    for demo in _get(context, "demonstrations", None) or []:
+        lines.append(f"Example plan for '{_get(demo, 'goal_template', '')}': " + "; ".join(_get(demo, "plan", []) or []))
+    return "\n".join(lines)
+
+
+def make_prompt(goal: str, history: Sequence[HistoryItem] | None, context: Any, admissible: Sequence[str],
+                *, use_text: bool = True, use_hints: bool = True) -> Prompt:
+    """The prompt for one decision, with memory as text and/or hints as asked."""
+    pairs = history_pairs(history)
+    hints = hints_from_context(context, goal, pairs, admissible) if (use_hints and context is not None) else None
+    return Prompt(goal=goal, history=pairs, lessons=context_text(context) if use_text else "", hints=hints)

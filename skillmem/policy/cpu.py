@@ -1,0 +1,194 @@
+"""The offline default policy: a small torch model that scores candidate actions on a CPU.
+
+Each candidate is scored from hashed features — words of the goal, the recent history,
+the last observation and the retrieved lessons (the context bag), words and verb of the
+candidate, and crosses that generalize across objects ("a word of this `take` action
+appears in the goal") — plus dense features, among them the memory hints. No tokenizer,
+no download; thousands of decisions per second on one core.
+
+    policy = CPUPolicy()                       # untrained; memory hints still steer it
+    action = policy.act(goal, history, context, admissible)
+    policy.save("runs/p1"); CPUPolicy.load("runs/p1")
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import zlib
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import torch
+from torch import nn
+
+from .base import HistoryItem, Prompt, make_prompt
+
+_WORD = re.compile(r"[a-z]+")
+N_DENSE = 9
+
+
+@dataclass
+class CPUPolicyConfig:
+    """Knobs of the CPU policy; saved next to its weights."""
+
+    buckets: int = 1 << 15  # hashed feature buckets
+    dim: int = 32  # embedding width
+    hidden: int = 64  # MLP width
+    history: int = 3  # recent steps read
+    hint_init: float = 3.0  # initial weight of the hint bonus: memory steers before any training
+    use_text: bool = True  # read retrieved memory as text (its words in the context bag)
+    use_hints: bool = True  # use retrieved memory as hints on actions
+    seed: int = 0
+
+
+@lru_cache(maxsize=1 << 16)
+def _h(feature: str, buckets: int) -> int:
+    # crc32, not hash(): Python's string hash changes between processes.
+    return zlib.crc32(feature.encode()) % (buckets - 1) + 1  # 0 is padding
+
+
+@lru_cache(maxsize=1 << 14)
+def _words(text: str) -> tuple[str, ...]:
+    return tuple(_WORD.findall(text.lower()))
+
+
+class CPUPolicy(nn.Module):
+    """Scores (context, candidate) pairs with hashed bags, a bilinear term, an MLP and the hints."""
+
+    kind = "cpu"
+
+    def __init__(self, config: Optional[CPUPolicyConfig] = None):
+        super().__init__()
+        self.config = config or CPUPolicyConfig()
+        c = self.config
+        # Same seed, same initial weights: runs and their resumptions are comparable.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(c.seed)
+            self.ctx = nn.EmbeddingBag(c.buckets, c.dim, mode="mean", padding_idx=0)
+            self.cand = nn.EmbeddingBag(c.buckets, c.dim, mode="sum", padding_idx=0)
+            self.lin = nn.EmbeddingBag(c.buckets, 1, mode="sum", padding_idx=0)  # a linear model over the crosses
+            with torch.no_grad():
+                self.ctx.weight.normal_(0, 0.1)
+                self.cand.weight.normal_(0, 0.1)
+                self.lin.weight.zero_()
+            self.mlp = nn.Sequential(nn.Linear(2 * c.dim + N_DENSE, c.hidden), nn.Tanh(), nn.Linear(c.hidden, 1))
+        self.hint_weight = nn.Parameter(torch.tensor(c.hint_init))
+        self.rng = random.Random(c.seed)
+
+    # ----------------------------------------------------------------- features
+
+    def _context_features(self, p: Prompt) -> tuple[list[int], dict[str, Any]]:
+        B = self.config.buckets
+        recent = p.history[-self.config.history:]
+        goal = _words(p.goal)
+        feats = [_h("g:" + w, B) for w in goal]
+        for i, (a, o) in enumerate(reversed(recent)):
+            feats += [_h(f"a{i}:" + w, B) for w in _words(a)]
+        last_obs = _words(recent[-1][1]) if recent else ()
+        feats += [_h("o:" + w, B) for w in last_obs]
+        lessons = _words(p.lessons) if p.lessons else ()
+        feats += [_h("l:" + w, B) for w in lessons]
+        info = {
+            "goal": set(goal), "obs": set(last_obs), "lessons": set(lessons),
+            "done": [a for a, _ in p.history], "last": p.history[-1][0] if p.history else "",
+            "prev_verb": (_words(p.history[-1][0]) or ("none",))[0] if p.history else "start",
+            "goal_words": goal[:12],
+        }
+        return feats or [0], info
+
+    def _candidate_features(self, cand: str, info: dict[str, Any], hint: float) -> tuple[list[int], list[float]]:
+        B = self.config.buckets
+        ws = _words(cand)
+        verb = ws[0] if ws else ""
+        feats = [_h("c:" + w, B) for w in ws] + [_h("v:" + verb, B), _h(f"pv:{info['prev_verb']}|{verb}", B)]
+        feats += [_h(f"gv:{g}|{verb}", B) for g in info["goal_words"]]
+        for i, w in enumerate(ws[1:], 1):
+            where = ("G" if w in info["goal"] else "") + ("O" if w in info["obs"] else "") + \
+                    ("L" if w in info["lessons"] else "")
+            feats.append(_h(f"x:{verb}|{i}|{where}", B))
+            for g in info["goal_words"]:
+                if g == w:
+                    feats.append(_h(f"gw:{verb}|{i}|{g}", B))
+        times = sum(1 for a in info["done"] if a == cand)
+        n = max(1, len(ws) - 1)
+        dense = [hint, float(hint > 0), float(hint < 0), min(times, 5) / 5.0, float(info["last"] == cand),
+                 sum(w in info["goal"] for w in ws[1:]) / n, sum(w in info["obs"] for w in ws[1:]) / n,
+                 sum(w in info["lessons"] for w in ws[1:]) / n, 1.0]
+        return feats, dense
+
+    # ----------------------------------------------------------------- scoring
+
+    def batch_logprobs(self, prompts: Sequence[Prompt], candidates: Sequence[Sequence[str]],
+                       exclude_prefix: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-softmax over each prompt's candidates: ([B, C_max] padded with 0, mask [B, C_max])."""
+        ctx_idx, ctx_off, cand_idx, cand_off, dense, owner = [], [], [], [], [], []
+        for b, (p, cands) in enumerate(zip(prompts, candidates)):
+            feats, info = self._context_features(p)
+            ctx_off.append(len(ctx_idx))
+            ctx_idx += feats
+            bonus = p.hints.vector(cands) if (p.hints is not None and self.config.use_hints) else [0.0] * len(cands)
+            for c, h in zip(cands, bonus):
+                f, d = self._candidate_features(c, info, h)
+                cand_off.append(len(cand_idx))
+                cand_idx += f
+                dense.append(d)
+                owner.append(b)
+        ctx = self.ctx(torch.tensor(ctx_idx), torch.tensor(ctx_off))
+        ci, co = torch.tensor(cand_idx), torch.tensor(cand_off)
+        cand = self.cand(ci, co)
+        dense_t = torch.tensor(dense)
+        own = torch.tensor(owner)
+        c_own = ctx[own]
+        score = self.mlp(torch.cat([c_own * cand, cand, dense_t], dim=-1)).squeeze(-1)
+        score = score + self.lin(ci, co).squeeze(-1) + self.hint_weight * dense_t[:, 0]
+        sizes = [len(c) for c in candidates]
+        C = max(sizes) if sizes else 0
+        mask = torch.arange(C)[None, :] < torch.tensor(sizes)[:, None]
+        logits = torch.full((len(sizes), C), float("-inf"))
+        logits[mask] = score
+        logp = torch.log_softmax(logits, dim=-1).masked_fill(~mask, 0.0)
+        return logp, mask
+
+    def action_logprobs(self, prompt: Prompt, candidates: Sequence[str], *,
+                        exclude_prefix: Optional[Sequence[Optional[str]]] = None) -> torch.Tensor:
+        """Log-probability of each candidate (a softmax over them). Actions are single units here,
+        so `exclude_prefix` has nothing to exclude; it exists for the protocol."""
+        return self.batch_logprobs([prompt], [list(candidates)])[0][0, : len(candidates)]
+
+    def act(self, goal: str, history: Sequence[HistoryItem], context: Any, admissible: Sequence[str],
+            *, sample: bool = False) -> str:
+        """The highest-scoring admissible action (or a sample from the softmax)."""
+        if not admissible:
+            raise ValueError("act() needs at least one admissible action")
+        prompt = make_prompt(goal, history, context, admissible,
+                             use_text=self.config.use_text, use_hints=self.config.use_hints)
+        with torch.no_grad():
+            logp = self.action_logprobs(prompt, admissible)
+        if sample:
+            return admissible[int(torch.multinomial(logp.exp(), 1, generator=None))]
+        return admissible[int(torch.argmax(logp))]
+
+    # ----------------------------------------------------------------- persistence
+
+    def save(self, path: str | Path) -> Path:
+        """Weights and config into directory `path` (policy.json + weights.pt)."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        torch.save(self.state_dict(), path / "weights.pt.tmp")
+        (path / "weights.pt.tmp").replace(path / "weights.pt")
+        (path / "policy.json").write_text(json.dumps({"kind": self.kind, "config": asdict(self.config)}, indent=1))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "CPUPolicy":
+        path = Path(path)
+        meta = json.loads((path / "policy.json").read_text())
+        if meta.get("kind") != cls.kind:
+            raise ValueError(f"{path} holds a {meta.get('kind')!r} policy, not a CPU policy; use load_policy()")
+        policy = cls(CPUPolicyConfig(**meta["config"]))
+        policy.load_state_dict(torch.load(path / "weights.pt", weights_only=True))
+        return policy
