@@ -3,12 +3,20 @@
 The games live in the shared folder (default: ../shared/alfworld beside the repo, or the folder in
 $SKILLMEM_ALFWORLD_DIR): `train/` and `valid_seen/`; there is no valid_unseen. Playing needs the
 optional `alfworld` and `textworld` packages (`pip install -e .[alfworld]`, which builds
-fast-downward: minutes); listing tasks does not. A game takes about 3 s to load and plays at about
-8 steps/s.
+fast-downward: minutes; `.ci/alfworld.sh` installs them from a wheel cache); listing tasks does
+not. Measured on one core: a game loads and resets in 0.4-1 s and plays at about 15 steps/s (the
+admissible-command list is most of the cost).
 
-`info["expert_action"]` is the next command of the game's walkthrough while every command that
-changed the game so far followed it (commands answered "Nothing happens." and look, inventory,
-examine and help change nothing, so they keep the agent on the walkthrough); otherwise None.
+The text is the game's own; the household env reproduces it (tests/test_alfworld.py replays the
+same worlds in both). The game itself never ends: this adapter ends the episode on the winning
+step or at step_limit, and answers "Nothing happens." for any command it does not know, as the
+game does (commands must match exactly; surrounding spaces are stripped).
+
+`info["expert_action"]` is the next command of the current plan: the game's walkthrough at first.
+The agent stays on the plan while every command that changed the game followed it (commands
+answered "Nothing happens." and look, inventory, examine and help change nothing). Once it leaves
+the plan, expert_action is None, unless the env was built with replan=True: then fast-downward
+plans again from the current state (0.1-2 s per replan, only after a deviation).
 """
 
 from __future__ import annotations
@@ -54,7 +62,7 @@ class AlfworldEnv:
     """One real ALFWorld game; task_id is the game folder relative to games_root() ("train/<task>/<trial>")."""
 
     def __init__(self, task_id: str, split: str | None = None, step_limit: int = 50, root: Path | None = None,
-                 expert: bool = True) -> None:
+                 expert: bool = True, replan: bool = False) -> None:
         self.root = Path(root) if root else games_root()
         self.task_id = task_id
         self.split = split or Path(task_id).parts[0]
@@ -65,12 +73,14 @@ class AlfworldEnv:
         self.walkthrough: list[str] = list(json.loads(self.path.read_text())["walkthrough"])
         self.step_limit = step_limit
         self.expert = expert
+        self.replan = replan
         self._env = None
         self.goal = ""
         self.steps = 0
         self.done = False
         self._won = False
-        self._progress = 0  # walkthrough commands done so far; -1 once the agent left it
+        self._plan: list[str] = list(self.walkthrough)  # the expert's remaining commands
+        self._on_plan = True  # False once a game-changing command left the plan
         self._admissible: list[str] = []
 
     def _start(self):
@@ -83,9 +93,10 @@ class AlfworldEnv:
         if self._env is None:
             self._env = self._start()
         state = self._env.reset()
-        obs = state.feedback if hasattr(state, "feedback") else state["feedback"]
+        obs = state.feedback
         self.goal = obs.split("Your task is to: ", 1)[1].strip() if "Your task is to: " in obs else ""
-        self.steps, self.done, self._won, self._progress = 0, False, False, 0
+        self.steps, self.done, self._won = 0, False, False
+        self._plan, self._on_plan = list(self.walkthrough), True
         self._admissible = sorted(state["admissible_commands"])
         return obs, self._info()
 
@@ -94,12 +105,14 @@ class AlfworldEnv:
             raise RuntimeError("the episode is over; call reset() before step()")
         action = action.strip()
         state, _, _ = self._env.step(action)
-        obs = state.feedback if hasattr(state, "feedback") else state["feedback"]
+        obs = state.feedback
         self.steps += 1
         changed = obs != "Nothing happens." and not action.startswith(_NO_CHANGE_VERBS)
-        if changed and self._progress >= 0:
-            on_path = self._progress < len(self.walkthrough) and self.walkthrough[self._progress] == action
-            self._progress = self._progress + 1 if on_path else -1
+        if changed and self._on_plan:
+            if self._plan and self._plan[0] == action:
+                self._plan.pop(0)
+            else:
+                self._on_plan, self._plan = False, []
         won = bool(state["won"])
         reward = 1.0 if won and not self._won else 0.0
         self._won = won
@@ -109,8 +122,10 @@ class AlfworldEnv:
 
     def _info(self) -> dict:
         nxt = None
-        if self.expert and not self._won and 0 <= self._progress < len(self.walkthrough):
-            nxt = self.walkthrough[self._progress]
+        if self.expert and not self._won:
+            if not self._on_plan and self.replan:
+                self._plan, self._on_plan = self._replan(), True
+            nxt = self._plan[0] if self._on_plan and self._plan else None
         return {
             "goal": self.goal,
             "task_type": self.task_type,
@@ -121,6 +136,11 @@ class AlfworldEnv:
             "split": self.split,
             "steps": self.steps,
         }
+
+    def _replan(self) -> list[str]:
+        """A new plan from the current state, from the game's own planner (fast-downward)."""
+        pddl_env = self._env.unwrapped  # the PddlEnv under the Alfred wrappers
+        return list(pddl_env._pddl_state.replan(pddl_env._entity_infos))
 
     def close(self) -> None:
         if self._env is not None:

@@ -55,12 +55,13 @@ What differs from real ALFWorld
 -------------------------------
 Rooms are generated, not AI2-THOR scenes: fewer receptacles on average (12-30 instead of 6-54),
 no objects inside other objects (a mug in a bowl), no non-receptacle objects "next to" you (look
-always says "Next to it, you see nothing."), contents are listed in kind order (numbers
-descending) rather than the order of the PDDL facts, human-written goal sentences are not used
-(only the two templates per type that the game files use), a floorlamp stands on a side table, desk
-or dresser (real floor lamps rarely sit in a receptacle), and an episode ends at a step limit
-(default 50) as the harness' ALFWorld runs do. Commands must match exactly (only surrounding
-spaces are stripped), as in TextWorld.
+always says "Next to it, you see nothing."), each object is in exactly one receptacle (a real game
+may list one pan on both burners of a spot, or one mug in the coffee machine and on the countertop
+under it), no objects on the floor (real games have a few, which can only be sliced), human-written
+goal sentences are not used (only the two templates per type that the game files use), a
+floorlamp stands on a side table, desk or dresser (real floor lamps rarely sit in a receptacle),
+and an episode ends at a step limit (default 50) as the harness' ALFWorld runs do. Commands must
+match exactly (only surrounding spaces are stripped), as in TextWorld.
 """
 
 from __future__ import annotations
@@ -105,6 +106,8 @@ HEATABLE = frozenset("apple bread cup egg mug plate potato tomato".split())
 COOLABLE = frozenset("apple bowl bread cup egg lettuce mug pan plate pot potato tomato winebottle".split())
 SLICEABLE = frozenset("apple bread egg lettuce potato tomato".split())
 KNIVES = frozenset({"knife", "butterknife"})
+# Kinds that are isReceptacleObject in every real game: examining one shows its (empty) inside.
+RECEPTACLE_OBJECTS = frozenset("bowl box cup mug pan plate pot".split())
 
 
 def _kinds(text: str) -> frozenset[str]:
@@ -284,8 +287,9 @@ TOOLS = {  # task type -> (receptacle type used as tool, object property it give
     "pick_cool_then_place_in_recep": ("fridge", "cool"),
 }
 
+# The game strips the grammar's leading newline: the text starts at "Available".
 HELP_TEXT = (
-    "\nAvailable commands:\n"
+    "Available commands:\n"
     "  look:                             look around your current location\n"
     "  inventory:                        check your current inventory\n"
     "  go to (receptacle):               move to a receptacle\n"
@@ -301,6 +305,7 @@ HELP_TEXT = (
     "  slice (object) with (object):     slice an object using a sharp object\n"
 )
 NOTHING = "Nothing happens."
+MIDDLE_LOOK = "You are in the middle of a room. Looking quickly around you, you see nothing."
 INTRO_HEAD = "-= Welcome to TextWorld, ALFRED! =-\n\n"
 
 # ---------------------------------------------------------------------------------------------
@@ -563,7 +568,9 @@ def feedback(w: World, s: State, act: tuple) -> str:
         return _examine_obj(w, s, act[1])
     if op == LOOK:
         if s.loc == MIDDLE:
-            return w.intro_look
+            # The real games list the receptacles only in the intro; "look" before any
+            # "go to" finds no location of the agent and lists nothing.
+            return MIDDLE_LOOK
         names = _listing([w.rname[r] for r in w.loc_recs[s.loc]])
         return f"You are facing the {names}. Next to it, you see nothing."
     if op == INVENTORY:
@@ -588,6 +595,9 @@ def _examine_recep(w: World, s: State, r: int) -> str:
 
 def _examine_obj(w: World, s: State, o: int) -> str:
     on = w.oname[o]
+    if w.okind[o] in RECEPTACLE_OBJECTS:
+        # The grammar's first rule: it hides hot/clean/cool on these kinds, as in the real game.
+        return f"This is a normal {on}. In it, you see nothing."
     c, h, k, sl = s.clean[o], s.hot[o], s.cool[o], s.sliced[o]
     if sl:
         if c and h:

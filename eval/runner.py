@@ -1,0 +1,407 @@
+"""The runner: conditions side by side on the same tasks and seeds, in rounds.
+
+Each seed has its own store (`<run>/seed<N>.db`). A round gathers experience on the
+train split (the base policy with the memory it has so far), writes memory from it
+(lessons from failures, demonstrations from successes), optionally trains the policy, and
+then evaluates every condition on the same held-out tasks. Results go to
+`<run>/results.jsonl`, one line per evaluated episode; a killed run started again with the
+same directory skips what is already there. Memory is never written from an evaluation
+split: :func:`write_memory` refuses, and the store marks evaluation episodes `skipped`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Callable, Iterable, Optional
+
+from tqdm import tqdm
+
+from skillmem import SkillMemory
+from skillmem.episode import EVAL_SPLITS
+from skillmem.tokens import count_tokens
+
+from .envs.base import TaskSpec, list_tasks, make_env
+
+# name → (memory kinds retrieved, how the policy sees it, which policy)
+CONDITIONS: dict[str, dict[str, Any]] = {
+    "no_memory": dict(kinds=(), policy="base"),
+    "demos_only": dict(kinds=("demonstration",), policy="base"),
+    "lessons_only": dict(kinds=("lesson",), policy="base"),
+    "memory": dict(kinds=("lesson", "demonstration"), policy="base"),
+    "memory_text_only": dict(kinds=("lesson", "demonstration"), policy="base", view="text"),
+    "memory_hints_only": dict(kinds=("lesson", "demonstration"), policy="base", view="hints"),
+    "raw_trajectories": dict(kinds=("raw",), policy="base"),
+    "trained": dict(kinds=(), policy="trained"),
+    "trained_memory": dict(kinds=("lesson", "demonstration"), policy="trained"),
+}
+DEFAULT_CONDITIONS = ("no_memory", "demos_only", "lessons_only", "memory", "raw_trajectories",
+                      "trained", "trained_memory")
+
+
+class EvalSplitWriteError(RuntimeError):
+    pass
+
+
+@dataclass
+class RunConfig:
+    """Every knob of a run; saved in the run's manifest."""
+
+    out: str = "runs/demo"
+    env: str = "household"
+    train_split: str = "train"
+    eval_split: str = "valid_unseen"
+    train_tasks: int = 36  # experience episodes per round and seed
+    eval_tasks: int = 30  # evaluation tasks per condition and seed (the same for every condition)
+    seeds: tuple[int, ...] = (0, 1, 2)
+    rounds: int = 2
+    conditions: tuple[str, ...] = DEFAULT_CONDITIONS
+    policy: str = "cpu"  # cpu | random | package.module:attr (a user's agent)
+    k: int = 6  # items retrieved
+    token_budget: int = 400  # tokens of memory in the context, at most
+    raw_k: int = 2  # failed trajectories pasted by the raw-trajectory baseline
+    step_limit: int = 40
+    expert_feedback: bool = True  # the env's expert gives directive feedback at the pivot of failures
+    train: bool = True  # train the policy after writing memory (conditions "trained*")
+    train_steps: int = 300  # optimizer steps per training round
+    gate_tasks: int = 12  # valid_seen tasks the eval gate plays with candidate and current policy
+    workers: int = 1
+    embedder: str = "default"  # default (all-MiniLM-L6-v2) | hashing
+
+
+def write_memory(memory: SkillMemory, split: str, writer: Any = None, *, progress: bool = False) -> dict[str, int]:
+    """Reflect on the finished episodes of `split`: lessons from failures, demos from successes."""
+    if split in EVAL_SPLITS:
+        raise EvalSplitWriteError(f"refusing to write memory from evaluation split {split!r}: "
+                                  "nothing learned on evaluation tasks may feed evaluation")
+    from skillmem.reflect.queue import reflect_pending
+    from skillmem.reflect.writers import OfflineWriter
+
+    return reflect_pending(memory, writer or OfflineWriter(), progress=progress)
+
+
+# ----------------------------------------------------------------------------- policies
+
+
+def load_agent(spec: str) -> Any:
+    """`package.module:attr` → the user's callable, Runnable or compiled graph."""
+    if ":" not in spec:
+        raise ValueError(f"--agent wants package.module:attr, got {spec!r}")
+    mod, attr = spec.split(":", 1)
+    obj = importlib.import_module(mod)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def make_base_policy(cfg: RunConfig, seed: int) -> Any:
+    if cfg.policy == "random":
+        from skillmem.policy.random import RandomPolicy
+
+        return RandomPolicy(seed)
+    if cfg.policy == "cpu":
+        from skillmem.policy.cpu import CPUPolicy
+
+        import torch
+
+        torch.manual_seed(seed)
+        return CPUPolicy()
+    return load_agent(cfg.policy)
+
+
+def as_agent(policy: Any, view: str = "both") -> Callable[[dict], Any]:
+    """A built-in policy as a state → command function; a user's agent is passed the state as is."""
+    if not hasattr(policy, "act"):
+        return policy
+
+    def agent(state: dict) -> str:
+        ctx = state.get("context_obj")
+        if ctx is not None and view == "text":
+            ctx = SimpleNamespace(text=getattr(ctx, "text", ""), lessons=[], demonstrations=[])
+        elif ctx is not None and view == "hints":
+            ctx = SimpleNamespace(text="", lessons=getattr(ctx, "lessons", []),
+                                  demonstrations=getattr(ctx, "demonstrations", []))
+        return policy.act(state["goal"], state.get("history", []), ctx, state["admissible"])
+
+    return agent
+
+
+# ----------------------------------------------------------------------------- retrieval
+
+
+def raw_trajectory_context(memory: SkillMemory, task_type: str, k: int) -> SimpleNamespace:
+    """Reflexion-style baseline: the last k failed train trajectories of the task type, pasted whole."""
+    from sqlalchemy import text as sql
+
+    with memory.engine.connect() as conn:
+        ids = [r[0] for r in conn.execute(sql(
+            "SELECT id FROM episodes WHERE namespace = :ns AND task_type = :tt AND outcome = 'failure' "
+            "AND split NOT IN ('valid_seen', 'valid_unseen', 'test') ORDER BY started_at DESC, id LIMIT :k"),
+            {"ns": memory.namespace, "tt": task_type, "k": k})]
+    parts = []
+    for i, ep_id in enumerate(ids):
+        ep = memory.get_episode(ep_id)
+        lines = [f"Failed attempt {i + 1}: {ep.goal}"]
+        lines += [f"> {s.action}\n{s.feedback}" for s in memory.steps(ep_id)]
+        parts.append("\n".join(lines))
+    text = "\n\n".join(parts)
+    return SimpleNamespace(text=text, lessons=[], demonstrations=[], tokens=count_tokens(text))
+
+
+def make_retriever(memory: SkillMemory, cfg: RunConfig, kinds: tuple[str, ...]) -> Optional[Callable]:
+    if not kinds:
+        return None
+    if kinds == ("raw",):
+        return lambda state: raw_trajectory_context(memory, state["task_type"], cfg.raw_k)
+
+    def retrieve(state: dict) -> Any:
+        return memory.retrieve(state["goal"], state.get("observation", ""), task_type=state["task_type"],
+                               k=cfg.k, token_budget=cfg.token_budget, episode_id=state.get("episode_id"),
+                               step_index=state.get("step", 0), kinds=kinds)
+
+    return retrieve
+
+
+# ----------------------------------------------------------------------------- episodes
+
+
+def play(spec: TaskSpec, agent: Any, memory: SkillMemory, cfg: RunConfig, *, retriever: Optional[Callable],
+         policy_version: str = "", expert_feedback: bool = False) -> dict[str, Any]:
+    """One episode through the agent graph; returns its result row."""
+    from graphs.agent import build_agent_graph, initial_state
+
+    env = make_env(spec, step_limit=cfg.step_limit)
+    graph = build_agent_graph(env, agent, memory, retriever=retriever, environment=spec.env,
+                              step_limit=cfg.step_limit)
+    state = initial_state(env, split=spec.split, policy_version=policy_version)
+    expert_trace: list[Optional[str]] = []
+    if expert_feedback and hasattr(env, "optimal_actions"):
+        # Remember the expert's view at each step, to give directive feedback at the pivot.
+        inner_step = env.step
+
+        def step(action: str):
+            expert_trace.append((action, sorted(env.optimal_actions()), env.expert_action()
+                                 if callable(getattr(env, "expert_action", None)) else None))
+            return inner_step(action)
+
+        env.step = step  # type: ignore[method-assign]
+    t0 = time.perf_counter()
+    final = graph.invoke(state, {"recursion_limit": 4 * cfg.step_limit + 20})
+    row = {"task_id": spec.task_id, "task_type": final.get("task_type", ""), "won": bool(final.get("won")),
+           "steps": int(final.get("step", 0)), "context_tokens": int(final.get("context_tokens") or 0),
+           "episode_id": final.get("episode_id"), "seconds": time.perf_counter() - t0}
+    if expert_feedback and not row["won"] and expert_trace:
+        for i, (action, optimal, expert) in enumerate(expert_trace):
+            if optimal and action not in optimal:
+                memory.feedback(final["episode_id"], i, corrected_action=expert or optimal[0],
+                                text=f"instead of '{action}', do '{expert or optimal[0]}'", source="expert")
+                row["guided"] = guided_retry(spec, [a for a, _, _ in expert_trace[:i]], memory, cfg,
+                                             parent=final["episode_id"])
+                break
+    return row
+
+
+def guided_retry(spec: TaskSpec, prefix: list[str], memory: SkillMemory, cfg: RunConfig, *, parent: str) -> bool:
+    """Retry a failed task with the teacher's guidance from the pivot on (R3L's reflect-then-retry).
+
+    The agent's own actions up to the pivot are replayed, then the environment's expert
+    takes over. The retry is its own train episode, verified by the environment like any
+    other; a success becomes a demonstration, so even a policy that never wins alone
+    gives memory something concrete to keep. Only for train splits: evaluation has no teacher.
+    """
+    env = make_env(spec, step_limit=cfg.step_limit)
+    obs, info = env.reset()
+    with memory.episode(goal=info["goal"], task_type=info["task_type"], task_id=info["task_id"], split=spec.split,
+                        environment=spec.env, meta={"guided_retry_of": parent, "pivot": len(prefix)}) as ep:
+        done, won = False, False
+        for t in range(cfg.step_limit):
+            action = prefix[t] if t < len(prefix) else env.expert_action()
+            if action is None:
+                break
+            admissible = list(info["admissible_commands"])
+            nxt, reward, done, info = env.step(action)
+            ep.step(observation=obs, action=action, feedback=nxt, reward=reward, admissible=admissible)
+            obs, won = nxt, bool(info.get("won"))
+            if done:
+                break
+        ep.finish(success=won, source="environment")
+    return won
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+def _git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                              cwd=Path(__file__).resolve().parent.parent).stdout.strip()
+    except Exception:
+        return ""
+
+
+def manifest(cfg: RunConfig) -> dict[str, Any]:
+    import importlib.metadata as md
+
+    versions = {}
+    for pkg in ("skillmem", "torch", "langgraph", "faiss-cpu", "sentence-transformers", "sqlmodel"):
+        try:
+            versions[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return {"config": dataclasses.asdict(cfg), "versions": versions, "python": sys.version.split()[0],
+            "platform": platform.platform(), "git_commit": _git_commit(), "started": time.time()}
+
+
+class Run:
+    """A run directory: manifest, results, and what has been done (for resuming)."""
+
+    def __init__(self, cfg: RunConfig):
+        self.cfg = cfg
+        self.dir = Path(cfg.out)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.results_path = self.dir / "results.jsonl"
+        self.done: set[tuple] = set()
+        if self.results_path.exists():
+            for line in self.results_path.read_text().splitlines():
+                try:
+                    r = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line cut by a kill: that episode is played again
+                self.done.add(_key(r))
+        man = self.dir / "manifest.json"
+        if not man.exists():
+            man.write_text(json.dumps(manifest(cfg), indent=1))
+
+    def record(self, row: dict[str, Any]) -> None:
+        with open(self.results_path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        self.done.add(_key(row))
+
+
+def _key(r: dict[str, Any]) -> tuple:
+    return (r["seed"], r["round"], r["phase"], r["condition"], r["task_id"])
+
+
+def memory_for(cfg: RunConfig, seed: int) -> SkillMemory:
+    embedder = None
+    if cfg.embedder == "hashing":
+        from skillmem.embed import HashingEmbedder
+
+        embedder = HashingEmbedder()
+    return SkillMemory(Path(cfg.out) / f"seed{seed}.db", namespace=cfg.env, embedder=embedder)
+
+
+def run(cfg: RunConfig, *, progress: bool = True, log: Callable[[str], None] = print) -> Path:
+    """Run (or resume) everything the config asks; returns the run directory."""
+    import torch
+
+    # Decisions are small: one thread each avoids oversubscribing a shared machine.
+    torch.set_num_threads(1)
+    r = Run(cfg)
+    unknown = [c for c in cfg.conditions if c not in CONDITIONS]
+    if unknown:
+        raise ValueError(f"unknown conditions {unknown}; choose from {sorted(CONDITIONS)}")
+    if cfg.eval_split not in EVAL_SPLITS:
+        raise ValueError(f"eval split must be one of {sorted(EVAL_SPLITS)}, got {cfg.eval_split!r}")
+    eval_specs = list_tasks(cfg.env, cfg.eval_split, cfg.eval_tasks, seed=10_000)
+    for seed in cfg.seeds:
+        memory = memory_for(cfg, seed)
+        base = make_base_policy(cfg, seed)
+        trained = None
+        for rnd in range(1, cfg.rounds + 1):
+            # 1. experience on train, with the memory so far
+            specs = list_tasks(cfg.env, cfg.train_split, cfg.train_tasks, seed=seed * 1000 + rnd)
+            retr = make_retriever(memory, cfg, ("lesson", "demonstration"))
+            agent = as_agent(trained or base)
+            todo = [s for s in specs if (seed, rnd, "train", "experience", s.task_id) not in r.done]
+            for spec in tqdm(todo, desc=f"seed {seed} round {rnd}: experience", disable=not progress, leave=False):
+                row = play(spec, agent, memory, cfg, retriever=retr, expert_feedback=cfg.expert_feedback)
+                r.record({**row, "seed": seed, "round": rnd, "phase": "train", "condition": "experience"})
+            # 2. write memory (idempotent: episodes already reflected on are not redone)
+            stats = write_memory(memory, cfg.train_split)
+            log(f"seed {seed} round {rnd}: memory written {stats}")
+            # 3. train
+            if cfg.train and any(CONDITIONS[c]["policy"] == "trained" for c in cfg.conditions) and hasattr(base, "act"):
+                trained = train_policy(memory, cfg, seed, rnd, parent=trained or base) or trained
+            # 4. evaluate every condition on the same tasks
+            for cond in cfg.conditions:
+                spec_c = CONDITIONS[cond]
+                # A rejected candidate leaves the deployed policy as it was (the base one).
+                pol = (trained or base) if spec_c["policy"] == "trained" else base
+                if spec_c["policy"] == "trained" and not hasattr(base, "act"):
+                    continue  # a user's agent is evaluated as it is: no trainer touches it
+                agent = as_agent(pol, spec_c.get("view", "both"))
+                retr = make_retriever(memory, cfg, spec_c["kinds"])
+                todo = [s for s in eval_specs if (seed, rnd, "eval", cond, s.task_id) not in r.done]
+                for spec in tqdm(todo, desc=f"seed {seed} round {rnd}: {cond}", disable=not progress, leave=False):
+                    row = play(spec, agent, memory, cfg, retriever=retr)
+                    r.record({**row, "seed": seed, "round": rnd, "phase": "eval", "condition": cond,
+                              "memory_size": memory_size(memory)})
+        memory.close()
+    return r.dir
+
+
+def memory_size(memory: SkillMemory) -> dict[str, int]:
+    from sqlalchemy import text as sql
+
+    with memory.engine.connect() as conn:
+        les = conn.execute(sql("SELECT COUNT(*) FROM lessons WHERE namespace = :ns AND status = 'active'"),
+                           {"ns": memory.namespace}).scalar()
+        dem = conn.execute(sql("SELECT COUNT(*) FROM demonstrations WHERE namespace = :ns AND status = 'active'"),
+                           {"ns": memory.namespace}).scalar()
+    return {"lessons": int(les or 0), "demonstrations": int(dem or 0)}
+
+
+def train_policy(memory: SkillMemory, cfg: RunConfig, seed: int, rnd: int, parent: Any) -> Any:
+    """Distill the store into a copy of the policy; keep it only if the gate says it is no worse.
+
+    The gate plays `gate_tasks` valid_seen tasks without memory with the candidate and with
+    the current policy (or the untrained one) and promotes the candidate if it wins at
+    least as often. Returns the promoted policy, or None.
+    """
+    import copy
+
+    from skillmem.policy import load_policy
+    from skillmem.train import gate as gates
+    from skillmem.train.data import collect_examples
+    from skillmem.train.trainer import TrainConfig, Trainer
+
+    examples = collect_examples(
+        memory.engine, memory.namespace, seed=seed,
+        context_fn=lambda goal, tt: memory.retrieve(goal, task_type=tt, k=cfg.k, token_budget=cfg.token_budget,
+                                                    record=False))
+    if not examples:
+        return None
+    out = Path(cfg.out) / f"policy-seed{seed}-round{rnd}"
+    tcfg = TrainConfig(steps=cfg.train_steps, seed=seed)
+    result = Trainer(copy.deepcopy(parent), examples, tcfg, out).train()
+    if result.status != "finished" or result.path is None:
+        return None
+    parent_id = getattr(parent, "version_id", None)
+    vid = gates.register(memory.engine, memory.namespace, result.path, kind="cpu", parent_id=parent_id,
+                         config=dataclasses.asdict(tcfg), metrics={"loss": result.loss, "examples": len(examples)})
+    gate_specs = list_tasks(cfg.env, "valid_seen", cfg.gate_tasks, seed=20_000 + seed)
+
+    def evaluate(policy: Any) -> float:
+        policy.eval() if hasattr(policy, "eval") else None
+        wins = [play(s, as_agent(policy), memory, cfg, retriever=None, policy_version=vid)["won"] for s in gate_specs]
+        return sum(wins) / len(wins)
+
+    decision = gates.gate(memory.engine, vid, evaluate, baseline=parent)
+    if not decision.promoted:
+        return None
+    policy = load_policy(result.path)
+    policy.eval()
+    policy.version_id = vid
+    return policy
