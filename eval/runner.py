@@ -57,7 +57,8 @@ class RunConfig:
     """Every knob of a run; saved in the run's manifest."""
 
     out: str = "runs/demo"
-    env: str = "household"
+    env: str = "household"  # where conditions are evaluated
+    train_env: str = ""  # where experience is gathered (default: env); memory carries across
     train_split: str = "train"
     eval_split: str = "valid_unseen"
     train_tasks: int = 36  # experience episodes per round and seed
@@ -66,7 +67,8 @@ class RunConfig:
     rounds: int = 2
     conditions: tuple[str, ...] = DEFAULT_CONDITIONS
     policy: str = "cpu"  # cpu | random | package.module:attr (a user's agent)
-    k: int = 6  # items retrieved
+    k: int = 4  # lessons retrieved (general and task-type), at most
+    k_demos: int = 2  # demonstrations of the task type retrieved, at most
     token_budget: int = 400  # tokens of memory in the context, at most
     raw_k: int = 2  # failed trajectories pasted by the raw-trajectory baseline
     step_limit: int = 40
@@ -165,8 +167,8 @@ def make_retriever(memory: SkillMemory, cfg: RunConfig, kinds: tuple[str, ...]) 
 
     def retrieve(state: dict) -> Any:
         return memory.retrieve(state["goal"], state.get("observation", ""), task_type=state["task_type"],
-                               k=cfg.k, token_budget=cfg.token_budget, episode_id=state.get("episode_id"),
-                               step_index=state.get("step", 0), kinds=kinds)
+                               k=cfg.k, k_demos=cfg.k_demos, token_budget=cfg.token_budget,
+                               episode_id=state.get("episode_id"), step_index=state.get("step", 0), kinds=kinds)
 
     return retrieve
 
@@ -299,7 +301,7 @@ def memory_for(cfg: RunConfig, seed: int) -> SkillMemory:
         from skillmem.embed import HashingEmbedder
 
         embedder = HashingEmbedder()
-    return SkillMemory(Path(cfg.out) / f"seed{seed}.db", namespace=cfg.env, embedder=embedder)
+    return SkillMemory(Path(cfg.out) / f"seed{seed}.db", namespace=cfg.train_env or cfg.env, embedder=embedder)
 
 
 def run(cfg: RunConfig, *, progress: bool = True, log: Callable[[str], None] = print) -> Path:
@@ -321,7 +323,7 @@ def run(cfg: RunConfig, *, progress: bool = True, log: Callable[[str], None] = p
         trained = None
         for rnd in range(1, cfg.rounds + 1):
             # 1. experience on train, with the memory so far
-            specs = list_tasks(cfg.env, cfg.train_split, cfg.train_tasks, seed=seed * 1000 + rnd)
+            specs = list_tasks(cfg.train_env or cfg.env, cfg.train_split, cfg.train_tasks, seed=seed * 1000 + rnd)
             retr = make_retriever(memory, cfg, ("lesson", "demonstration"))
             agent = as_agent(trained or base)
             todo = [s for s in specs if (seed, rnd, "train", "experience", s.task_id) not in r.done]
@@ -330,7 +332,8 @@ def run(cfg: RunConfig, *, progress: bool = True, log: Callable[[str], None] = p
                 r.record({**row, "seed": seed, "round": rnd, "phase": "train", "condition": "experience"})
             # 2. write memory (idempotent: episodes already reflected on are not redone)
             stats = write_memory(memory, cfg.train_split)
-            log(f"seed {seed} round {rnd}: memory written {stats}")
+            log(f"seed {seed} round {rnd}: reflected on {stats.done} episodes: {stats.lessons} lessons, "
+                f"{stats.demonstrations} demonstrations written (merged or skipped when near-duplicates)")
             # 3. train
             if cfg.train and any(CONDITIONS[c]["policy"] == "trained" for c in cfg.conditions) and hasattr(base, "act"):
                 trained = train_policy(memory, cfg, seed, rnd, parent=trained or base) or trained
@@ -391,7 +394,10 @@ def train_policy(memory: SkillMemory, cfg: RunConfig, seed: int, rnd: int, paren
     parent_id = getattr(parent, "version_id", None)
     vid = gates.register(memory.engine, memory.namespace, result.path, kind="cpu", parent_id=parent_id,
                          config=dataclasses.asdict(tcfg), metrics={"loss": result.loss, "examples": len(examples)})
-    gate_specs = list_tasks(cfg.env, "valid_seen", cfg.gate_tasks, seed=20_000 + seed)
+    gate_env = cfg.train_env or cfg.env
+    # The gate's tasks are held out from training and are never the evaluation tasks.
+    gate_split = "valid_unseen" if (gate_env, "valid_seen") == (cfg.env, cfg.eval_split) else "valid_seen"
+    gate_specs = list_tasks(gate_env, gate_split, cfg.gate_tasks, seed=20_000 + seed)
 
     def evaluate(policy: Any) -> float:
         policy.eval() if hasattr(policy, "eval") else None

@@ -113,6 +113,10 @@ def _validate(model: type, item: Any) -> Any:
         raise CurationError(f"malformed {model.__name__}, nothing written: {exc}") from exc
 
 
+def _canon_goal(template: str) -> str:
+    return " ".join((template or "").lower().split())
+
+
 def _nearest(memory: "SkillMemory", kind: str, row: Any, vec: np.ndarray) -> tuple[Optional[Any], float]:
     """The closest active item that curation compares `row` with (same namespace, scope, task type)."""
     cands = memory._index.candidates([partition_of(kind, row)], vec, 16)
@@ -125,6 +129,11 @@ def _nearest(memory: "SkillMemory", kind: str, row: Any, vec: np.ndarray) -> tup
         if other is None or other.task_type != row.task_type:
             continue
         if kind == LESSON and _plain(other.scope) != _plain(row.scope):
+            continue
+        if kind != LESSON and _canon_goal(other.goal_template) != _canon_goal(row.goal_template):
+            # A differently worded goal is what lets a demonstration bind a new task's
+            # slots ("put a clean [object] in ..." vs "clean some [object] and put it in ..."):
+            # both are kept.
             continue
         return other, score
     return None, -1.0
