@@ -76,7 +76,9 @@ class RunConfig:
     train: bool = True  # train the policy after writing memory (conditions "trained*")
     train_steps: int = 300  # optimizer steps per training round
     gate_tasks: int = 12  # valid_seen tasks the eval gate plays with candidate and current policy
-    workers: int = 1
+    workers: int = 1  # processes playing evaluation episodes at once
+    executor: str = "local"  # local (processes on this machine) | ray (a Ray cluster)
+    ray_address: str = ""  # "" starts a local Ray; "auto" or host:port joins a cluster
     embedder: str = "default"  # default (all-MiniLM-L6-v2) | hashing
 
 
@@ -317,9 +319,12 @@ def run(cfg: RunConfig, *, progress: bool = True, log: Callable[[str], None] = p
     if cfg.eval_split not in EVAL_SPLITS:
         raise ValueError(f"eval split must be one of {sorted(EVAL_SPLITS)}, got {cfg.eval_split!r}")
     eval_specs = list_tasks(cfg.env, cfg.eval_split, cfg.eval_tasks, seed=10_000)
+    pool = make_pool(cfg)
     for seed in cfg.seeds:
         memory = memory_for(cfg, seed)
         base = make_base_policy(cfg, seed)
+        if isinstance(pool, InProcess):  # play in this process with this memory and policy
+            _WORKER_STATE[(cfg.out, seed)] = (memory, base, {})
         trained = None
         for rnd in range(1, cfg.rounds + 1):
             # 1. experience on train, with the memory so far
@@ -340,19 +345,122 @@ def run(cfg: RunConfig, *, progress: bool = True, log: Callable[[str], None] = p
             # 4. evaluate every condition on the same tasks
             for cond in cfg.conditions:
                 spec_c = CONDITIONS[cond]
-                # A rejected candidate leaves the deployed policy as it was (the base one).
-                pol = (trained or base) if spec_c["policy"] == "trained" else base
                 if spec_c["policy"] == "trained" and not hasattr(base, "act"):
                     continue  # a user's agent is evaluated as it is: no trainer touches it
-                agent = as_agent(pol, spec_c.get("view", "both"))
-                retr = make_retriever(memory, cfg, spec_c["kinds"])
+                # A rejected candidate leaves the deployed policy as it was (the base one).
+                ref = _policy_ref(trained, cfg, seed, rnd) if spec_c["policy"] == "trained" and trained else None
                 todo = [s for s in eval_specs if (seed, rnd, "eval", cond, s.task_id) not in r.done]
-                for spec in tqdm(todo, desc=f"seed {seed} round {rnd}: {cond}", disable=not progress, leave=False):
-                    row = play(spec, agent, memory, cfg, retriever=retr)
-                    r.record({**row, "seed": seed, "round": rnd, "phase": "eval", "condition": cond,
-                              "memory_size": memory_size(memory)})
+                jobs = [(cfg, seed, cond, spec, ref) for spec in todo]
+                for row in tqdm(pool.map(jobs), total=len(jobs), desc=f"seed {seed} round {rnd}: {cond}",
+                                disable=not progress, leave=False):
+                    r.record({**row, "seed": seed, "round": rnd, "phase": "eval"})
+        _WORKER_STATE.pop((cfg.out, seed), None)
         memory.close()
+    pool.close()
     return r.dir
+
+
+# ----------------------------------------------------------------------------- workers
+#
+# Evaluation episodes are independent: each is a job (config, seed, condition, task,
+# policy reference) that any process can play against the seed's store. A worker keeps
+# its own SkillMemory (and embedder) per store for its life; policies travel as paths.
+
+_WORKER_STATE: dict[Any, Any] = {}
+
+
+def _policy_ref(policy: Any, cfg: RunConfig, seed: int, rnd: int) -> str:
+    path = getattr(policy, "saved_path", None)
+    if path is None:
+        path = Path(cfg.out) / f"policy-seed{seed}-round{rnd}-eval"
+        policy.save(path)
+        policy.saved_path = path
+    return str(path)
+
+
+def play_job(job: tuple) -> dict[str, Any]:
+    """Play one evaluation episode in whatever process runs this; returns its result row."""
+    cfg, seed, cond, spec, policy_ref = job
+    key = (cfg.out, seed)
+    if key not in _WORKER_STATE:
+        import torch
+
+        torch.set_num_threads(1)
+        _WORKER_STATE[key] = (memory_for(cfg, seed), make_base_policy(cfg, seed), {})
+    memory, base, loaded = _WORKER_STATE[key]
+    policy = base
+    if policy_ref:
+        if policy_ref not in loaded:
+            from skillmem.policy import load_policy
+
+            loaded[policy_ref] = load_policy(policy_ref)
+            loaded[policy_ref].eval()
+        policy = loaded[policy_ref]
+    spec_c = CONDITIONS[cond]
+    row = play(spec, as_agent(policy, spec_c.get("view", "both")), memory, cfg,
+               retriever=make_retriever(memory, cfg, spec_c["kinds"]))
+    return {**row, "condition": cond, "memory_size": memory_size(memory)}
+
+
+class InProcess:
+    """workers=1: play the jobs here, in order."""
+
+    def map(self, jobs: list) -> Iterable[dict[str, Any]]:
+        return (play_job(j) for j in jobs)
+
+    def close(self) -> None:
+        _WORKER_STATE.clear()
+
+
+class LocalProcesses:
+    """workers>1: a pool of local processes, kept for the whole run (models load once each)."""
+
+    def __init__(self, workers: int):
+        import multiprocessing as mp
+
+        # spawn, not fork: torch, FAISS and SQLite connections do not survive a fork safely.
+        self.pool = mp.get_context("spawn").Pool(workers)
+
+    def map(self, jobs: list) -> Iterable[dict[str, Any]]:
+        return self.pool.imap_unordered(play_job, jobs)
+
+    def close(self) -> None:
+        self.pool.close()
+        self.pool.join()
+
+
+class RayWorkers:
+    """executor="ray": the same jobs as Ray tasks, on the cluster `ray.init(address)` reaches.
+
+    Every node must see the run directory (the seed's SQLite store) — a shared file
+    system, or a PostgreSQL store for the memory.
+    """
+
+    def __init__(self, workers: int, address: Optional[str] = None):
+        import ray
+
+        if not ray.is_initialized():
+            ray.init(address=address or None, num_cpus=None if address else workers,
+                     include_dashboard=False, log_to_driver=False)
+        self.ray = ray
+        self.remote = ray.remote(num_cpus=1)(play_job)
+
+    def map(self, jobs: list) -> Iterable[dict[str, Any]]:
+        pending = [self.remote.remote(j) for j in jobs]
+        while pending:
+            done, pending = self.ray.wait(pending, num_returns=1)
+            yield self.ray.get(done[0])
+
+    def close(self) -> None:
+        pass  # the caller owns the Ray runtime
+
+
+def make_pool(cfg: RunConfig) -> Any:
+    if cfg.executor == "ray":
+        return RayWorkers(cfg.workers, cfg.ray_address)
+    if cfg.executor != "local":
+        raise ValueError(f"executor must be 'local' or 'ray', got {cfg.executor!r}")
+    return LocalProcesses(cfg.workers) if cfg.workers > 1 else InProcess()
 
 
 def memory_size(memory: SkillMemory) -> dict[str, int]:

@@ -99,3 +99,29 @@ def test_a_users_own_agent_runs_under_every_memory_condition(tmp_path):
     rows = load(tmp_path / "run")
     # "trained" needs a trainable policy: a user's agent is evaluated as it is.
     assert {r["condition"] for r in rows if r["phase"] == "eval"} == {"no_memory", "memory"}
+
+
+def _eval_rows(run_dir):
+    return sorted((r["condition"], r["task_id"], r["won"], r["steps"]) for r in load(run_dir) if r["phase"] == "eval")
+
+
+def test_parallel_local_workers_give_the_same_results(tmp_path):
+    # The CPU policy decides deterministically, so where an episode is played changes nothing.
+    one = run(_cfg(tmp_path / "a", conditions=("no_memory", "memory"), policy="cpu"), progress=False,
+              log=lambda s: None)
+    two = run(_cfg(tmp_path / "b", conditions=("no_memory", "memory"), policy="cpu", workers=2), progress=False,
+              log=lambda s: None)
+    assert _eval_rows(one) == _eval_rows(two)
+
+
+def test_the_same_runner_on_a_local_ray(tmp_path):
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        out = run(_cfg(tmp_path / "r", conditions=("no_memory", "memory"), policy="cpu", executor="ray",
+                       workers=2), progress=False, log=lambda s: None)
+        ref = run(_cfg(tmp_path / "l", conditions=("no_memory", "memory"), policy="cpu"), progress=False,
+                  log=lambda s: None)
+        assert _eval_rows(out) == _eval_rows(ref)
+    finally:
+        ray.shutdown()
