@@ -21,7 +21,7 @@ from typing import Any, Callable, Optional, TypedDict
 
 from langgraph.graph import END, START, StateGraph
 
-from skillmem import SkillMemory, wrap
+from skillmem import RecordedNode, SkillMemory, wrap
 from skillmem.tokens import count_tokens
 
 
@@ -60,8 +60,7 @@ def initial_state(env: Any, *, split: str, policy_version: Optional[str] = None)
 def build_agent_graph(env: Any, agent: Any, memory: SkillMemory, *, retriever: Optional[Retriever] = None,
                       retrieve_every: int = 0, environment: str = "household", step_limit: int = 50):
     """Compile the loop for one environment instance; `retrieve_every=0` retrieves once per episode."""
-    node = agent if hasattr(agent, "memory") and hasattr(agent, "_open") else wrap(agent, memory,
-                                                                                      environment=environment)
+    node = agent if isinstance(agent, RecordedNode) else wrap(agent, memory, environment=environment)
 
     def retrieve(state: AgentState) -> dict:
         step = state.get("step", 0)
