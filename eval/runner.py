@@ -74,7 +74,10 @@ class RunConfig:
     step_limit: int = 40
     expert_feedback: bool = True  # the env's expert gives directive feedback at the pivot of failures
     train: bool = True  # train the policy after writing memory (conditions "trained*")
-    train_steps: int = 300  # optimizer steps per training round
+    train_steps: int = 150  # optimizer steps per training pass (1 + dagger_rounds passes per round)
+    train_lr: float = 3e-3  # learning rate of training rounds
+    rollouts: bool = True  # replay the train tasks with the policy+memory teacher for distillation
+    dagger_rounds: int = 1  # times the trained student plays the train tasks to be labelled by the teacher
     gate_tasks: int = 12  # valid_seen tasks the eval gate plays with candidate and current policy
     workers: int = 1  # processes playing evaluation episodes at once
     executor: str = "local"  # local (processes on this machine) | ray (a Ray cluster)
@@ -199,7 +202,10 @@ def play(spec: TaskSpec, agent: Any, memory: SkillMemory, cfg: RunConfig, *, ret
 
         env.step = step  # type: ignore[method-assign]
     t0 = time.perf_counter()
-    final = graph.invoke(state, {"recursion_limit": 4 * cfg.step_limit + 20})
+    try:
+        final = graph.invoke(state, {"recursion_limit": 4 * cfg.step_limit + 20})
+    finally:
+        _close(env)
     row = {"task_id": spec.task_id, "task_type": final.get("task_type", ""), "won": bool(final.get("won")),
            "steps": int(final.get("step", 0)), "context_tokens": int(final.get("context_tokens") or 0),
            "episode_id": final.get("episode_id"), "seconds": time.perf_counter() - t0}
@@ -212,6 +218,12 @@ def play(spec: TaskSpec, agent: Any, memory: SkillMemory, cfg: RunConfig, *, ret
                                              parent=final["episode_id"])
                 break
     return row
+
+
+def _close(env: Any) -> None:
+    # A real game holds an interpreter's worth of state: free it as soon as the episode ends.
+    if callable(getattr(env, "close", None)):
+        env.close()
 
 
 def guided_retry(spec: TaskSpec, prefix: list[str], memory: SkillMemory, cfg: RunConfig, *, parent: str) -> bool:
@@ -238,6 +250,7 @@ def guided_retry(spec: TaskSpec, prefix: list[str], memory: SkillMemory, cfg: Ru
             if done:
                 break
         ep.finish(success=won, source="environment")
+    _close(env)
     return won
 
 
@@ -475,7 +488,15 @@ def memory_size(memory: SkillMemory) -> dict[str, int]:
 
 
 def train_policy(memory: SkillMemory, cfg: RunConfig, seed: int, rnd: int, parent: Any) -> Any:
-    """Distill the store into a copy of the policy; keep it only if the gate says it is no worse.
+    """Distill the policy-with-memory into a copy of the policy; keep it only if the gate says it is no worse.
+
+    The teacher is the untrained policy reading retrieved memory as hints (what the
+    `memory` condition plays); the student is the copy, without memory. Examples come from
+    the store (demonstrations, directive feedback, pivots, distillation on recorded states)
+    and from replaying this seed's train tasks so far (`skillmem.train.rollouts`): the teacher
+    plays (distillation on its states, imitation of its wins), the trained student plays
+    (distillation on the states its own mistakes lead to, DAgger), and training continues
+    on everything. The hint weight stays fixed, so the trained policy still follows memory.
 
     The gate plays `gate_tasks` valid_seen tasks without memory with the candidate and with
     the current policy (or the untrained one) and promotes the candidate if it wins at
@@ -483,20 +504,50 @@ def train_policy(memory: SkillMemory, cfg: RunConfig, seed: int, rnd: int, paren
     """
     import copy
 
+    import torch
+
     from skillmem.policy import load_policy
     from skillmem.train import gate as gates
     from skillmem.train.data import collect_examples
+    from skillmem.train.rollouts import rollout_examples
     from skillmem.train.trainer import TrainConfig, Trainer
 
-    examples = collect_examples(
-        memory.engine, memory.namespace, seed=seed,
-        context_fn=lambda goal, tt: memory.retrieve(goal, task_type=tt, k=cfg.k, token_budget=cfg.token_budget,
-                                                    record=False))
+    contexts: dict[tuple[str, str], Any] = {}
+
+    def context(goal: str, observation: str, task_type: str) -> Any:
+        # Once per goal (with its first observation), not per step: an embedding per step
+        # would cost more than the training itself.
+        if (goal, task_type) not in contexts:
+            contexts[goal, task_type] = memory.retrieve(goal, observation, task_type=task_type, k=cfg.k,
+                                                        k_demos=cfg.k_demos, token_budget=cfg.token_budget,
+                                                        record=False)
+        return contexts[goal, task_type]
+
+    examples = collect_examples(memory.engine, memory.namespace, seed=seed, max_history=cfg.step_limit,
+                                context_fn=lambda goal, tt: context(goal, "", tt))
     if not examples:
         return None
     out = Path(cfg.out) / f"policy-seed{seed}-round{rnd}"
-    tcfg = TrainConfig(steps=cfg.train_steps, seed=seed)
-    result = Trainer(copy.deepcopy(parent), examples, tcfg, out).train()
+    teacher = make_base_policy(cfg, seed)
+    teacher.eval()
+    policy = copy.deepcopy(parent)
+    if isinstance(getattr(policy, "hint_weight", None), torch.nn.Parameter):
+        policy.hint_weight.requires_grad_(False)  # memory keeps its say when it is there
+    tcfg = TrainConfig(steps=cfg.train_steps, seed=seed, withdraw_until=0.0, lr=cfg.train_lr)
+    if cfg.rollouts:
+        train_env = cfg.train_env or cfg.env
+        specs = [s for r in range(1, rnd + 1)
+                 for s in list_tasks(train_env, cfg.train_split, cfg.train_tasks, seed=seed * 1000 + r)]
+        envs = [lambda s=s: make_env(s, step_limit=cfg.step_limit) for s in specs]
+
+        played, _ = rollout_examples(envs, teacher, context, step_limit=cfg.step_limit, seed=seed)
+        examples = examples + played
+        for it in range(cfg.dagger_rounds):
+            Trainer(policy, examples, tcfg, out / f"dagger{it}", teacher=teacher).train()
+            played, _ = rollout_examples(envs, teacher, context, student=policy, step_limit=cfg.step_limit,
+                                         seed=seed + it + 1)
+            examples = examples + played
+    result = Trainer(policy, examples, tcfg, out, teacher=teacher).train()
     if result.status != "finished" or result.path is None:
         return None
     parent_id = getattr(parent, "version_id", None)

@@ -71,7 +71,10 @@ def item_text(kind: str, row: Any) -> str:
 
 
 def render_lesson(row: Any) -> str:
-    return "- " + " ".join(lesson_text(row).split())
+    """A lesson as the agent reads it: "- <situation>: <fix> (not <bad action>)"."""
+    fix = " ".join(row.fix.split()).rstrip(".")
+    bad = " ".join(row.bad_action.split())
+    return f"- {' '.join(row.trigger.split())}: {fix}" + (f" (not {bad})" if bad and bad not in fix else "")
 
 
 def render_demo(row: Any) -> str:

@@ -81,7 +81,7 @@ def test_retrieve_two_levels_and_demonstrations(mem):
     assert {ids[0], ids[1], ids[2]} <= got  # task-type lessons and the general lesson
     assert ids[3] not in got  # another task type's lesson is never offered
     assert len(ctx.demonstrations) == 1
-    assert "- When the microwave is closed: avoid heat egg with microwave 1; instead open microwave 1" in ctx.text
+    assert "- the microwave is closed: open microwave 1 before heating (not heat egg with microwave 1)" in ctx.text
     assert "  4. heat [object] with microwave 1" in ctx.text
     assert ctx.tokens == count_tokens(ctx.text) <= 400
     assert set(ctx.scores) == {(k, i) for k, i, _, _ in ctx.items}

@@ -137,6 +137,19 @@ class AlfworldEnv:
             "steps": self.steps,
         }
 
+    def expert_action(self) -> str | None:
+        """The expert's next command from here (the runner's teacher), or None when it has none."""
+        return self._info()["expert_action"] if self._env is not None else None
+
+    def optimal_actions(self) -> set[str]:
+        """The commands the runner's teacher counts as right here: the expert's next one.
+
+        The game's planner gives one plan, not every shortest one, so this is a single
+        command (empty once won, or off the plan without replan=True); a command that
+        leaves this plan may still be as good, which makes the teacher's feedback strict."""
+        nxt = self.expert_action()
+        return {nxt} if nxt else set()
+
     def _replan(self) -> list[str]:
         """A new plan from the current state, from the game's own planner (fast-downward)."""
         pddl_env = self._env.unwrapped  # the PddlEnv under the Alfred wrappers

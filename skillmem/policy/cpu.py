@@ -3,8 +3,14 @@
 Each candidate is scored from hashed features — words of the goal, the recent history,
 the last observation and the retrieved lessons (the context bag), words and verb of the
 candidate, and crosses that generalize across objects ("a word of this `take` action
-appears in the goal") — plus dense features, among them the memory hints. No tokenizer,
-no download; thousands of decisions per second on one core.
+appears in the goal") — plus dense features, among them the memory hints. A linear
+term also reads the episode's state as the whole history tells it (what is held, which
+places were visited or opened, where goal words were seen, what the task asks for)
+crossed with the candidate's verb and arguments: what memory-guided play does ("explore
+places not yet visited, take the goal's object when it is seen, bring it to the
+appliance the task names") is then a linear rule the trainer can distill into weights.
+Those weights start at zero, so the untrained policy is steered by hints alone. No
+tokenizer, no download; thousands of decisions per second on one core.
 
     policy = CPUPolicy()                       # untrained; memory hints still steer it
     action = policy.act(goal, history, context, admissible)
@@ -15,6 +21,7 @@ from __future__ import annotations
 
 import json
 import random
+from array import array
 import re
 import zlib
 from dataclasses import asdict, dataclass
@@ -29,6 +36,13 @@ from .base import HistoryItem, Prompt, make_prompt
 
 _WORD = re.compile(r"[a-z]+")
 N_DENSE = 9
+_CACHE_SIZE = 4096  # prompts whose features are kept (a few kB each)
+# ALFWorld-grammar commands: verb, object, receptacle ("take mug 1 from cabinet 2").
+_CMD = re.compile(r"^(go to|open|close|take|move|heat|cool|clean|slice|use|examine)\s+(.+?)"
+                  r"(?:\s+(?:from|to|with)\s+(.+))?$")
+# The goal's task, read off its words: what the held object must go through before it is placed.
+_TASK_WORDS = {"hot": "heat", "heat": "heat", "warm": "heat", "cool": "cool", "cold": "cool", "chill": "cool",
+               "clean": "clean", "wash": "clean", "rinse": "clean", "two": "two"}
 
 
 @dataclass
@@ -56,6 +70,71 @@ def _words(text: str) -> tuple[str, ...]:
     return tuple(_WORD.findall(text.lower()))
 
 
+def _kind(name: str) -> str:
+    return " ".join(w for w in name.split() if not w.isdigit())
+
+
+def _parse(action: str) -> tuple[str, str, str]:
+    """(verb, object, receptacle) of a command; "go to X" and "open X" name a receptacle."""
+    m = _CMD.match(action.strip().lower())
+    if not m:
+        return (_words(action) or ("",))[0], "", ""
+    verb, a, b = m.group(1), m.group(2), m.group(3) or ""
+    if verb in ("go to", "open", "close"):
+        return verb.split()[0], "", a
+    return verb, a, b
+
+
+def _episode_state(history: Sequence[tuple[str, str]], goal: set[str]) -> dict[str, Any]:
+    """What the whole history says about the episode: held object, visited/opened places,
+    goal words seen at each place, whether the held object has been through the task's step."""
+    task = next((_TASK_WORDS[w] for w in goal if w in _TASK_WORDS), "")
+    if not task and any("lamp" in w or w == "light" for w in goal):
+        task = "look"
+    held, processed, here = "", False, ""
+    visited, opened, placed, used = set(), set(), set(), False
+    seen: dict[str, set[str]] = {}
+    for action, obs in history:
+        if not action or obs.startswith("Nothing happens"):
+            continue
+        verb, obj, rec = _parse(action)
+        if verb == "go":
+            here = rec
+            visited.add(rec)
+        elif verb == "open":
+            opened.add(rec)
+        elif verb == "take":
+            held, processed = obj, False
+        elif verb == "move":
+            placed.add(obj)
+            held, processed = "", False
+        elif verb in ("heat", "cool", "clean") and obj == held:
+            processed = True
+        elif verb == "use":
+            used = True
+        if verb in ("go", "open") and rec:
+            seen[rec] = set(_words(obs)) - set(rec.split())
+    hold = "E" if not held else ("G" if set(_kind(held).split()) & goal else "O")
+    phase = f"{task or 'put'}|{hold}|{int(processed or (task == 'look' and used))}|{int(bool(placed))}"
+    return {"task": task or "put", "held": held, "phase": phase, "here": here, "visited": visited,
+            "opened": opened, "placed": placed, "seen": seen}
+
+
+def _state_features(cand: str, verb: str, times: int, info: dict[str, Any]) -> list[str]:
+    """The candidate against the episode's state, as feature names for the linear term."""
+    v, obj, rec = _parse(cand)
+    goal, phase = info["goal"], info["phase"]
+    held_kind = set(_kind(info["held"]).split())
+    okind, rkind = _kind(obj), _kind(rec)
+    of = "".join(str(int(x)) for x in (bool(obj) and bool(set(okind.split()) & goal), bool(obj) and obj == info["held"],
+                                       obj in info["placed"]))
+    seen_goal = bool(rec) and bool((info["seen"].get(rec, set()) & goal) - held_kind - set(rkind.split()))
+    rf = "".join(str(int(x)) for x in (bool(rec) and bool(set(rkind.split()) & goal), rec in info["visited"],
+                                       rec in info["opened"], bool(rec) and rec == info["here"], seen_goal))
+    return [f"S:{phase}|{v}", f"S:{phase}|{v}|o{of}|r{rf}", f"S:{phase}|{v}|o{of}", f"S:{phase}|{v}|r{rf}",
+            f"K:{phase}|{v}|{rkind}|r{rf[:2]}", f"K:{phase}|{v}|{okind}", f"R:{v}|{min(times, 2)}|{int(info['last'] == cand)}"]
+
+
 class CPUPolicy(nn.Module):
     """Scores (context, candidate) pairs with hashed bags, a bilinear term, an MLP and the hints."""
 
@@ -78,6 +157,7 @@ class CPUPolicy(nn.Module):
             self.mlp = nn.Sequential(nn.Linear(2 * c.dim + N_DENSE, c.hidden), nn.Tanh(), nn.Linear(c.hidden, 1))
         self.hint_weight = nn.Parameter(torch.tensor(c.hint_init))
         self.rng = random.Random(c.seed)
+        self._cache: dict[tuple, tuple] = {}
 
     # ----------------------------------------------------------------- features
 
@@ -98,6 +178,7 @@ class CPUPolicy(nn.Module):
             "prev_verb": (_words(p.history[-1][0]) or ("none",))[0] if p.history else "start",
             "goal_words": goal[:12],
         }
+        info.update(_episode_state(p.history, set(goal)))
         return feats or [0], info
 
     def _candidate_features(self, cand: str, info: dict[str, Any], hint: float) -> tuple[list[int], list[float]]:
@@ -114,37 +195,64 @@ class CPUPolicy(nn.Module):
                 if g == w:
                     feats.append(_h(f"gw:{verb}|{i}|{g}", B))
         times = sum(1 for a in info["done"] if a == cand)
+        feats_lin = feats + [_h(f, B) for f in _state_features(cand, verb, times, info)]
         n = max(1, len(ws) - 1)
         dense = [hint, float(hint > 0), float(hint < 0), min(times, 5) / 5.0, float(info["last"] == cand),
                  sum(w in info["goal"] for w in ws[1:]) / n, sum(w in info["obs"] for w in ws[1:]) / n,
                  sum(w in info["lessons"] for w in ws[1:]) / n, 1.0]
-        return feats, dense
+        return feats, feats_lin, dense
 
     # ----------------------------------------------------------------- scoring
+
+    def _features(self, p: Prompt, cands: Sequence[str]) -> tuple:
+        """A prompt's features apart from the hints: (context, candidate, linear, dense[3:]) index
+        arrays, cached because training scores the same examples every epoch."""
+        key = (p.goal, tuple(p.history), p.lessons, tuple(cands))
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit
+        feats, info = self._context_features(p)
+        cf, co, lf, lo, dense = array("i"), array("i"), array("i"), array("i"), array("f")
+        for c in cands:
+            f, fl, d = self._candidate_features(c, info, 0.0)
+            co.append(len(cf))
+            cf.extend(f)
+            lo.append(len(lf))
+            lf.extend(fl)
+            dense.extend(d[3:])
+        hit = (array("i", feats), cf, co, lf, lo, dense)
+        if len(self._cache) >= _CACHE_SIZE:
+            self._cache.pop(next(iter(self._cache)))  # oldest first
+        self._cache[key] = hit
+        return hit
 
     def batch_logprobs(self, prompts: Sequence[Prompt], candidates: Sequence[Sequence[str]],
                        exclude_prefix: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-softmax over each prompt's candidates: ([B, C_max] padded with 0, mask [B, C_max])."""
-        ctx_idx, ctx_off, cand_idx, cand_off, dense, owner = [], [], [], [], [], []
+        ctx_idx, ctx_off, cand_idx, cand_off, lin_idx, lin_off, rest, hints, owner = (
+            array("i"), [], array("i"), [], array("i"), [], array("f"), [], [])
         for b, (p, cands) in enumerate(zip(prompts, candidates)):
-            feats, info = self._context_features(p)
+            cx, cf, co, lf, lo, dense = self._features(p, cands)
             ctx_off.append(len(ctx_idx))
-            ctx_idx += feats
+            ctx_idx.extend(cx)
+            cand_off += [o + len(cand_idx) for o in co]
+            cand_idx.extend(cf)
+            lin_off += [o + len(lin_idx) for o in lo]
+            lin_idx.extend(lf)
+            rest.extend(dense)
             bonus = p.hints.vector(cands) if (p.hints is not None and self.config.use_hints) else [0.0] * len(cands)
-            for c, h in zip(cands, bonus):
-                f, d = self._candidate_features(c, info, h)
-                cand_off.append(len(cand_idx))
-                cand_idx += f
-                dense.append(d)
-                owner.append(b)
-        ctx = self.ctx(torch.tensor(ctx_idx), torch.tensor(ctx_off))
-        ci, co = torch.tensor(cand_idx), torch.tensor(cand_off)
-        cand = self.cand(ci, co)
-        dense_t = torch.tensor(dense)
+            hints += [(h, float(h > 0), float(h < 0)) for h in bonus]
+            owner += [b] * len(cands)
+        ctx = self.ctx(torch.frombuffer(ctx_idx, dtype=torch.int32).long(), torch.tensor(ctx_off))
+        ci = torch.frombuffer(cand_idx, dtype=torch.int32).long()
+        cand = self.cand(ci, torch.tensor(cand_off))
+        dense_t = torch.cat([torch.tensor(hints, dtype=torch.float32).reshape(-1, 3),
+                             torch.frombuffer(rest, dtype=torch.float32).reshape(-1, N_DENSE - 3)], dim=-1)
         own = torch.tensor(owner)
         c_own = ctx[own]
         score = self.mlp(torch.cat([c_own * cand, cand, dense_t], dim=-1)).squeeze(-1)
-        score = score + self.lin(ci, co).squeeze(-1) + self.hint_weight * dense_t[:, 0]
+        lin = self.lin(torch.frombuffer(lin_idx, dtype=torch.int32).long(), torch.tensor(lin_off))
+        score = score + lin.squeeze(-1) + self.hint_weight * dense_t[:, 0]
         sizes = [len(c) for c in candidates]
         C = max(sizes) if sizes else 0
         mask = torch.arange(C)[None, :] < torch.tensor(sizes)[:, None]

@@ -175,7 +175,27 @@ def goal_slots(goal_template: str, goal: str) -> dict[str, str]:
             if diff is not None and out:
                 out["=" + diff[0]] = diff[1]
                 return out
-    return {}
+    return _reworded_slots(goal_template, goal)
+
+
+def _reworded_slots(goal_template: str, goal: str) -> dict[str, str]:
+    """Slot values across the two wordings of one ALFWorld task ("cool some [object] and put
+    it in [receptacle]" read on "put a cool cup in microwave."): the same task says its object
+    and its place in either, so each is read off the goal where its own wording puts it."""
+    from ..reflect.trace import goal_kinds  # ALFWorld's goal templates live with the trace reader
+
+    marked = _SLOT.sub(lambda m: "slot" + re.sub(r"\W", "", m.group(1)), goal_template.lower())
+    shape, kinds = goal_kinds(marked), goal_kinds(goal)
+    if not shape or set(shape) != set(kinds):
+        return {}
+    names = {"slot" + re.sub(r"\W", "", n): n.strip() for n in _SLOT.findall(goal_template)}
+    out: dict[str, str] = {}
+    for role, word in shape.items():
+        if word in names:
+            out[names[word]] = kinds[role]
+        elif word != kinds[role]:
+            out["=" + word] = kinds[role]  # a literal of the template ("desklamp") that differs here
+    return out if set(names.values()) <= set(out) else {}
 
 
 def _canon_template(template: str) -> str:
@@ -291,10 +311,17 @@ def _follow_demo(demo: Any, bound_goal: Mapping[str, str], pairs: Sequence[tuple
                     hints.add(a, NEXT_STEP / len(fresh), f"demonstration step {j + 1}: {nav}")
                 return
             # Where the demonstration found things is not where this task has them:
-            # look where we have not looked yet (each unvisited place alike).
+            # look where we have not looked yet: a kind of place not yet seen first (a real
+            # kitchen has eighteen cabinets, and the object is as likely on the one countertop),
+            # then open surfaces (one step each) before closed ones (two: go, open).
             fresh = [a for a in admissible if _norm(a).startswith("go to ") and _norm(a)[6:] not in visited]
+            seen_kinds = {_denum(v) for v in visited}
+            closed_kinds = {_denum(_norm(a)[6:]) for a, obs in pairs
+                            if _norm(a).startswith("go to ") and " is closed" in obs}
             for a in fresh:
-                hints.add(a, EXPLORE, f"explore for demonstration step {k + 1}: {step}")
+                kind = _denum(_norm(a)[6:])
+                weight = 1.0 if kind not in seen_kinds else 0.5 if kind in closed_kinds else 0.75
+                hints.add(a, EXPLORE * weight, f"explore for demonstration step {k + 1}: {step}")
             if fresh:
                 return
         j -= 1
@@ -302,6 +329,8 @@ def _follow_demo(demo: Any, bound_goal: Mapping[str, str], pairs: Sequence[tuple
 
 _TASK_IN_TRIGGER = re.compile(r"Task '([^']+)'")
 _AFTER = re.compile(r"\bafter '([^']+)'")
+# How strongly a lesson's rule speaks when its situation holds: as much as a plan step.
+RULE = 1.0
 
 
 def _bound_fully(template: str, bound: Mapping[str, str]) -> bool:
@@ -309,15 +338,70 @@ def _bound_fully(template: str, bound: Mapping[str, str]) -> bool:
     return all(s.strip() in bound for s in _SLOT.findall(template))
 
 
-def _lesson_applies(trigger: str, done_actions: Sequence[str], bound: Mapping[str, str]) -> bool:
-    """A lesson whose trigger names its moment ("at the start", "after 'take [object] ...'")
-    speaks only at that moment; one that names none speaks throughout."""
-    if "at the start" in trigger:
-        return not done_actions
+def _lesson_applies(trigger: str, done_actions: Sequence[str], bound: Mapping[str, str], state: Any,
+                    kinds: Mapping[str, str]) -> bool:
+    """A lesson speaks only in the situation its trigger names: a moment ("at the start",
+    "after 'take [object] ...'") or what the agent holds and sees ("holding the [object]")."""
+    from ..reflect.trace import situation_holds
+
     m = _AFTER.search(trigger)
+    if m and not (done_actions and match(m.group(1), bound, [done_actions[-1]])):
+        return False
+    return situation_holds(trigger, state, kinds)
+
+
+def _rule_fix(fix: str, bound: Mapping[str, str], state: Any, admissible: Sequence[str]) -> list[str]:
+    """The admissible actions a situation rule's fix names ("go to a place not yet visited")."""
+    from ..reflect.trace import EXPLORE_FIX
+
+    low = _norm(fix)
+    gos = [a for a in admissible if _norm(a).startswith("go to ")]
+    if low == _norm(EXPLORE_FIX):
+        return [a for a in gos if _norm(a)[6:] not in {_norm(v) for v in state.visited}]
+    m = re.match(r"go to where the (\[[^\]]+\]|\w+) was seen$", fix.strip().lower())
     if m:
-        return bool(done_actions) and bool(match(m.group(1), bound, [done_actions[-1]]))
-    return True
+        kind = _fill(m.group(1), bound).strip()
+        place = _norm(state.seen_at.get(kind, ""))
+        return [a for a in gos if place and _norm(a)[6:] == place]
+    return []
+
+
+def _lesson_hints(lessons: Sequence[Any], goal: str, bound_goal: Mapping[str, str],
+                  pairs: Sequence[tuple[str, str]], admissible: Sequence[str], hints: Hints) -> None:
+    from ..reflect.trace import goal_kinds, world_state
+
+    done_actions = [a for a, _ in pairs if a]
+    state = world_state(pairs)
+    kinds = goal_kinds(goal)
+    for les in lessons:
+        trigger = _get(les, "trigger", "") or ""
+        m = _TASK_IN_TRIGGER.search(trigger)
+        bound = {**kinds, **((goal_slots(m.group(1), goal) if m else {}) or dict(bound_goal))}
+        bound = {k: v for k, v in bound.items() if not k.startswith("=")}
+        if "at the start" in trigger and done_actions:
+            continue
+        if not _lesson_applies(trigger, done_actions, bound, state, kinds):
+            continue
+        bad = (_get(les, "bad_action", "") or "").strip()
+        if bad and (_verb(bad) != "go" or _bound_fully(bad, bound)):
+            for a, _ in match(bad, bound, admissible, distinct=True):
+                hints.add(a, AVOID, f"lesson: avoid '{bad}'")
+        fix = (_get(les, "fix", "") or "").strip()
+        rule_hits = _rule_fix(fix, bound, state, admissible)
+        if not rule_hits and len(_split_steps(fix)) == 1:
+            # One slotted command: every admissible action it matches, but not an object already put away.
+            rule_hits = [a for a, b in match(fix, bound, admissible)
+                         if not any(_norm(p) in _norm(a) for p in state.placed)]
+        if rule_hits:
+            for a in rule_hits:
+                hints.add(a, RULE / len(rule_hits), f"lesson: {fix}")
+            continue
+        phrases = [p for p in _split_steps(fix) if _bound_fully(p, bound) and len(p.split()) >= 2]
+        hits: list[str] = []
+        for phrase in phrases:
+            hits += [a for a, _ in match(phrase, bound, admissible) if a not in hits]
+        for a in hits[:3]:
+            hints.add(a, FIX / max(1, len(hits[:3])), f"lesson fix: {fix[:80]}")
 
 
 def hints_from_context(context: Any, goal: str, history: Sequence[Any] | None,
@@ -339,24 +423,7 @@ def hints_from_context(context: Any, goal: str, history: Sequence[Any] | None,
         if bound_goal:
             break
 
-    for les in _get(context, "lessons", None) or []:
-        trigger = _get(les, "trigger", "") or ""
-        m = _TASK_IN_TRIGGER.search(trigger)
-        bound = (goal_slots(m.group(1), goal) if m else {}) or bound_goal
-        bound = {k: v for k, v in bound.items() if not k.startswith("=")}
-        if not _lesson_applies(trigger, done_actions, bound):
-            continue
-        bad = (_get(les, "bad_action", "") or "").strip()
-        if bad and (_verb(bad) not in NAVIGATION or _bound_fully(bad, bound)):
-            for a, _ in match(bad, bound, admissible, distinct=True):
-                hints.add(a, AVOID, f"lesson: avoid '{bad}'")
-        fix = _get(les, "fix", "") or ""
-        phrases = [p for p in _split_steps(fix) if _bound_fully(p, bound) and len(p.split()) >= 2]
-        hits: list[str] = []
-        for phrase in phrases:
-            hits += [a for a, _ in match(phrase, bound, admissible) if a not in hits]
-        for a in hits[:3]:
-            hints.add(a, FIX / max(1, len(hits[:3])), f"lesson fix: {fix[:80]}")
+    _lesson_hints(list(_get(context, "lessons", None) or []), goal, bound_goal, pairs, admissible, hints)
 
     for demo in demos:
         own = goal_slots(_get(demo, "goal_template", "") or "", goal)

@@ -111,6 +111,9 @@ def stage_store(memory: Any, job: Job) -> Job:
         return job
     if already_stored(memory, job.episode_id):
         job.result = {"status": "done", "action": "already stored"}
+    elif job.analysis is not None and job.lesson is None:
+        # The writer found nothing that transfers (the correction was the teacher's privileged knowledge).
+        job.result = {"status": "done", "kind": "none", "action": "no transferable lesson"}
     elif job.lesson is not None:
         item_id, action = _store_lesson(memory, job.lesson, namespace=ns, episode_id=job.episode_id)
         job.result = {"status": "done", "kind": "lesson", "id": item_id, "action": action}
@@ -297,6 +300,7 @@ class DrainReport:
     errors: int = 0
     lessons: int = 0
     demonstrations: int = 0
+    no_lesson: int = 0  # failures whose correction held nothing that transfers
     results: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -336,6 +340,7 @@ def reflect_pending(memory: Any, writer: Any = None, namespace: Optional[str] = 
                 else:
                     report.done += 1
                     report.lessons += result.get("kind") == "lesson"
+                    report.no_lesson += result.get("kind") == "none"
                     report.demonstrations += result.get("kind") == "demonstration"
             report.results.append({"episode_id": ep_id, **result})
             bar.update(1)

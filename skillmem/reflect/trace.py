@@ -262,6 +262,12 @@ class Analysis:
     success_episode: Optional[str]
     first_failure_step: Optional[int]
     grounded_on_feedback: bool
+    rules: list["Rule"] = field(default_factory=list)  # what the failure teaches, as situation rules
+
+    @property
+    def rule(self) -> Optional["Rule"]:
+        """The main rule (the pivot's when it transfers; when none transfers, the one saying why), or None."""
+        return self.rules[0] if self.rules else None
 
     def render(self, max_steps: int = 30) -> str:
         """The analysis as text for an LLM writer: short, abstracted, untrusted text redacted."""
@@ -284,6 +290,9 @@ class Analysis:
                   f"Feedback at the pivot: {self.feedback_at_pivot}"]
         if self.fix_action:
             lines.append(f"What should have been done at the pivot: {self.fix_action}")
+        for r in self.rules:
+            lines.append(f"As a rule: when {', '.join(r.situation) or 'always'}: {r.fix} (not {r.bad_action})"
+                         + ("" if r.transferable else f" -- does not transfer: {r.why_not}"))
         for d in t.directives:
             lines.append(f"Directive feedback from {d.source} at step {d.step_index}: "
                          f"{self.slots.abstract(d.corrected_action or '')} {_short(redact(d.text), 200)}".rstrip())
@@ -441,7 +450,24 @@ def analyse(trace: Trace, success: Optional[Trace] = None) -> Analysis:
         success_plan=success_plan, success_episode=success.episode_id if success else None,
         first_failure_step=next((s.index for s in trace.steps if s.failed), None),
         grounded_on_feedback=pivot.reason == "directive",
+        rules=_lesson_rules(trace, pivot, slots, success_plan),
     )
+
+
+def _lesson_rules(trace: Trace, pivot: Pivot, slots: SlotMap, success_plan: list[str]) -> list[Rule]:
+    """Every rule the failure teaches: the correction at the pivot when it transfers, then each
+    later kind of mistake the situation shows (pivots that matter, not a teacher's shortcut)."""
+    rule = generalize(trace, pivot, slots)
+    out = []
+    if rule is not None:
+        rule.step = pivot.step
+        out.append(rule)
+    for r in situation_mistakes(trace, success_plan, pivot.step or 0):
+        if all((r.fix, r.situation) != (o.fix, o.situation) for o in out):
+            out.append(r)
+    # A correction that does not transfer stays only when nothing else was found: it says why not.
+    keep = [r for r in out if r.transferable]
+    return keep or out[:1]
 
 
 def _contrast_fix(trace: Trace, pivot: int, slots: SlotMap, success_plan: list[str]) -> Optional[str]:
@@ -456,3 +482,300 @@ def _contrast_fix(trace: Trace, pivot: int, slots: SlotMap, success_plan: list[s
         if a not in done:
             return a
     return None
+
+
+# --------------------------------------------------------------------------- world state and rules
+#
+# A lesson that transfers names a *situation* (what the agent holds, sees, where it stands), not
+# a task's wording or a room's layout. The writer describes the pivot's situation with the phrases
+# below; a policy's hints (skillmem/policy/hints.py) read the same phrases back and check them
+# against the episode so far. One vocabulary, so what is written is what can be acted on.
+
+_DONE = {"heat": "heated", "cool": "cooled", "clean": "cleaned"}
+_SEEN = re.compile(r"\byou see (.*)", re.IGNORECASE)
+
+
+@dataclass
+class WorldState:
+    """What the feedback so far says about the agent's situation (ALFWorld-like text worlds)."""
+
+    started: bool = False
+    at: str = ""  # "cabinet 3"
+    closed_here: bool = False
+    in_sight: set[str] = field(default_factory=set)  # objects seen at the current place, "mug 2"
+    holding: str = ""  # "mug 2"
+    visited: set[str] = field(default_factory=set)
+    seen_at: dict[str, str] = field(default_factory=dict)  # object kind -> place where last seen
+    transformed: set[str] = field(default_factory=set)  # objects heated / cooled / cleaned
+    placed: set[str] = field(default_factory=set)  # objects moved into a receptacle
+    last_repeated: bool = False  # the last action repeated the one before with the same feedback
+
+
+def _kind(name: str) -> str:
+    return name.split()[0] if name else ""
+
+
+def world_state(pairs: Sequence[tuple[str, str]]) -> WorldState:
+    """The situation after these (action, feedback) pairs."""
+    s = WorldState(started=bool(pairs))
+    for i, (action, feedback) in enumerate(pairs):
+        a, fb = normalize_action(action), feedback or ""
+        low = fb.lower()
+        if low.startswith("you arrive at"):
+            s.at = a[6:] if a.startswith("go to ") else s.at
+            s.visited.add(s.at)
+            s.closed_here = " is closed" in low
+            s.in_sight = set()
+        elif low.startswith("you open"):
+            s.closed_here = False
+        elif low.startswith("you pick up"):
+            m = _ENTITY.search(low[len("you pick up"):])
+            s.holding = f"{m.group(1)} {m.group(2)}" if m else ""
+        elif low.startswith("you move"):
+            if s.holding:
+                s.placed.add(s.holding)
+            s.holding = ""
+        elif re.match(r"you (heat|cool|clean) ", low) and s.holding:
+            s.transformed.add(s.holding)
+        seen = _SEEN.search(fb)
+        if seen and (low.startswith("you arrive") or low.startswith("you open") or a.startswith("examine")
+                     or a == "look"):
+            for kind, num in _ENTITY.findall(seen.group(1).lower()):
+                s.in_sight.add(f"{kind} {num}")
+                s.seen_at[kind] = s.at
+        if s.holding in s.in_sight:
+            s.in_sight.discard(s.holding)
+        s.last_repeated = i > 0 and normalize_action(pairs[i - 1][0]) == a and \
+            " ".join((pairs[i - 1][1] or "").split()) == " ".join(fb.split())
+    return s
+
+
+def goal_kinds(goal: str) -> dict[str, str]:
+    """The goal's slot values: {"object": "mug", "receptacle": "cabinet", "lamp": "desklamp"}."""
+    g = (goal or "").lower()
+    for pattern, names in _GOAL_PATTERNS:
+        hit = pattern.search(g)
+        if hit:
+            return dict(zip(names, hit.groups()))
+    return {}
+
+
+def transform_of(goal: str) -> str:
+    """The transformation the goal asks for ("heat", "cool", "clean") or ""."""
+    g = (goal or "").lower()
+    return next((t for t, w in (("heat", r"\b(heat|hot)\b"), ("cool", r"\bcool\b"), ("clean", r"\bclean\b"))
+                 if re.search(w, g)), "")
+
+
+# Situation phrases: the words a trigger uses, and the test each stands for.
+# Order matters only for reading: longer phrases first where one contains another.
+def _phrases() -> list[tuple[str, Any]]:
+    def held_obj(s: WorldState, g: dict[str, str]) -> bool:
+        return bool(s.holding) and _kind(s.holding) == g.get("object")
+
+    def sight(s: WorldState, g: dict[str, str]) -> bool:
+        return any(_kind(o) == g.get("object") and o not in s.placed for o in s.in_sight)
+
+    def done(s: WorldState, g: dict[str, str]) -> bool:
+        return s.holding in s.transformed
+
+    def at(kind: str):
+        return lambda s, g: _kind(s.at) == g.get(kind, kind)
+
+    out: list[tuple[str, Any]] = [
+        ("at the start", lambda s, g: not s.started),
+        ("the last action changed nothing", lambda s, g: s.last_repeated),
+        ("holding the [object]", held_obj),
+        ("holding something else", lambda s, g: bool(s.holding) and not held_obj(s, g)),
+        ("hands empty", lambda s, g: not s.holding),
+        # A closed receptacle hides what it holds: there the object is neither in sight nor known absent.
+        ("the [object] is not in sight", lambda s, g: not held_obj(s, g) and not sight(s, g) and not s.closed_here),
+        ("the [object] is in sight", lambda s, g: not s.holding and sight(s, g)),
+        ("at a closed receptacle", lambda s, g: s.closed_here),
+        ("at the [receptacle]", at("receptacle")),
+        ("the [lamp] was seen", lambda s, g: g.get("lamp", "") in s.seen_at),
+    ]
+    for verb, tool in _TOOLS.items():
+        out += [(f"not yet {_DONE[verb]}", lambda s, g: not done(s, g)), (f"already {_DONE[verb]}", done),
+                (f"at the {tool}", at(tool))]
+    return out
+
+
+STATE_PHRASES = _phrases()
+
+
+def situation_holds(trigger: str, state: WorldState, goal: dict[str, str]) -> bool:
+    """Does every situation phrase the trigger names hold in this state? (None named: it holds.)"""
+    low = (trigger or "").lower()
+    return all(test(state, goal) for phrase, test in STATE_PHRASES if phrase in low)
+
+
+# Fixes the hints know how to act on beyond a slotted command.
+EXPLORE_FIX = "go to a place not yet visited"
+SEEN_FIX = "go to where the {kind} was seen"
+
+
+@dataclass
+class Rule:
+    """A pivot turned into a rule that holds beyond its episode: situation, bad action, fix."""
+
+    situation: list[str]
+    bad_action: str
+    fix: str
+    scope: str  # general | task
+    transferable: bool = True
+    why_not: str = ""
+    step: Optional[int] = None  # the step the rule was read at
+
+
+def generalize(trace: Trace, pivot: Pivot, slots: SlotMap) -> Optional[Rule]:
+    """The pivot's correction as a rule over situations, or one marked not transferable.
+
+    The correction ("go to drawer 3") is rewritten by what it achieves in the situation at the
+    pivot: going to where the object is, when the agent had not seen it, is only the teacher's
+    privileged knowledge; what transfers is "look where you have not looked". A rule whose fix
+    is no better than the bad action by anything the agent could know is marked not transferable.
+    """
+    if pivot.step is None or not pivot.corrected_action:
+        return None
+    g = goal_kinds(trace.goal)
+    obj, rec, lamp = g.get("object", ""), g.get("receptacle", ""), g.get("lamp", "")
+    tf = transform_of(trace.goal)
+    pairs = [(s.action, s.feedback) for s in trace.steps[: pivot.step]]
+    s = world_state(pairs)
+    fix = normalize_action(pivot.corrected_action)
+    bad = normalize_action(trace.steps[pivot.step].action)
+    verb, target = (fix.split() or [""])[0], fix[6:] if fix.startswith("go to ") else ""
+    holding_obj = bool(s.holding) and _kind(s.holding) == obj
+    sit: list[str] = []
+
+    def abst(a: str) -> str:
+        out = slots.abstract(a)
+        return re.sub(rf"\b{re.escape(lamp)}\b", "[lamp]", out) if lamp else out
+
+    bad_s = abst(bad)
+    if holding_obj:
+        sit.append("holding the [object]")
+        if tf:
+            sit.append(("already " if s.holding in s.transformed else "not yet ") + _DONE[tf])
+    elif s.holding:
+        sit.append("holding something else")
+    if verb == "go":
+        kind = _kind(target)
+        if holding_obj and tf and s.holding not in s.transformed and kind == _TOOLS[tf]:
+            rule_fix = f"go to {kind}"
+        elif holding_obj and kind == rec and (not tf or s.holding in s.transformed):
+            rule_fix = "go to [receptacle]"
+        elif holding_obj and lamp:
+            rule_fix = SEEN_FIX.format(kind="[lamp]") if lamp in s.seen_at else EXPLORE_FIX
+            sit.append("the [lamp] was seen" if lamp in s.seen_at else "")
+        elif not s.holding and obj in s.seen_at and s.seen_at[obj] == target:
+            rule_fix, sit = SEEN_FIX.format(kind="[object]"), sit + ["the [object] is not in sight"]
+        elif target not in s.visited and not holding_obj:
+            rule_fix = EXPLORE_FIX
+            sit.append("the [object] is not in sight" if not s.holding else "")
+        else:
+            return Rule([x for x in sit if x], bad_s, abst(fix), "task", False,
+                        "the teacher went back where nothing the agent saw called for")
+        if bad.startswith("go to ") and rule_fix == EXPLORE_FIX and bad[6:] not in s.visited:
+            return Rule([x for x in sit if x], bad_s, rule_fix, "general", False,
+                        "both went somewhere new: only the teacher knew where things are")
+    elif verb == "open":
+        sit += ["looking for the [object]", "at a closed receptacle"] if not holding_obj else ["at a closed receptacle"]
+        rule_fix = "open [receptacle2]" if fix[5:] != "" else fix
+    elif verb == "take":
+        sit += ["hands empty", "the [object] is in sight"] if not sit else []
+        rule_fix = "take [object] from [receptacle2]"
+    elif verb in _TOOLS:
+        sit.append(f"at the {_TOOLS[verb]}")
+        rule_fix = f"{verb} [object] with {_TOOLS[verb]}"
+    elif verb == "move" and rec and _ENTITY.findall(fix)[-1:] and _ENTITY.findall(fix)[-1][0] == rec:
+        sit.append("at the [receptacle]")
+        rule_fix = "move [object] to [receptacle]"
+    elif verb == "use":
+        rule_fix = "use [lamp]" if lamp else abst(fix)
+    else:
+        return Rule([x for x in sit if x], bad_s, abst(fix), "task", False, f"no rule for '{verb}'")
+    sit = [x for x in dict.fromkeys(sit) if x]
+    if not sit and not s.started:
+        sit = ["at the start"]
+    general = not tf and not lamp and rule_fix in (EXPLORE_FIX, "open [receptacle2]",
+                                                   "take [object] from [receptacle2]",
+                                                   SEEN_FIX.format(kind="[object]"))
+    general = general or (rule_fix in (EXPLORE_FIX, "open [receptacle2]", SEEN_FIX.format(kind="[object]"))
+                          and not holding_obj) or rule_fix == "take [object] from [receptacle2]"
+    return Rule(sit, bad_s, rule_fix, "general" if general else "task")
+
+
+def situation_mistakes(trace: Trace, success_plan: Sequence[str], start: int = 0) -> list["Rule"]:
+    """Each kind of mistake the situation shows from step `start` on, at its first step.
+
+    Read from the trace and, for what should have been done, from a successful plan of the task
+    type (slot form): in sight and hands empty, the plan takes the object; holding it at the
+    tool, the plan transforms it; holding it (transformed) at the goal receptacle, the plan puts
+    it there. An action that did none of that, or one that repeated itself to no effect, or an
+    information command while the object is nowhere in sight, is the mistake.
+    """
+    g = goal_kinds(trace.goal)
+    obj, rec, lamp = g.get("object", ""), g.get("receptacle", ""), g.get("lamp", "")
+    tf = transform_of(trace.goal)
+    slots = SlotMap.from_goal(trace.goal)
+    plan = " ; ".join(success_plan)
+    tool = _TOOLS.get(tf, "")
+
+    def abst(a: str) -> str:
+        out = slots.abstract(a)
+        return re.sub(rf"\b{re.escape(lamp)}\b", "[lamp]", out) if lamp else out
+
+    pairs = [(s.action, s.feedback) for s in trace.steps]
+    found: dict[tuple[str, str], Rule] = {}
+    for i in range(start, len(trace.steps)):
+        s = world_state(pairs[:i])
+        a = normalize_action(trace.steps[i].action)
+        verb = (a.split() or [""])[0]
+        ents = _ENTITY.findall(a)
+        holding_obj = bool(s.holding) and _kind(s.holding) == obj
+        done = s.holding in s.transformed
+        sight = any(_kind(o) == obj and o not in s.placed for o in s.in_sight)
+        sit: list[str] = []
+        fix = ""
+        if holding_obj:
+            sit = ["holding the [object]"] + ([("already " if done else "not yet ") + _DONE[tf]] if tf else [])
+            if tf and not done and _kind(s.at) == tool and f"{tf} [object] with {tool}" in plan:
+                sit.append(f"at the {tool}")
+                fix = f"{tf} [object] with {tool}"
+            elif tf and not done and f"go to {tool}" in plan and not (verb == "go" and ents and ents[0][0] == tool):
+                fix = f"go to {tool}"
+            elif lamp and lamp in s.seen_at and _kind(s.at) == lamp or (lamp and lamp in " ".join(s.in_sight)):
+                sit.append("the [lamp] was seen")
+                fix = "use [lamp]" if f"use {lamp}" in plan or "use [lamp]" in plan else ""
+            elif (not tf or done) and rec and _kind(s.at) == rec and "move [object] to [receptacle]" in plan:
+                sit.append("at the [receptacle]")
+                fix = "move [object] to [receptacle]"
+            elif (not tf or done) and rec and "go to [receptacle]" in plan and not (verb == "go" and ents and ents[0][0] == rec):
+                fix = "go to [receptacle]"
+            if fix and abst(a) == fix:
+                continue
+        elif not s.holding and sight and "take [object]" in plan:
+            sit = ["hands empty", "the [object] is in sight"]
+            fix = "take [object] from [receptacle2]"
+            if verb == "take" and ents and ents[0][0] == obj:
+                continue
+        elif not s.holding and not sight:
+            wasted = a in INFO_COMMANDS or verb in ("examine", "close") or s.last_repeated and \
+                i > 0 and normalize_action(pairs[i - 1][0]) == a
+            took_other = verb == "take" and ents and ents[0][0] != obj
+            if wasted or took_other:
+                sit = ["hands empty", "looking for the [object], at a closed receptacle" if s.closed_here
+                       else "the [object] is not in sight"]
+                fix = "open [receptacle2]" if s.closed_here else EXPLORE_FIX
+        if fix:
+            bad = abst(a)
+            if verb == "go" and fix.startswith("go to "):
+                bad = abst(a)  # a trip elsewhere: penalized only when it names one place (hints)
+            if verb == "take" and fix == EXPLORE_FIX:
+                bad = "take [object2] from [receptacle2]"  # any other object, wherever it was
+            scope = "general" if fix in (EXPLORE_FIX, "open [receptacle2]", "take [object] from [receptacle2]") \
+                else "task"
+            found.setdefault((", ".join(sit), fix), Rule(sit, bad, fix, scope, step=i))
+    return list(found.values())

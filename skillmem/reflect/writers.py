@@ -10,6 +10,7 @@ the LLM writer when SKILLMEM_LLM_* is set, the offline writer otherwise.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Literal, Optional, Protocol
 
 from pydantic import BaseModel, Field
@@ -19,7 +20,7 @@ from ..llm import LLMClient, LLMConfig, Usage
 from . import prompts
 from .demos import demo_from_trace
 from .safety import SafetyConfig, check_lesson, has_injection
-from .trace import Analysis, Trace
+from .trace import EXPLORE_FIX, Analysis, Trace
 
 
 class Writer(Protocol):
@@ -27,7 +28,7 @@ class Writer(Protocol):
 
     name: str
 
-    def write_lesson(self, analysis: Analysis) -> LessonBase: ...
+    def write_lesson(self, analysis: Analysis) -> Optional[LessonBase]: ...
 
     def write_demo(self, trace: Trace) -> DemonstrationBase: ...
 
@@ -49,6 +50,14 @@ PRECONDITIONS = {
     "close": "stand at the receptacle first; it must be open",
     "go": "go only to places listed in the admissible commands",
     "examine": "stand where the thing is first",
+}
+
+
+# A few words for the task type in a task-scoped trigger (the retriever matches them to goals).
+TASK_WORDS = {
+    "pick_and_place_simple": "put task", "pick_clean_then_place_in_recep": "clean task",
+    "pick_heat_then_place_in_recep": "heat task", "pick_cool_then_place_in_recep": "cool task",
+    "look_at_obj_in_light": "look-under-lamp task", "pick_two_obj_and_place": "put-two task",
 }
 
 
@@ -97,6 +106,12 @@ class OfflineWriter:
         reason = a.pivot.reason
         fb = _safe(a.feedback_at_pivot)
         scope = "task"
+        r = a.rule
+        if r is not None:
+            # A correction: the rule it stands for, in situation words (see trace.generalize).
+            sit = ", ".join(r.situation) or "always"
+            trigger = sit if r.scope == "general" else f"{TASK_WORDS.get(a.trace.task_type, kind)}: {sit}"
+            return LessonDraft(trigger=trigger[:400], bad_action=r.bad_action[:200], fix=r.fix[:800], scope=r.scope)
         if reason == "directive":
             d = next((d for d in a.trace.directives if d.step_index == a.pivot.step), None)
             said = _safe(d.text) if d else ""
@@ -129,10 +144,26 @@ class OfflineWriter:
                   "action's feedback."
         return LessonDraft(trigger=trigger[:400], bad_action=bad[:200], fix=fix[:800], scope=scope)
 
-    def write_lesson(self, analysis: Analysis) -> LessonBase:
+    def write_lesson(self, analysis: Analysis) -> Optional[LessonBase]:
+        """The lesson, or None when the correction only restates what the teacher alone could know.
+
+        Of the rules the failure teaches, the first that is not "explore" wins: every failure of
+        an untrained agent teaches exploring, few show what to do once the object is found.
+        """
+        rules = analysis.rules
+        if rules and not rules[0].transferable:
+            return None
+        rule = next((r for r in rules if r.fix != EXPLORE_FIX), rules[0] if rules else None)
+        a = replace(analysis, rules=[rule] if rule is not None else [])
         provenance = {"writer": self.name, "model": None, "pivot_reason": analysis.pivot.reason,
                       "success_episode": analysis.success_episode, "prompt_version": None}
-        return check_lesson(_fill(self.draft(analysis), analysis, provenance), self.safety)
+        lesson = _fill(self.draft(a), a, provenance)
+        if rule is not None:
+            provenance["rule_step"] = rule.step
+            if lesson.scope == Scope.general:
+                # A rule of any task: one copy for all task types, so copies meet and merge.
+                provenance["task_type"], lesson.task_type = lesson.task_type, ""
+        return check_lesson(lesson, self.safety)
 
     def write_demo(self, trace: Trace) -> DemonstrationBase:
         return demo_from_trace(trace, writer=self.name)

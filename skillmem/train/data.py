@@ -1,6 +1,8 @@
 """Training examples read from the store: every kind of signal as one `Example` shape.
 
-* ``demo``: each step of a successful episode (SFT; amplified as a positive);
+* ``demo``: each step of a successful episode (SFT; amplified as a positive), except, in a
+  guided retry, the teacher's searching moves after the pivot: its "go to" with empty hands
+  went straight to where the object was hidden, which the agent could not have known;
 * ``negative``: the bad action at a failed episode's pivot (pushed down); the steps before
   the pivot — the prefix the failure shares with a good run — give no negative example;
 * ``directive``: a corrected action from directive feedback at a step (SFT);
@@ -13,6 +15,7 @@ ended the same way), for down-weighting.
 
 from __future__ import annotations
 
+import json
 import random
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -103,6 +106,21 @@ def _candidates(admissible: Optional[Sequence[str]], target: str, extra: Sequenc
     return cands
 
 
+def _privileged_steps(rows: Sequence[Any], pivot: int) -> set[int]:
+    """Steps of a guided retry from `pivot` on where the teacher walked somewhere with empty
+    hands: it knew where hidden objects were, so these steps teach guessing, not skill."""
+    out, holding = set(), False
+    for i, r in enumerate(rows):
+        action, fb = (r[3] or "").lower(), (r[4] or "")
+        if i >= pivot and not holding and action.startswith("go to "):
+            out.add(i)
+        if fb.startswith("You pick up"):
+            holding = True
+        elif fb.startswith("You move") or fb.startswith("You put"):
+            holding = False
+    return out
+
+
 def collect_examples(engine: Any, namespace: str = "default", *, splits: Sequence[str] = TRAIN_SPLITS,
                      max_history: int = 6, max_candidates: int = 32, min_group_size: int = 2,
                      context_fn: Optional[Callable[[str, str], Any]] = None, distill: bool = True,
@@ -117,7 +135,7 @@ def collect_examples(engine: Any, namespace: str = "default", *, splits: Sequenc
     with engine.connect() as conn:
         split_list = ",".join(f"'{s}'" for s in splits if s.isidentifier())
         eps = conn.execute(text(
-            f"SELECT id, task_id, task_type, goal, outcome FROM episodes WHERE namespace = :ns "
+            f"SELECT id, task_id, task_type, goal, outcome, meta FROM episodes WHERE namespace = :ns "
             f"AND status = 'finished' AND split IN ({split_list}) ORDER BY started_at, id"), {"ns": namespace}).all()
         steps: dict[str, list[Any]] = defaultdict(list)
         for r in conn.execute(text(
@@ -135,8 +153,6 @@ def collect_examples(engine: Any, namespace: str = "default", *, splits: Sequenc
         for src, pivot in conn.execute(text(
                 "SELECT source_episodes, pivot_step FROM lessons WHERE namespace = :ns AND pivot_step IS NOT NULL"),
                 {"ns": namespace}):
-            import json
-
             for ep_id in (json.loads(src) if isinstance(src, str) else src) or []:
                 pivots.setdefault(ep_id, int(pivot))
 
@@ -148,8 +164,6 @@ def collect_examples(engine: Any, namespace: str = "default", *, splits: Sequenc
     def admissible_of(row: Any) -> list[str]:
         adm = row[5]
         if isinstance(adm, str):
-            import json
-
             adm = json.loads(adm)
         return list(adm or [])
 
@@ -175,7 +189,9 @@ def collect_examples(engine: Any, namespace: str = "default", *, splits: Sequenc
             if ep_id == ep.id and i < len(rows):
                 examples.append(make("directive", i, action))
         if ep.outcome == "success":
-            examples += [make("demo", i, r[3]) for i, r in enumerate(rows) if r[3]]
+            meta = json.loads(ep.meta) if isinstance(ep.meta, str) else (ep.meta or {})
+            privileged = _privileged_steps(rows, int(meta.get("pivot", 0))) if meta.get("guided_retry_of") else set()
+            examples += [make("demo", i, r[3]) for i, r in enumerate(rows) if r[3] and i not in privileged]
         elif ep.outcome == "failure":
             pivot = pivots.get(ep.id)
             if pivot is None:

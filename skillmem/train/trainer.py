@@ -100,9 +100,13 @@ def init_distributed() -> tuple[int, int]:
     return 0, 1
 
 
-def make_batch(policy: Any, examples: Sequence[Example], *, step: int, config: TrainConfig) -> Batch:
+def make_batch(policy: Any, examples: Sequence[Example], *, step: int, config: TrainConfig,
+               teacher: Any = None) -> Batch:
     """Score `examples` with `policy`: students without memory (distill rows: withdrawn over
-    the run), teachers with it; negative rows exclude the prefix shared with the right action."""
+    the run), teachers with it; negative rows exclude the prefix shared with the right action.
+
+    The teacher is `teacher` (a frozen policy, e.g. the untrained one whose use of memory is
+    what is distilled) or else `policy` itself, reading memory."""
     rng = random.Random(config.seed * 1_000_003 + step)
     keep = lesson_keep_probability(step, config.steps, config.withdraw_until)
     prompts = [e.prompt(with_memory=e.kind == "distill" and rng.random() < keep) for e in examples]
@@ -110,20 +114,20 @@ def make_batch(policy: Any, examples: Sequence[Example], *, step: int, config: T
     exclude = [[e.good_action if (e.kind == "negative" and c == e.target) else None for c in e.candidates]
                for e in examples]
     logp, mask = _batch_logprobs(policy, prompts, cands, exclude)
-    teacher = None
+    teacher_logp = None
     distill_rows = [i for i, e in enumerate(examples) if e.kind == "distill"]
     if distill_rows:
         with torch.no_grad():
-            t, _ = _batch_logprobs(policy, [examples[i].prompt(True) for i in distill_rows],
+            t, _ = _batch_logprobs(teacher or policy, [examples[i].prompt(True) for i in distill_rows],
                                    [cands[i] for i in distill_rows], None)
-        teacher = torch.zeros_like(logp)
-        teacher[distill_rows, : t.shape[1]] = t
+        teacher_logp = torch.zeros_like(logp)
+        teacher_logp[distill_rows, : t.shape[1]] = t
     degenerate = torch.tensor([e.degenerate for e in examples])
     return Batch(logp=logp, mask=mask,
                  target=torch.tensor([e.target_index for e in examples]),
                  kind=torch.tensor([KINDS.index(e.kind) for e in examples]),
                  weight=degenerate_weights(degenerate, config.degenerate_weight),
-                 teacher_logp=teacher)
+                 teacher_logp=teacher_logp)
 
 
 def _batch_logprobs(policy: Any, prompts: list[Any], cands: list[list[str]], exclude: Any
@@ -150,11 +154,12 @@ class Trainer:
     """Trains `policy` on `examples` into `out_dir`: checkpoint.pt while running, policy/ at the end."""
 
     def __init__(self, policy: Any, examples: Sequence[Example], config: Optional[TrainConfig] = None,
-                 out_dir: str | Path = "skillmem-train"):
+                 out_dir: str | Path = "skillmem-train", *, teacher: Any = None):
         if not examples:
             raise ValueError("no training examples: record finished episodes with verified outcomes "
                              "(and lessons or feedback) in a train or live split first")
         self.policy = policy
+        self.teacher = teacher  # None: the policy itself reads memory as the teacher
         self.examples = list(examples)
         self.config = config or TrainConfig()
         self.out_dir = Path(out_dir)
@@ -212,7 +217,7 @@ class Trainer:
         step = start
         for step in range(start, cfg.steps):
             batch_examples = [self.examples[i] for i in self._indices(step)]
-            batch = make_batch(self.policy, batch_examples, step=step, config=cfg)
+            batch = make_batch(self.policy, batch_examples, step=step, config=cfg, teacher=self.teacher)
             losses = objective_losses(batch, cfg)
             loss = sum(losses.values())
             self.optimizer.zero_grad(set_to_none=True)
