@@ -13,7 +13,6 @@ The trainer's objectives are written once over `Policy.action_logprobs`.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Protocol, Sequence, runtime_checkable
 

@@ -413,7 +413,6 @@ def hints_from_context(context: Any, goal: str, history: Sequence[Any] | None,
     if context is None or isinstance(context, str) or not admissible:
         return hints
     pairs = history_pairs(history)
-    done_actions = [a for a, _ in pairs if a]
     last_obs = _norm(pairs[-1][1]) if pairs else ""
 
     demos = list(_get(context, "demonstrations", None) or [])

@@ -137,42 +137,15 @@ def reflect_episode(memory: Any, writer: Any, episode_id: str) -> dict[str, Any]
 
 # --------------------------------------------------------------------------- storing
 #
-# The memory's add_lesson / add_demonstration (dedupe, merge, index) are used when present.
-# Until then these write the rows and their 'create' audit event directly, in one transaction.
+# Through the memory's add_lesson / add_demonstration: dedupe, merge, audit and index.
 
 
 def _store_lesson(memory: Any, lesson: LessonBase, *, namespace: Optional[str], episode_id: str) -> tuple[int, str]:
-    if hasattr(memory, "add_lesson"):
-        return memory.add_lesson(lesson, namespace=namespace, episode_id=episode_id)
-    return _insert_item(memory, "lessons", "lesson", lesson, namespace or memory.namespace, episode_id)
+    return memory.add_lesson(lesson, namespace=namespace, episode_id=episode_id)
 
 
 def _store_demo(memory: Any, demo: DemonstrationBase, *, namespace: Optional[str], episode_id: str) -> tuple[int, str]:
-    if hasattr(memory, "add_demonstration"):
-        return memory.add_demonstration(demo, namespace=namespace, episode_id=episode_id)
-    return _insert_item(memory, "demonstrations", "demonstration", demo, namespace or memory.namespace, episode_id)
-
-
-def _insert_item(memory: Any, table: str, kind: str, item: Any, namespace: str, episode_id: str) -> tuple[int, str]:
-    from sqlalchemy import insert
-
-    from ..store import DemonstrationRow, LessonEventRow, LessonRow
-
-    row_cls = LessonRow if table == "lessons" else DemonstrationRow
-    values = {k: getattr(v, "value", v) if not isinstance(v, (int, float)) else v
-              for k, v in item.model_dump().items()}
-    values.update(namespace=namespace, created_at=utcnow(), updated_at=utcnow())
-    with memory.engine.begin() as conn:
-        item_id = conn.execute(insert(row_cls.__table__).returning(row_cls.__table__.c.id), values).scalar()
-        conn.execute(insert(LessonEventRow.__table__), {
-            "namespace": namespace, "item_kind": kind, "item_id": item_id, "action": "create",
-            "before": None, "after": _jsonable(values), "reason": "reflection", "episode_id": episode_id,
-            "created_at": utcnow()})
-    return int(item_id), "created"
-
-
-def _jsonable(values: dict[str, Any]) -> dict[str, Any]:
-    return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in values.items()}
+    return memory.add_demonstration(demo, namespace=namespace, episode_id=episode_id)
 
 
 def already_stored(memory: Any, episode_id: str) -> bool:

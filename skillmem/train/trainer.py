@@ -14,7 +14,6 @@ with the gloo backend and world size 1 on CPU.
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
 import time
