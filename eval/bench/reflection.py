@@ -1,6 +1,6 @@
 """How well reflection localizes the pivot of a failure, and how small its lessons and demos are.
 
-    python -m eval.bench.reflection [--episodes 120] [--seed 0]
+    python -m eval.bench.reflection [--episodes 120] [--seed 0] [--alfworld 100]
 
 Plays household tasks with a perturbed expert (the expert's action, or with probability
 `--eps` a random admissible command, or with probability `--garble` a command the world refuses),
@@ -16,12 +16,28 @@ Conditions (the same failed episodes each time):
   the agent's action was not optimal (pivot is then exact by construction: a sanity check).
 
 Also: tokens of the offline lesson vs tokens of the raw failed trajectory, and the compaction of
-demonstrations written from the expert successes. Prints a JSON object last.
+demonstrations written from the expert successes.
+
+`--alfworld N` does the same on N real ALFWorld train games played by the game engine (the
+`alfworld` package; without it, only their walkthrough files are read, see
+alfworld_walkthroughs). Each game's walkthrough is played with one step replaced by a wrong
+command, then the rest of the walkthrough until the step limit (the walkthrough's length), so
+the feedback is the game's own ("Nothing happens.", a wrong place's contents). The replaced step
+is the ground truth: the first step where the action left the walkthrough. Perturbations
+(chosen per game by a seeded rng, position at random among the steps they apply to):
+- wrong_object: a state-changing step (take, move, heat, ...) with another object number;
+- wrong_place: a "go to" step going to another admissible place;
+- admissible: any step replaced by another admissible command.
+Games are list_tasks' balanced order (the six task types interleaved). Conditions as above;
+same_task_success is the walkthrough of the same game played to its win, type_success that of
+another game of the same type, expert_directive the env's expert (the walkthrough while on it).
+Prints a JSON object last.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import random
 import re
@@ -36,7 +52,7 @@ from pathlib import Path
 from eval.envs.base import ALFWORLD_TASK_TYPES
 from eval.envs.household import HouseholdEnv
 from skillmem import SkillMemory
-from skillmem.reflect import OfflineWriter, analyse, compaction, demo_from_trace, load_trace
+from skillmem.reflect import OfflineWriter, UnsafeLesson, analyse, compaction, demo_from_trace, load_trace
 from skillmem.tokens import count_tokens
 
 _ENTITY = re.compile(r"\b([a-z]+) (\d+)\b")
@@ -77,7 +93,7 @@ def play(memory: SkillMemory, env: HouseholdEnv, rng: random.Random, eps: float,
 def alfworld_walkthroughs(root: Path, n: int, rng: random.Random) -> dict:
     """Real ALFWorld train games without the game engine: walkthroughs and perturbed walkthroughs.
 
-    The `alfworld` package is not installed, so no next-state feedback is real here. What is
+    The fallback when the `alfworld` package is not installed: no next-state feedback is real. What is
     measured: goal-template parsing and slot abstraction over the real vocabulary (share of
     plan steps left with a concrete "name N"), demonstration size, and the pivot found by
     divergence from the walkthrough of the same game when one walkthrough step is replaced by
@@ -115,6 +131,177 @@ def alfworld_walkthroughs(root: Path, n: int, rng: random.Random) -> dict:
             "note": "walkthroughs only: no real next-state feedback without the alfworld package"}
 
 
+CONDITIONS = ("trace_only", "type_success", "same_task_success", "expert_directive")
+
+
+def score_failures(memory: SkillMemory, cases: Sequence[tuple[str, int, list[str | None], str | None, str | None]],
+                   groups: Sequence[str] | None = None) -> dict:
+    """Pivot accuracy per condition and lesson size, over (episode, true pivot, expert per step,
+    same-task success, same-type success) cases; directive feedback is added to the episodes.
+    With `groups` (a label per case), exact accuracy is also broken down by label."""
+    writer = OfflineWriter()
+    hits: Counter[str] = Counter()
+    reasons: dict[str, Counter[str]] = {c: Counter() for c in CONDITIONS}
+    off_by: dict[str, list[int]] = {c: [] for c in CONDITIONS}
+    lesson_tok, raw_tok, ratios, concrete, no_lesson, refused = [], [], [], 0, 0, 0
+    for ep, truth, experts, same_ok, type_ok in cases:
+        trace = load_trace(memory, ep)
+        conds = {
+            "trace_only": analyse(trace, None),
+            "type_success": analyse(trace, load_trace(memory, type_ok) if type_ok else None),
+            "same_task_success": analyse(trace, load_trace(memory, same_ok) if same_ok else None),
+        }
+        for i, s in enumerate(trace.steps):  # the expert corrects every non-optimal step it has an action for
+            if i < len(experts) and experts[i] is not None and i >= truth and s.action != experts[i]:
+                memory.feedback(ep, i, corrected_action=experts[i], source="expert", text="")
+        conds["expert_directive"] = analyse(load_trace(memory, ep), None)
+        for c, a in conds.items():
+            hits[c] += a.pivot.step == truth
+            reasons[c][a.pivot.reason] += 1
+            off_by[c].append((a.pivot.step if a.pivot.step is not None else -1) - truth)
+        raw_tok.append(trace.raw_tokens)
+        try:
+            lesson = writer.write_lesson(conds["type_success"])
+        except UnsafeLesson:  # the safety check refused it: the queue would leave the episode in error
+            refused += 1
+            continue
+        if lesson is None:  # the correction did not transfer: nothing is written
+            no_lesson += 1
+            continue
+        text = " ".join([lesson.trigger, lesson.bad_action, lesson.fix])
+        concrete += bool(_ENTITY.search(text))
+        lt = count_tokens(text)
+        lesson_tok.append(lt)
+        ratios.append(lt / max(1, trace.raw_tokens))
+    n = len(cases)
+    by_group = {}
+    for g in sorted(set(groups or ())):
+        idx = [i for i, x in enumerate(groups) if x == g]
+        by_group[g] = {"n": len(idx), **{c: round(sum(off_by[c][i] == 0 for i in idx) / len(idx), 3)
+                                         for c in CONDITIONS}}
+    return {
+        "pivot_accuracy": {c: round(hits[c] / max(1, n), 3) for c in CONDITIONS},
+        **({"pivot_accuracy_by_group": by_group} if groups else {}),
+        "pivot_within_1": {c: round(sum(abs(d) <= 1 for d in off_by[c]) / max(1, n), 3) for c in CONDITIONS},
+        "pivot_early_late": {c: {"early": sum(d < 0 for d in off_by[c]), "late": sum(d > 0 for d in off_by[c])}
+                             for c in CONDITIONS},
+        "pivot_reasons": {c: dict(reasons[c]) for c in CONDITIONS},
+        "lessons_written": len(lesson_tok), "no_transferable_lesson": no_lesson,
+        "lessons_refused_by_safety_check": refused,
+        "lessons_with_concrete_names": concrete,
+        "lesson_tokens_mean": round(statistics.mean(lesson_tok), 1) if lesson_tok else None,
+        "raw_failed_trajectory_tokens_mean": round(statistics.mean(raw_tok), 1) if raw_tok else None,
+        "lesson_over_raw_tokens_mean": round(statistics.mean(ratios), 4) if ratios else None,
+    }
+
+
+PERTURBATIONS = ("wrong_object", "wrong_place", "admissible")
+_STATE_VERBS = ("take", "move", "put", "heat", "cool", "clean", "slice", "use", "open", "close", "toggle")
+
+
+def perturbation(walk: Sequence[str], rng: random.Random) -> tuple[str, int]:
+    """A perturbation kind and the walkthrough step it replaces, at random among the steps it applies to."""
+    kind = rng.choice(PERTURBATIONS)
+    where = {"wrong_object": [i for i, a in enumerate(walk) if a.split()[0] in _STATE_VERBS and _ENTITY.search(a)],
+             "wrong_place": [i for i, a in enumerate(walk) if a.startswith("go to ")],
+             "admissible": list(range(len(walk)))}[kind]
+    if not where:
+        kind, where = "admissible", list(range(len(walk)))
+    return kind, rng.choice(where)
+
+
+def wrong_command(planned: str, kind: str, admissible: Sequence[str], rng: random.Random) -> str:
+    """A command other than the planned one: another object number, another place, or any admissible one."""
+    if kind == "wrong_object":
+        cmd = garble(planned, rng)
+        if cmd != planned:
+            return cmd
+    others = [c for c in admissible if c != planned and (kind != "wrong_place" or c.startswith("go to "))]
+    others = others or [c for c in admissible if c != planned] or ["look"]
+    return rng.choice(others)
+
+
+def play_walkthrough(memory: SkillMemory, env, perturb: tuple[str, int] | None, rng: random.Random
+                     ) -> tuple[str, bool, int | None, list[str | None], list[str]]:
+    """One recorded real ALFWorld game: its walkthrough, with step `perturb[1]` replaced by a wrong command.
+
+    The step limit is the walkthrough's length, so after the wrong step the rest of the walkthrough
+    is played as is. Returns (episode id, won, true pivot, the env's expert action per step,
+    the game's feedback per step)."""
+    obs, info = env.reset()
+    walk = env.walkthrough
+    env.step_limit = len(walk)
+    rec = memory.start_episode(goal=info["goal"], task_type=info["task_type"], task_id=info["task_id"],
+                               split=info["split"], environment="alfworld")
+    truth, experts, feedback, done = None, [], [], False
+    for i, planned in enumerate(walk):
+        action = planned
+        if perturb is not None and i == perturb[1]:
+            action = wrong_command(planned, perturb[0], info["admissible_commands"], rng)
+        if truth is None and action != planned:
+            truth = i
+        experts.append(info["expert_action"])
+        fb, reward, done, info = env.step(action)
+        rec.step(observation=obs, action=action, feedback=fb, reward=reward)
+        feedback.append(fb)
+        obs = fb
+        if done:
+            break
+    rec.finish(success=info["won"], source="environment")
+    return rec.id, bool(info["won"]), truth, experts, feedback
+
+
+def alfworld_games(n: int, seed: int = 0, root: Path | None = None, max_games: int | None = None) -> dict:
+    """Pivot accuracy and lesson size on n failed real ALFWorld train games (module doc)."""
+    from eval.envs.alfworld_env import AlfworldEnv, list_tasks
+
+    t0 = time.time()
+    specs = list_tasks("train", min(max_games or 2 * n, 480), seed=seed, root=root)
+    kinds: Counter[str] = Counter()
+    won_anyway = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        memory = SkillMemory(Path(tmp) / "alfworld.db")
+        played: list[tuple[str, int, list[str | None], str, str]] = []  # (failure, truth, experts, success, type)
+        labels: list[str] = []  # the perturbation of each failure
+        for spec in specs:
+            if len(played) >= n:
+                break
+            rng = random.Random(f"{seed}:{spec.task_id}")
+            env = AlfworldEnv(spec.task_id, root=root)
+            try:
+                env.reset()
+                kind, k = perturbation(env.walkthrough, rng)
+                ep, won, truth, experts, _ = play_walkthrough(memory, env, (kind, k), rng)
+                ok_id, ok_won, _, _, _ = play_walkthrough(memory, env, None, rng)
+            finally:
+                env.close()
+            if not ok_won:
+                continue  # a walkthrough that does not win cannot be the expert plan
+            if won or truth is None:
+                won_anyway += 1
+                continue
+            kinds[kind] += 1
+            labels.append(kind)
+            played.append((ep, truth, experts, ok_id, spec.task_type))
+        # The same-type success is the walkthrough of the next game of that type (cyclic): another room.
+        by_type: dict[str, list[str]] = {}
+        for _, _, _, ok_id, tt in played:
+            by_type.setdefault(tt, []).append(ok_id)
+        cases = []
+        for ep, truth, experts, ok_id, tt in played:
+            oks = by_type[tt]
+            other = oks[(oks.index(ok_id) + 1) % len(oks)]
+            cases.append((ep, truth, experts, ok_id, other if other != ok_id else None))
+        scores = score_failures(memory, cases, labels)
+        memory.close()
+    return {"environment": "alfworld (real games, train)", "failed_episodes": len(cases),
+            "task_types": dict(Counter(tt for *_, tt in played)), "perturbations": dict(kinds),
+            "perturbed_but_won": won_anyway,
+            "policy": "walkthrough with one step replaced (wrong_object | wrong_place | admissible), "
+                      "then the rest of the walkthrough; step limit = walkthrough length",
+            **scores, "seconds": round(time.time() - t0, 1)}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--episodes", type=int, default=120, help="failed episodes to analyse")
@@ -122,7 +309,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--eps", type=float, default=0.25, help="chance of a random admissible action per step")
     p.add_argument("--garble", type=float, default=0.1, help="chance of a refused command per step")
     p.add_argument("--slack", type=float, default=1.3, help="step limit = slack x expert plan length")
-    p.add_argument("--alfworld", type=int, default=120, help="real ALFWorld train games to use (0: none)")
+    p.add_argument("--alfworld", type=int, default=100, help="failed real ALFWorld train games to analyse (0: none)")
     p.add_argument("--alfworld-dir", default=str(Path(__file__).resolve().parents[3] / "shared" / "alfworld" / "train"))
     args = p.parse_args(argv)
     rng = random.Random(args.seed)
@@ -157,50 +344,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             d = demo_from_trace(load_trace(memory, ok_id))
             demos.append(compaction(d))
 
-        writer = OfflineWriter()
-        hits: Counter[str] = Counter()
-        reasons: dict[str, Counter[str]] = {c: Counter() for c in ("trace_only", "type_success", "same_task_success",
-                                                                  "expert_directive")}
-        off_by: dict[str, list[int]] = {c: [] for c in reasons}
-        lesson_tok, raw_tok, ratios = [], [], []
-        for ep, truth, experts, _ in failures:
-            trace = load_trace(memory, ep)
-            conds = {
-                "trace_only": analyse(trace, None),
-                "type_success": analyse(trace, load_trace(memory, type_success[trace.task_type])),
-                "same_task_success": analyse(trace, load_trace(memory, same_task[ep])),
-            }
-            for i, s in enumerate(trace.steps):  # the expert corrects every non-optimal step
-                if experts[i] is not None and i >= truth and s.action != experts[i]:
-                    memory.feedback(ep, i, corrected_action=experts[i], source="expert", text="")
-            conds["expert_directive"] = analyse(load_trace(memory, ep), None)
-            for c, a in conds.items():
-                hits[c] += a.pivot.step == truth
-                reasons[c][a.pivot.reason] += 1
-                off_by[c].append((a.pivot.step if a.pivot.step is not None else -1) - truth)
-            lesson = writer.write_lesson(conds["type_success"])
-            lt = count_tokens(" ".join([lesson.trigger, lesson.bad_action, lesson.fix]))
-            lesson_tok.append(lt)
-            raw_tok.append(trace.raw_tokens)
-            ratios.append(lt / max(1, trace.raw_tokens))
+        cases = [(ep, truth, experts, same_task[ep], type_success[ALFWORLD_TASK_TYPES[sd % 6]])
+                 for ep, truth, experts, sd in failures]
+        scores = score_failures(memory, cases)
         memory.close()
-    n = len(failures)
     result = {
-        "bench": "reflection", "environment": "household", "failed_episodes": n,
+        "bench": "reflection", "environment": "household", "failed_episodes": len(failures),
         "policy": f"perturbed expert eps={args.eps} garble={args.garble} step_limit={args.slack}x plan",
-        "pivot_accuracy": {c: round(hits[c] / max(1, n), 3) for c in reasons},
-        "pivot_within_1": {c: round(sum(abs(d) <= 1 for d in off_by[c]) / max(1, n), 3) for c in reasons},
-        "pivot_early_late": {c: {"early": sum(d < 0 for d in off_by[c]), "late": sum(d > 0 for d in off_by[c])}
-                             for c in reasons},
-        "pivot_reasons": {c: dict(reasons[c]) for c in reasons},
-        "lesson_tokens_mean": round(statistics.mean(lesson_tok), 1) if lesson_tok else None,
-        "raw_failed_trajectory_tokens_mean": round(statistics.mean(raw_tok), 1) if raw_tok else None,
-        "lesson_over_raw_tokens_mean": round(statistics.mean(ratios), 4) if ratios else None,
+        **scores,
         "demo_compaction_mean": round(statistics.mean(demos), 4) if demos else None,
         "seconds": round(time.time() - t0, 1),
     }
     if args.alfworld:
-        result["alfworld"] = alfworld_walkthroughs(Path(args.alfworld_dir), args.alfworld, rng)
+        if importlib.util.find_spec("alfworld") is None:  # the game engine is optional
+            result["alfworld"] = alfworld_walkthroughs(Path(args.alfworld_dir), args.alfworld, rng)
+        else:
+            result["alfworld"] = alfworld_games(args.alfworld, seed=args.seed, root=Path(args.alfworld_dir).parent)
     print(json.dumps(result))
     return 0
 

@@ -36,7 +36,9 @@ INJECTION_PATTERNS = [
 URL_PATTERN = re.compile(r"\b(?:https?|ftp)://\S+|\bwww\.\S+|\b[\w-]+\.(?:com|org|net|io|ru|xyz|ly)(?:/\S*)?\b",
                          re.IGNORECASE)
 CODE_PATTERN = re.compile(
-    r"```|<script|\b(?:import|from)\s+\w+(?:\s+import\b|\s*$)|\bdef \w+\(|\beval\(|\bexec\(|\bos\.system|"
+    # Python imports: "from x import" anywhere, "import x" only opening a line or statement, since
+    # ALFWorld's "take [object] from fridge" ends a line with "from <word>" too.
+    r"```|<script|\bfrom\s+[\w.]+\s+import\b|(?:^|;)\s*import\s+[\w.]+|\bdef \w+\(|\beval\(|\bexec\(|\bos\.system|"
     r"\bsubprocess\b|\brm -rf\b|\$\(|\bcurl\b|\bwget\b|;\s*DROP\b|\bsudo\b",
     re.IGNORECASE | re.MULTILINE,
 )
