@@ -3,8 +3,9 @@
     python -m eval bench recording [--steps 400] [--work-ms 10] [--pg URL]
 
 Both loops run interleaved in rounds, so the machine's noise hits both alike. Reports, per
-backend, the added time per step (ms) for an agent that does no work and for one that
-does `--work-ms` of work, and the ratio wrapped/unwrapped. The last line is JSON.
+backend, the added time per step (ms) for an agent that does no work, and the ratio
+wrapped/unwrapped for one whose step takes `--work-ms` computing (busy CPU) and waiting
+(sleeping, as on an LLM call or a tool). The last line is JSON.
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ def _busy(ms: float) -> None:
         pass
 
 
+def _wait(ms: float) -> None:
+    time.sleep(ms / 1000)
+
+
 def _run(node, steps: int, work_ms: float) -> float:
     """Seconds per step of a loop of `steps` agent calls through `node`."""
     state = {"goal": "put a mug in the fridge", "observation": "You are in the middle of a room.",
@@ -38,12 +43,13 @@ def _run(node, steps: int, work_ms: float) -> float:
     return (time.perf_counter() - t0) / steps
 
 
-def measure(db: str, steps: int, work_ms: float, rounds: int) -> dict:
+def measure(db: str, steps: int, work_ms: float, rounds: int, work: str = "busy") -> dict:
     mem = SkillMemory(db)
+    do_work = _busy if work == "busy" else _wait
 
     def agent(state: dict) -> str:
         if work_ms:
-            _busy(work_ms)
+            do_work(work_ms)
         return "go to desk 1"
 
     bare = lambda s: {"action": agent(s)}  # noqa: E731
@@ -55,7 +61,7 @@ def measure(db: str, steps: int, work_ms: float, rounds: int) -> dict:
         wrapped._open.clear()  # one episode per round, as a run of tasks would have
     bare_s, wrapped_s = statistics.median(b), statistics.median(w)
     mem.close()
-    return {"work_ms": work_ms, "unwrapped_ms_per_step": bare_s * 1e3, "wrapped_ms_per_step": wrapped_s * 1e3,
+    return {"work_ms": work_ms, "work": work, "unwrapped_ms_per_step": bare_s * 1e3, "wrapped_ms_per_step": wrapped_s * 1e3,
             "overhead_ms_per_step": (wrapped_s - bare_s) * 1e3, "ratio": wrapped_s / bare_s}
 
 
@@ -72,9 +78,12 @@ def main(argv: list[str] | None = None) -> int:
     result: dict = {"bench": "recording", "steps": a.steps, "rounds": a.rounds}
     for name, db in backends.items():
         zero = measure(db, a.steps, 0.0, a.rounds)
-        work = measure(db, max(a.steps // 10, 20), a.work_ms, a.rounds)
-        result[name] = {"no_work": zero, "with_work": work}
-        print(f"{name:8s} overhead {zero['overhead_ms_per_step']:.3f} ms/step; with {a.work_ms:g} ms of work "
-              f"ratio {work['ratio']:.3f} ({(work['ratio'] - 1) * 100:.1f} %)", flush=True)
+        # Two kinds of 10 ms step: computing (the CPU is busy, as a local model would keep it)
+        # and waiting (on an LLM endpoint or a tool, the common case for an agent).
+        busy = measure(db, max(a.steps // 10, 20), a.work_ms, a.rounds, "busy")
+        wait = measure(db, max(a.steps // 10, 20), a.work_ms, a.rounds, "wait")
+        result[name] = {"no_work": zero, "with_work": busy, "with_waiting": wait}
+        print(f"{name:8s} overhead {zero['overhead_ms_per_step']:.3f} ms/step; on a {a.work_ms:g} ms step "
+              f"computing {(busy['ratio'] - 1) * 100:.1f} %, waiting {(wait['ratio'] - 1) * 100:.1f} %", flush=True)
     print(json.dumps(result))
     return 0
