@@ -164,16 +164,21 @@ def raw_trajectory_context(memory: SkillMemory, task_type: str, k: int) -> Simpl
     return SimpleNamespace(text=text, lessons=[], demonstrations=[], tokens=count_tokens(text))
 
 
-def make_retriever(memory: SkillMemory, cfg: RunConfig, kinds: tuple[str, ...]) -> Optional[Callable]:
+def make_retriever(memory: SkillMemory, cfg: RunConfig, kinds: tuple[str, ...], view: str = "both"
+                   ) -> Optional[Callable]:
+    """The condition's retrieval; with view="hints" nothing is put in the prompt (0 tokens)."""
     if not kinds:
         return None
     if kinds == ("raw",):
         return lambda state: raw_trajectory_context(memory, state["task_type"], cfg.raw_k)
 
     def retrieve(state: dict) -> Any:
-        return memory.retrieve(state["goal"], state.get("observation", ""), task_type=state["task_type"],
-                               k=cfg.k, k_demos=cfg.k_demos, token_budget=cfg.token_budget,
-                               episode_id=state.get("episode_id"), step_index=state.get("step", 0), kinds=kinds)
+        ctx = memory.retrieve(state["goal"], state.get("observation", ""), task_type=state["task_type"],
+                              k=cfg.k, k_demos=cfg.k_demos, token_budget=cfg.token_budget,
+                              episode_id=state.get("episode_id"), step_index=state.get("step", 0), kinds=kinds)
+        if view == "hints":
+            return SimpleNamespace(text="", tokens=0, lessons=ctx.lessons, demonstrations=ctx.demonstrations)
+        return ctx
 
     return retrieve
 
@@ -411,7 +416,7 @@ def play_job(job: tuple) -> dict[str, Any]:
         policy = loaded[policy_ref]
     spec_c = CONDITIONS[cond]
     row = play(spec, as_agent(policy, spec_c.get("view", "both")), memory, cfg,
-               retriever=make_retriever(memory, cfg, spec_c["kinds"]))
+               retriever=make_retriever(memory, cfg, spec_c["kinds"], spec_c.get("view", "both")))
     return {**row, "condition": cond, "memory_size": memory_size(memory)}
 
 
