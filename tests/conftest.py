@@ -47,6 +47,22 @@ def pg_url():
     _drop_pg_database(url)
 
 
+def open_memory(db, tmp_path, **kw):
+    """A SkillMemory with the fast hashing embedder and its index in tmp_path (memory tests)."""
+    from skillmem import SkillMemory
+    from skillmem.embed import HashingEmbedder
+
+    kw.setdefault("embedder", HashingEmbedder())
+    return SkillMemory(db, index_dir=tmp_path / "index", **kw)
+
+
+@pytest.fixture
+def mem(db_url, tmp_path):
+    m = open_memory(db_url, tmp_path)
+    yield m
+    m.close()
+
+
 @pytest.fixture
 def sqlite_url(tmp_path):
     return str(tmp_path / "skillmem.db")

@@ -3,26 +3,14 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from sqlalchemy import text
 
+from conftest import open_memory
 from skillmem import Demonstration, Lesson, SkillMemory
 from skillmem.curate import CurationError, wilson_upper
-from skillmem.embed import HashingEmbedder
 
-
-def open_memory(db: str, tmp_path: Path, **kw) -> SkillMemory:
-    kw.setdefault("embedder", HashingEmbedder())
-    return SkillMemory(db, index_dir=tmp_path / "index", **kw)
-
-
-@pytest.fixture
-def mem(db_url, tmp_path):
-    m = open_memory(db_url, tmp_path)
-    yield m
-    m.close()
 
 
 def events(m: SkillMemory, item_id: int, kind: str = "lesson") -> list[tuple]:

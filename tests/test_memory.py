@@ -8,7 +8,7 @@ import sys
 import textwrap
 import threading
 from pathlib import Path
-from typing import Any, Optional, TypedDict
+from typing import Optional, TypedDict
 
 import numpy as np
 import pytest
@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
 
+from conftest import open_memory
 from skillmem import Demonstration, Lesson, SkillMemory, wrap
 from skillmem.embed import HashingEmbedder
 from skillmem.retrieve import NEAR_COPY_COSINE, retrieval_node
@@ -35,17 +36,6 @@ class CountingEmbedder(HashingEmbedder):
         self.encoded += len(texts)
         return super().encode(texts)
 
-
-def open_memory(db: str, tmp_path: Path, **kw: Any) -> SkillMemory:
-    kw.setdefault("embedder", HashingEmbedder())
-    return SkillMemory(db, index_dir=tmp_path / "index", **kw)
-
-
-@pytest.fixture
-def mem(db_url, tmp_path):
-    m = open_memory(db_url, tmp_path)
-    yield m
-    m.close()
 
 
 def lesson(trigger: str, fix: str = "try something else", task_type: str = "heat", scope: str = "task",
