@@ -1,0 +1,547 @@
+"""What a world is, as the core needs to know it: the `Domain` protocol and its generic default.
+
+Reflection, hints, policies and training data ask a domain, never a constant of their own:
+
+* which steps are **actions** (change the world), which only **look** (read a tool, "look"),
+  which are **reasoning** or chat (``think: ...``, a message without a tool call, "OK.");
+* whether a step **failed**, and the signal that says so (:class:`Verdict`);
+* what the goal **names** (:class:`SlotMap`: the values a lesson must not quote verbatim);
+* the **state** after a history (:class:`State`: facts a trigger can name);
+* which **situations** a trigger may name, and whether one holds in a state;
+* the **rules** a failure teaches at its pivot (:class:`Rule`), and the **policy features**
+  a domain adds for a trainable policy.
+
+`TextDomain` is correct for any agent whose actions are strings or tool calls
+(``refund(order_id='ORD-1004', amount=80.0)``): it keeps case and values, slots only what the
+goal names (ids, numbers, quoted strings, codes, the goal's nouns) and never argument names,
+reads tool errors and a verifier's reason as failure and ordinary prose ("unable to" in a
+reply) as not-a-failure. World packs (``skillmem/domains/...``) subclass it and add what only
+their world knows; the core never imports a pack: whoever runs the agent passes one in.
+
+    from skillmem.domain import TextDomain
+    d = TextDomain()
+    d.step_kind(StepView("think: the order id is in the message"))    # StepKind.reasoning
+    d.failure(StepView("refund(order_id='ORD-1')", error="amount exceeds order total"))
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Iterable, Mapping, Optional, Protocol, Sequence, runtime_checkable
+
+# --------------------------------------------------------------------------- typed values
+
+
+class StepKind(str, Enum):
+    """What a step is, for contrast and demonstrations."""
+
+    action = "action"  # may change the world: a command, a tool call that writes
+    look = "look"  # only reads the world: "look", "inventory", lookup_order(...)
+    reasoning = "reasoning"  # not an action at all: a thought, a chat message, an "OK." exchange
+
+
+@dataclass(frozen=True)
+class StepView:
+    """One recorded step as a domain reads it (the store's Step, or a policy's history item)."""
+
+    action: str
+    feedback: str = ""
+    error: Optional[str] = None  # the step's error column: a tool's error status, an exception
+    observation: str = ""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Whether a step failed, and the signal that says so (shown to a writer as evidence)."""
+
+    failed: bool
+    signal: str = ""  # "tool error: ...", "exception", "refused command", "" when it did not fail
+
+    def __bool__(self) -> bool:
+        return self.failed
+
+
+@dataclass
+class State:
+    """The situation after a history: the facts a trigger can name, and the domain's own tracker."""
+
+    facts: frozenset[str] = frozenset()
+    detail: Any = None  # a pack's own world state (what is held, where the agent is...)
+
+
+@dataclass
+class Rule:
+    """A pivot turned into advice that holds beyond its episode: situation, bad action, fix.
+
+    `mistake` names the kind of mistake in words a person reads ("tool error", "wrong
+    argument", "repeated a step that changed nothing", "object in view not taken"...).
+    """
+
+    situation: list[str]
+    bad_action: str
+    fix: str
+    scope: str  # general | task
+    transferable: bool = True
+    why_not: str = ""
+    step: Optional[int] = None  # the step the rule was read at
+    mistake: str = ""
+
+
+# --------------------------------------------------------------------------- slots
+
+# Values a goal names, in the order they are tried (longer, more specific shapes first).
+_QUOTED = re.compile(r"""'([^'\n]{1,200})'|"([^"\n]{1,200})"|`([^`\n]{1,200})`""")
+_ID = re.compile(r"(?<![\w.])(?=[\w#-]*\d)(?=[\w#-]*[A-Za-z#_-])[A-Za-z#][\w#-]*\w(?![\w])|(?<![\w.])#\d+\b")
+_NUMBER = re.compile(r"(?<![\w.])[-+]?\d+(?:[.,]\d+)?(?![\w])")
+_CODE = re.compile(r"\b[A-Z]{2,6}\b")
+_WORD = re.compile(r"[A-Za-z][A-Za-z'-]*")
+_STOP = frozenset("""a an the and or of to in on at for from with by into onto under over as is are was be been it its
+this that these those some any all two three one my your our their his her them they you we i me us not no
+please then than so if when where what which who how can could would should will shall may might must do does did
+done have has had get got make made use using put set about after before up down out off more most each every
+there here just only also very too back again new same other another such own""".split())
+_SLOT_TOKEN = re.compile(r"\[([A-Za-z_][\w ]*?)\]")
+
+
+def _as_number(text: str) -> Optional[float]:
+    try:
+        return float(text.replace(",", "."))
+    except ValueError:
+        return None
+
+
+@dataclass
+class SlotMap:
+    """The values a goal names, as slots: ``abstract()`` turns them into ``[id]``, ``fill()`` back.
+
+    Only the goal's own values become slots (an id, a number, a quoted string, a code like
+    ``USD``, a noun of the goal); everything else of an action stays verbatim, in its case.
+    Argument names are never slotted: ``refund(order_id='ORD-1', amount=80.0)`` with a goal
+    naming ORD-1 reads ``refund(order_id='[id]', amount=80.0)``.
+    """
+
+    values: dict[str, str] = field(default_factory=dict)  # slot -> value in the source, in goal order
+    kinds: dict[str, str] = field(default_factory=dict)  # slot -> "id" | "number" | "text" | "code" | "noun"
+
+    @classmethod
+    def from_goal(cls, goal: str) -> "SlotMap":
+        m = cls()
+        text = goal or ""
+        taken: list[tuple[int, int]] = []
+
+        def free(a: int, b: int) -> bool:
+            return all(b <= x or a >= y for x, y in taken)
+
+        for kind, rx in (("text", _QUOTED), ("id", _ID), ("number", _NUMBER), ("code", _CODE)):
+            for hit in rx.finditer(text):
+                g = next((i for i in range(1, (rx.groups or 0) + 1) if hit.group(i)), 0)
+                a, b = hit.span(g)
+                if free(a, b):
+                    taken.append((a, b))
+                    m.add(kind, hit.group(g))
+        words = [(w.group(0), w.span()) for w in _WORD.finditer(text)]
+        for i, (w, (a, b)) in enumerate(words):
+            # The goal's first word is its verb ("refund ...", "put ..."); stopwords name nothing.
+            if i == 0 or len(w) < 3 or w.lower() in _STOP or not free(a, b):
+                continue
+            m.add("noun", w)
+        return m
+
+    def add(self, kind: str, value: str) -> str:
+        """The slot for `value` (a new one, ``[kind]``, ``[kind2]``..., unless it has one)."""
+        for slot, v in self.values.items():
+            if v.lower() == value.lower():
+                return slot
+        n, slot = 1, f"[{kind}]"
+        while slot in self.values:
+            n += 1
+            slot = f"[{kind}{n}]"
+        self.values[slot] = value
+        self.kinds[slot] = kind
+        return slot
+
+    @property
+    def slots(self) -> dict[str, str]:
+        """Slot -> the value it stands for in the source episode."""
+        return dict(self.values)
+
+    def _sub_value(self, text: str, nouns: bool = True) -> str:
+        out = text
+        items = sorted(self.values.items(), key=lambda kv: -len(kv[1]))
+        for slot, value in items:
+            kind = self.kinds.get(slot)
+            if kind == "number":
+                num = _as_number(value)
+
+                def same(m: re.Match[str], num: Optional[float] = num, slot: str = slot) -> str:
+                    v = _as_number(m.group(0))
+                    return slot if v is not None and num is not None and abs(v - num) < 1e-9 else m.group(0)
+
+                out = _NUMBER.sub(same, out)
+            elif kind == "noun":
+                if nouns:
+                    out = re.sub(rf"(?<![\w\[]){re.escape(value)}(?![\w\]])", slot, out, flags=re.IGNORECASE)
+            else:
+                out = re.sub(rf"(?<![\w\[-]){re.escape(value)}(?![\w\]-])", slot, out,
+                             flags=re.IGNORECASE if kind == "code" else 0)
+        return out
+
+    def abstract(self, text: str) -> str:
+        """`text` with the goal's values replaced by their slots (argument names and verbs untouched)."""
+        if not text or not self.values:
+            return text or ""
+        call = parse_call(text)
+        if call is not None:
+            name, args = call
+            return f"{name}(" + ", ".join(f"{k}={self._sub_value(v)}" if k else self._sub_value(v)
+                                         for k, v in args) + ")"
+        head, _, rest = text.partition(" ")
+        if not rest:
+            return self._sub_value(text, nouns=False)
+        # A text command's first word is its verb: "clean" in "clean [noun] with ..." is not the goal's noun.
+        return head + " " + self._sub_value(rest)
+
+    def abstract_prose(self, text: str) -> str:
+        """Free text (feedback, a goal) with the goal's values replaced, nouns included."""
+        return self._sub_value(text or "") if self.values else (text or "")
+
+    def fill(self, template: str, values: Optional[Mapping[str, str]] = None) -> str:
+        """A slotted template with values put back (this map's own, or `values` of another goal)."""
+        vals = self.values if values is None else values
+        return _SLOT_TOKEN.sub(lambda m: vals.get(f"[{m.group(1)}]", m.group(0)), template)
+
+    def bind(self, goal_template: str, goal: str) -> dict[str, str]:
+        """The values another goal gives this template's slots ({} when it does not fit)."""
+        parts, pos, names = [], 0, []
+        for m in _SLOT_TOKEN.finditer(goal_template):
+            parts.append(re.escape(goal_template[pos:m.start()]))
+            name = f"[{m.group(1)}]"
+            if name in names:
+                parts.append(f"(?P=s{names.index(name)})")
+            else:
+                parts.append(f"(?P<s{len(names)}>.+?)")
+                names.append(name)
+            pos = m.end()
+        parts.append(re.escape(goal_template[pos:]))
+        rx = re.compile("^" + r"\s*".join(p for p in parts if p).replace(r"\ ", r"\s+") + r"\s*\.?$", re.IGNORECASE)
+        hit = rx.match((goal or "").strip())
+        return {n: hit.group(f"s{i}") for i, n in enumerate(names)} if hit else {}
+
+
+# --------------------------------------------------------------------------- tool calls
+
+_CALL = re.compile(r"^\s*([A-Za-z_][\w.\-]*)\((.*)\)\s*$", re.DOTALL)
+_ARG = re.compile(r"""\s*(?:([A-Za-z_]\w*)\s*=\s*)?('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|\{[^{}]*\}|\[[^\[\]]*\]|[^,]+)\s*(?:,|$)""")
+
+
+def parse_call(action: str) -> Optional[tuple[str, list[tuple[str, str]]]]:
+    """``name(k=v, ...)`` as (name, [(k, v-as-written)]), or None when `action` is not a tool call."""
+    m = _CALL.match(action or "")
+    if not m:
+        return None
+    body, args, pos = m.group(2), [], 0
+    while pos < len(body):
+        a = _ARG.match(body, pos)
+        if not a or a.end() == pos:
+            return None
+        args.append((a.group(1) or "", a.group(2).strip()))
+        pos = a.end()
+    return m.group(1), args
+
+
+def call_name(action: str) -> str:
+    """The tool a call names ("" for a text command)."""
+    c = parse_call(action)
+    return c[0] if c else ""
+
+
+# --------------------------------------------------------------------------- the protocol
+
+
+@runtime_checkable
+class Domain(Protocol):
+    """What the core asks of a world. `TextDomain` is the default; packs subclass it."""
+
+    name: str
+
+    def step_kind(self, step: StepView) -> StepKind:
+        """Action, look, or reasoning/chat."""
+        ...
+
+    def failure(self, step: StepView) -> Verdict:
+        """Did this step fail, and by which signal?"""
+        ...
+
+    def action_key(self, action: str) -> str:
+        """An action as compared with another (two wordings of one command compare equal)."""
+        ...
+
+    def slots(self, goal: str) -> SlotMap:
+        """What the goal names, as slots."""
+        ...
+
+    def state(self, goal: str, steps: Sequence[StepView]) -> State:
+        """The situation after these steps."""
+        ...
+
+    def situations(self) -> Sequence[str]:
+        """The situation phrases a lesson's trigger may name."""
+        ...
+
+    def holds(self, trigger: str, state: State, goal: str) -> bool:
+        """Does every situation the trigger names hold in `state`? (None named: it holds.)"""
+        ...
+
+    def rules(self, trace: Any, pivot: Any, slots: SlotMap, success_plan: Sequence[str]) -> list[Rule]:
+        """What the failure teaches at its pivot, as rules over situations (first: the main one)."""
+        ...
+
+    def policy_features(self, goal: str, history: Sequence[tuple[str, str]], candidate: str) -> list[str]:
+        """Feature names a trainable policy may cross with the candidate (the domain's state)."""
+        ...
+
+
+# --------------------------------------------------------------------------- the generic default
+
+# A step whose action starts with one of these is the agent talking, not acting.
+REASONING_PREFIXES = ("think:", "thought:", "thinking:", "reasoning:", "plan:", "reflection:", "say:", "answer:",
+                      "final answer:", "final:")
+# Replies a world gives to something that was not an action.
+ACK_REPLIES = frozenset({"ok", "ok.", "okay", "okay.", "noted.", "acknowledged."})
+# Tools and text commands that only read: a lesson is rarely about them and contrast skips them.
+LOOK_PREFIXES = ("get", "lookup", "look", "search", "find", "list", "read", "fetch", "check", "view", "show",
+                 "describe", "query", "inspect", "inventory", "help", "examine")
+# Parser refusals of text games: the command was not understood at all (anchored: never prose).
+_REFUSED = re.compile(r"^\s*(i (?:don'?t|do not) understand|i didn'?t understand|unknown (?:command|action|verb)|"
+                      r"invalid (?:command|action|input|syntax)|that'?s not a (?:valid )?(?:verb|command|action)|"
+                      r"(?:command|action) not (?:recognized|recognised|understood|available)|"
+                      r"you can'?t do that here|not a valid (?:command|action))", re.IGNORECASE)
+_EXCEPTION = re.compile(r"^\s*(?:error\b|exception\b|\w*(?:Error|Exception)\s*:|tool error\b)|Traceback \(most recent call",
+                        re.IGNORECASE)
+
+
+def _json_error(feedback: str) -> Optional[str]:
+    s = (feedback or "").strip()
+    if not (s.startswith("{") and s.endswith("}")):
+        return None
+    try:
+        obj = json.loads(s)
+    except ValueError:
+        return None
+    if not isinstance(obj, dict):
+        return None
+    status = str(obj.get("status", "")).lower()
+    if status in ("error", "failed", "failure") or obj.get("ok") is False or obj.get("success") is False:
+        return str(obj.get("error") or obj.get("message") or obj.get("detail") or status)
+    if obj.get("error"):
+        return str(obj["error"])
+    return None
+
+
+class TextDomain:
+    """The generic domain: actions are strings or tool calls; nothing about any world is assumed.
+
+    `look_tools`: names of tools that only read (beyond names starting with get/lookup/search...);
+    `action_tools`: names that change the world even though they start like a read ("check_out").
+    """
+
+    name = "text"
+
+    def __init__(self, *, look_tools: Iterable[str] = (), action_tools: Iterable[str] = ()):
+        self.look_tools = frozenset(look_tools)
+        self.action_tools = frozenset(action_tools)
+
+    # ----------------------------------------------------------- steps
+
+    def is_reasoning(self, action: str) -> bool:
+        a = (action or "").strip()
+        return not a or a.lower().startswith(REASONING_PREFIXES)
+
+    def step_kind(self, step: StepView) -> StepKind:
+        action = (step.action or "").strip()
+        if self.is_reasoning(action):
+            return StepKind.reasoning
+        name = call_name(action)
+        if not name and (step.feedback or "").strip().lower() in ACK_REPLIES and not step.error:
+            return StepKind.reasoning  # the world only acknowledged it: a thought said aloud
+        head = name or action.split()[0]
+        low = head.lower()
+        if head in self.action_tools:
+            return StepKind.action
+        if head in self.look_tools or low == "look" or any(
+                low == p or low.startswith(p + "_") or low.startswith(p + ".") or
+                (name and low.startswith(p) and head[len(p):][:1].isupper()) for p in LOOK_PREFIXES):
+            return StepKind.look
+        return StepKind.action
+
+    def failure(self, step: StepView) -> Verdict:
+        if step.error:
+            return Verdict(True, f"tool error: {_clip(step.error, 160)}")
+        fb = step.feedback or ""
+        err = _json_error(fb)
+        if err is not None:
+            return Verdict(True, f"tool error: {_clip(err, 160)}")
+        if _EXCEPTION.search(fb):
+            return Verdict(True, f"error: {_clip(fb, 160)}")
+        if _REFUSED.search(fb):
+            return Verdict(True, f"refused command: {_clip(fb, 160)}")
+        return Verdict(False)
+
+    def action_key(self, action: str) -> str:
+        a = " ".join((action or "").split())
+        call = parse_call(a)
+        if call is not None:  # tool arguments keep their case: ids and codes are case-sensitive
+            name, args = call
+            return f"{name}(" + ", ".join(f"{k}={v}" if k else v for k, v in sorted(args)) + ")"
+        return a.rstrip(".").lower()  # text parsers read commands without case
+
+    # ----------------------------------------------------------- goal and state
+
+    def slots(self, goal: str) -> SlotMap:
+        return SlotMap.from_goal(goal)
+
+    def state(self, goal: str, steps: Sequence[StepView]) -> State:
+        facts: set[str] = set()
+        acts = [s for s in steps if self.step_kind(s) is not StepKind.reasoning]
+        if not acts:
+            facts.add("at the start")
+        else:
+            last = acts[-1]
+            if self.failure(last):
+                facts.add("the last action failed")
+            if len(acts) > 1 and self.action_key(acts[-2].action) == self.action_key(last.action) and \
+                    " ".join(acts[-2].feedback.split()) == " ".join(last.feedback.split()):
+                facts.add("the last action changed nothing")
+            called = {call_name(s.action) for s in acts if call_name(s.action) and not self.failure(s)}
+            facts.update(f"after calling {n}" for n in called)
+        return State(frozenset(facts), None)
+
+    def situations(self) -> Sequence[str]:
+        return ("at the start", "the last action failed", "the last action changed nothing", "after calling <tool>")
+
+    def holds(self, trigger: str, state: State, goal: str) -> bool:
+        low = (trigger or "").lower()
+        for phrase in ("at the start", "the last action failed", "the last action changed nothing"):
+            if phrase in low and phrase not in state.facts:
+                return False
+        for tool in re.findall(r"after calling (\w[\w.\-]*)", trigger or ""):
+            if f"after calling {tool}" not in state.facts:
+                return False
+        return True
+
+    # ----------------------------------------------------------- rules
+
+    def rules(self, trace: Any, pivot: Any, slots: SlotMap, success_plan: Sequence[str]) -> list[Rule]:
+        """The pivot's mistake as a rule, from the evidence the trace has (generic: tool calls or commands).
+
+        A correction always gives a rule (the corrected action, slotted, in its situation); a
+        failed call whose success called the same tool differently is a wrong-argument rule; a
+        failed step is an error rule naming its signal; a repeat that changed nothing, a loop rule.
+        """
+        if pivot is None or pivot.step is None or pivot.step >= len(trace.steps):
+            return []
+        views = [StepView(s.action, s.feedback, s.error, s.observation) for s in trace.steps]
+        step = views[pivot.step]
+        before = views[: pivot.step]
+        st = self.state(trace.goal, before)
+        sit = sorted(f for f in st.facts if not f.startswith("after calling"))
+        prev_calls = [call_name(s.action) for s in before if call_name(s.action) and not self.failure(s)]
+        if prev_calls:
+            sit.append(f"after calling {prev_calls[-1]}")
+        bad = self.lesson_text(slots.abstract(step.action), before, slots)
+        name = call_name(step.action)
+        verdict = self.failure(step)
+        when = ([f"about to call {name}"] if name else [f"about to '{_verb(step.action)}'"]) + sit
+        if pivot.corrected_action:
+            fix = self.lesson_text(slots.abstract(pivot.corrected_action), before, slots)
+            diff = _argument_difference(step.action, pivot.corrected_action)
+            mistake = f"wrong argument {diff}" if diff else ("tool error" if verdict else "wrong action")
+            said = getattr(pivot, "evidence", "")
+            return [Rule(when, bad, _fix_sentence(fix, diff, verdict, said), "task", step=pivot.step, mistake=mistake)]
+        if verdict:
+            same_tool = [p for p in success_plan if name and call_name(p) == name]
+            if same_tool:
+                diff = _argument_difference(slots.abstract(step.action), same_tool[0])
+                fix = self.lesson_text(same_tool[0], before, slots)
+                return [Rule(when, bad, _fix_sentence(fix, diff, verdict, ""), "task", step=pivot.step,
+                             mistake=f"wrong argument {diff}" if diff else "tool error")]
+            hint = f"it failed ({verdict.signal}); read the error and change what it names before calling again"
+            return [Rule(when, bad, hint, "task", step=pivot.step, mistake="tool error" if name else "failed command")]
+        if pivot.reason == "loop" or "the last action changed nothing" in st.facts:
+            return [Rule(when, bad, "do not repeat a step that changed nothing; try the next step of the goal",
+                         "general", step=pivot.step, mistake="repeated a step that changed nothing")]
+        return []
+
+    def lesson_text(self, text: str, before: Sequence[StepView], slots: SlotMap) -> str:
+        """A slotted action with the episode's other concrete values named by where they came from.
+
+        A value of an earlier tool's output reads ``[from lookup_order]``; any other id-like
+        value not in the goal reads ``[value]``: a lesson never quotes another episode's ids.
+        """
+        def source(value: str) -> str:
+            for s in reversed(before):
+                if value and value in (s.feedback or ""):
+                    n = call_name(s.action)
+                    return f"[from {n}]" if n else "[value]"
+            return "[value]"
+
+        call = parse_call(text)
+        if call is not None:
+            name, args = call
+            out = []
+            for k, v in args:
+                raw = v.strip("'\"")
+                if not _SLOT_TOKEN.fullmatch(raw) and (_ID.fullmatch(raw) or _NUMBER.fullmatch(raw)):
+                    v = source(raw)
+                out.append(f"{k}={v}" if k else v)
+            return f"{name}(" + ", ".join(out) + ")"
+        return _ID.sub(lambda m: m.group(0) if m.group(0).startswith("[") else source(m.group(0)), text)
+
+    # ----------------------------------------------------------- policy
+
+    def policy_features(self, goal: str, history: Sequence[tuple[str, str]], candidate: str) -> list[str]:
+        """Generic crosses: has this candidate been tried, did it fail then, does it name the goal's values."""
+        key = self.action_key(candidate)
+        tried = [fb for a, fb in history if self.action_key(a) == key]
+        failed = any(self.failure(StepView(candidate, fb)) for fb in tried)
+        names_goal = any(v and v.lower() in candidate.lower() for v in self.slots(goal).values.values())
+        kind = self.step_kind(StepView(candidate)).value
+        return [f"T:{kind}|tried{min(len(tried), 2)}|failed{int(failed)}", f"T:{kind}|goal{int(names_goal)}"]
+
+    # ----------------------------------------------------------- privileged teacher moves
+
+    def privileged_steps(self, steps: Sequence[StepView], pivot: int) -> set[int]:
+        """Steps of a guided retry that only a teacher who sees everything could choose (none known here)."""
+        return set()
+
+
+def _clip(text: str, n: int) -> str:
+    t = " ".join((text or "").split())
+    return t if len(t) <= n else t[: n - 3] + "..."
+
+
+def _verb(action: str) -> str:
+    return (action or "").split(" ")[0] if action else ""
+
+
+def _argument_difference(bad: str, good: str) -> str:
+    """The argument names whose values differ between two calls of the same tool ("" if none/unknown)."""
+    a, b = parse_call(bad), parse_call(good)
+    if not a or not b or a[0] != b[0]:
+        return ""
+    da, db = dict(a[1]), dict(b[1])
+    diff = [k for k in dict.fromkeys([*da, *db]) if k and da.get(k) != db.get(k)]
+    return ", ".join(diff)
+
+
+def _fix_sentence(fix: str, diff: str, verdict: Verdict, said: str) -> str:
+    """The fix as advice: the right call, which argument was wrong, what the failure said."""
+    out = f"call {fix}" if parse_call(fix) else fix
+    if diff:
+        out += f" ({diff} as shown)"
+    if verdict:
+        out += f"; the call failed with {verdict.signal.split(':', 1)[0]}"
+    return out
