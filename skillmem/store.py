@@ -8,9 +8,12 @@ these rows.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import socket
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
@@ -309,11 +312,27 @@ def init_schema(engine: Engine) -> int:
                         raise
             _set_version(conn, version)
         sqlite = engine.dialect.name == "sqlite"
-        for name, sql in VIEWS.items():
-            sql = SQLITE_VIEW_OVERRIDES.get(name, sql) if sqlite else sql
-            conn.exec_driver_sql(f"DROP VIEW IF EXISTS {name}")
-            conn.exec_driver_sql(f"CREATE VIEW {name} AS {sql}")
+        views = {name: SQLITE_VIEW_OVERRIDES.get(name, sql) if sqlite else sql for name, sql in VIEWS.items()}
+        signature = hashlib.sha256(json.dumps(views, sort_keys=True).encode()).hexdigest()[:16]
+        present = set(inspect(conn).get_view_names())
+        # Dropping a view waits for every read of it: recreate only what is missing or changed,
+        # so a long `skillmem sql` over a view never blocks a SkillMemory from opening.
+        if _get_meta(conn, "views") != signature or not set(views) <= present:
+            for name, sql in views.items():
+                conn.exec_driver_sql(f"DROP VIEW IF EXISTS {name}")
+                conn.exec_driver_sql(f"CREATE VIEW {name} AS {sql}")
+            _set_meta(conn, "views", signature)
     return SCHEMA_VERSION
+
+
+def _get_meta(conn: Any, key: str) -> Optional[str]:
+    row = conn.execute(text("SELECT value FROM skillmem_meta WHERE key = :k"), {"k": key}).first()
+    return row[0] if row else None
+
+
+def _set_meta(conn: Any, key: str, value: str) -> None:
+    conn.execute(text("DELETE FROM skillmem_meta WHERE key = :k"), {"k": key})
+    conn.execute(text("INSERT INTO skillmem_meta (key, value) VALUES (:k, :v)"), {"k": key, "v": value})
 
 
 def _get_version(conn: Any) -> Optional[int]:
@@ -329,28 +348,237 @@ def _set_version(conn: Any, version: int) -> None:
 
 
 # --------------------------------------------------------------------------- read-only SQL
+#
+# `skillmem sql` is how people read the store, so it must never change it, whatever the
+# text says. Three locks, each enough on its own for what it covers:
+#   1. the text is lexed (strings, dollar quotes, nested comments, quoted names) and must
+#      be exactly one statement that starts as a read and names no writing word or function;
+#   2. the connection cannot write: SQLite opens the file read-only with an authorizer that
+#      allows only reads (no ATTACH, no PRAGMA writes); PostgreSQL gets
+#      default_transaction_read_only, statement and lock timeouts in its startup packet
+#      (server-side, for that connection), the statement goes through the extended
+#      protocol (one statement, never a script) and the transaction is rolled back, so
+#      even a function that ignores read-only mode (lo_from_bytea) leaves nothing behind;
+#   3. the statement cannot end or change its transaction: COMMIT, SET, DO, CALL, LOCK are
+#      refused by (1), and the extended protocol runs nothing after the first statement.
 
+_READ_STARTS = {"SELECT", "WITH", "VALUES", "TABLE", "EXPLAIN", "SHOW", "PRAGMA"}
+# Words that make a statement that starts as a read write anyway (a data-modifying CTE,
+# SELECT INTO) or that have no place inside a read; statement-level words (BEGIN, SET,
+# LOCK, DO, ...) are refused by the first-word check too.
 _WRITE_WORDS = re.compile(
-    r"\b(INSERT|UPDATE|DELETE|DROP|ALTER|CREATE|REPLACE|ATTACH|DETACH|VACUUM|REINDEX|TRUNCATE|GRANT|REVOKE|COPY)\b",
+    r"\b(INSERT|UPDATE|DELETE|MERGE|DROP|ALTER|CREATE|ATTACH|DETACH|VACUUM|REINDEX|TRUNCATE|GRANT|REVOKE|COPY|"
+    r"COMMIT|ROLLBACK|SAVEPOINT|SET|DO|CALL|LOCK|INTO|EXECUTE|PREPARE|LISTEN|NOTIFY)\b",
     re.IGNORECASE,
 )
+# Functions that write, execute a query given as text (which the lexer cannot see into),
+# signal other sessions, or hold locks beyond the statement.
+_WRITE_FUNCTIONS = re.compile(
+    r"\b(lo_\w+|lowrite|loread|set_config|nextval|setval|pg_terminate_backend|pg_cancel_backend|pg_reload_conf|"
+    r"pg_rotate_logfile|pg_advisory\w*|pg_try_advisory\w*|pg_notify|pg_sleep\w*|pg_switch_wal|pg_create\w*|"
+    r"pg_drop\w*|pg_replication\w*|pg_promote|pg_file_\w+|pg_read_\w*file|pg_ls_\w+|pg_stat_reset\w*|"
+    r"pg_logical\w*|pg_import_system_collations|pg_log_backend_memory_contexts|dblink\w*|query_to_xml\w*|"
+    r"cursor_to_xml\w*|database_to_xml\w*|schema_to_xml\w*|load_extension|readfile|writefile|"
+    r"fts3_tokenizer)\s*\(",
+    re.IGNORECASE,
+)
+# Read-only PRAGMAs a person inspecting the SQLite schema asks for.
+_READ_PRAGMAS = {"table_info", "table_xinfo", "index_list", "index_info", "index_xinfo", "foreign_key_list",
+                 "user_version", "schema_version", "compile_options", "database_list", "quick_check",
+                 "integrity_check", "collation_list", "function_list", "table_list"}
+SQL_TIMEOUT_ENV = "SKILLMEM_SQL_TIMEOUT"  # seconds a `skillmem sql` read may run (default 30)
 
 
 class ReadOnlyError(PermissionError):
     pass
 
 
+def _refuse(what: str) -> ReadOnlyError:
+    return ReadOnlyError(f"refused: {what}; `skillmem sql` is read-only and runs one SELECT "
+                         "(use the Python API, or `--write` if you really mean it)")
+
+
+def lex_sql(sql: str) -> tuple[str, int]:
+    """The statement's code with strings blanked and comments removed, and how many statements it holds.
+
+    One left-to-right pass: a quote inside a comment, or a comment marker inside a string,
+    never hides what follows (PostgreSQL's E'' escapes, $tag$ quotes and nested comments too).
+    """
+    out: list[str] = []
+    i, n, statements, code_since_semicolon = 0, len(sql), 0, False
+    while i < n:
+        c = sql[i]
+        if sql.startswith("--", i):
+            j = sql.find("\n", i)
+            i = n if j < 0 else j
+            out.append(" ")
+        elif sql.startswith("/*", i):
+            depth, i = 1, i + 2
+            while i < n and depth:
+                if sql.startswith("/*", i):
+                    depth, i = depth + 1, i + 2
+                elif sql.startswith("*/", i):
+                    depth, i = depth - 1, i + 2
+                else:
+                    i += 1
+            if depth:
+                raise _refuse("an unterminated /* comment")
+            out.append(" ")
+        elif c in "'\"":
+            backslash = c == "'" and i > 0 and sql[i - 1] in "eE" and (i < 2 or not (sql[i - 2].isalnum()
+                                                                                   or sql[i - 2] == "_"))
+            j = i + 1
+            while True:
+                if j >= n:
+                    raise _refuse(f"an unterminated {c}quoted{c} text")
+                if backslash and sql[j] == "\\":
+                    j += 2
+                    continue
+                if sql[j] == c:
+                    if j + 1 < n and sql[j + 1] == c:
+                        j += 2
+                        continue
+                    break
+                j += 1
+            out.append("''" if c == "'" else '"x"')
+            code_since_semicolon = True
+            i = j + 1
+        elif c == "$" and (m := re.match(r"\$([A-Za-z_][A-Za-z0-9_]*)?\$", sql[i:])) and not (
+                i > 0 and (sql[i - 1].isalnum() or sql[i - 1] == "_")):
+            tag = m.group(0)
+            j = sql.find(tag, i + len(tag))
+            if j < 0:
+                raise _refuse(f"an unterminated {tag} quote")
+            out.append("''")
+            code_since_semicolon = True
+            i = j + len(tag)
+        elif c == ";":
+            if code_since_semicolon:
+                statements += 1
+            code_since_semicolon = False
+            out.append(" ; ")
+            i += 1
+        else:
+            if not c.isspace():
+                code_since_semicolon = True
+            out.append(c)
+            i += 1
+    if code_since_semicolon:
+        statements += 1
+    return "".join(out), statements
+
+
 def check_read_only(sql: str) -> None:
-    """Refuse statements that could write, before the database's own read-only mode does."""
-    stripped = re.sub(r"'(?:[^']|'')*'", "''", sql)  # string literals may say anything
-    stripped = re.sub(r"--[^\n]*|/\*.*?\*/", " ", stripped, flags=re.S)
-    m = _WRITE_WORDS.search(stripped)
-    if m or re.search(r"\bPRAGMA\b[^;]*=", stripped, re.I):
-        word = m.group(1).upper() if m else "PRAGMA assignment"
-        raise ReadOnlyError(
-            f"refused: {word} would change the store; `skillmem sql` is read-only "
-            "(use the Python API, or `--write` if you really mean it)"
-        )
+    """Refuse anything but one read statement, before the database's own read-only mode does."""
+    code, statements = lex_sql(sql)
+    if statements != 1:
+        raise _refuse(f"{statements} statements given, exactly one is run")
+    body = code.strip().rstrip(";").strip()
+    if ";" in body:
+        raise _refuse("a statement after the first one")
+    first = re.match(r"[\s(]*([A-Za-z_]+)", body)
+    word = first.group(1).upper() if first else ""
+    if word not in _READ_STARTS:
+        raise _refuse(f"{word or 'the statement'} is not a read (start with SELECT, WITH, VALUES or EXPLAIN)")
+    if word == "EXPLAIN" and re.search(r"\bANALY[SZ]E\b", body, re.I):
+        raise _refuse("EXPLAIN ANALYZE runs the statement")
+    if word == "PRAGMA":
+        m = re.match(r"\s*PRAGMA\s+(?:\w+\s*\.\s*)?(\w+)\s*(\(\s*[\w\"' ]*\s*\))?\s*$", body, re.I)
+        if m is None or m.group(1).lower() not in _READ_PRAGMAS:
+            raise _refuse("PRAGMA assignment or a PRAGMA that changes the database")
+        return
+    m = _WRITE_WORDS.search(body)
+    if m:
+        raise _refuse(f"{m.group(1).upper()} would change the store or its transaction")
+    m = _WRITE_FUNCTIONS.search(body)
+    if m:
+        raise _refuse(f"{m.group(1)}() writes, runs a query given as text, or acts beyond this read")
+
+
+def sql_timeout() -> float:
+    raw = os.environ.get(SQL_TIMEOUT_ENV, "30")
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{SQL_TIMEOUT_ENV}={raw!r} is not a number of seconds") from None
+    if value <= 0:
+        raise ValueError(f"{SQL_TIMEOUT_ENV}={raw!r} must be a positive number of seconds")
+    return value
+
+
+_SQLITE_READ_ACTIONS = None
+
+
+def _sqlite_authorizer(action: int, arg1: Any, arg2: Any, _db: Any, _trigger: Any) -> int:
+    import sqlite3
+
+    global _SQLITE_READ_ACTIONS
+    if _SQLITE_READ_ACTIONS is None:
+        _SQLITE_READ_ACTIONS = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION,
+                                getattr(sqlite3, "SQLITE_RECURSIVE", 33)}
+    if action in _SQLITE_READ_ACTIONS:
+        if action == sqlite3.SQLITE_FUNCTION and arg2 and _WRITE_FUNCTIONS.match(f"{arg2}("):
+            return sqlite3.SQLITE_DENY
+        return sqlite3.SQLITE_OK
+    if action == sqlite3.SQLITE_PRAGMA and str(arg1).lower() in _READ_PRAGMAS:
+        return sqlite3.SQLITE_OK
+    return sqlite3.SQLITE_DENY
+
+
+def _run_sqlite_read(url: str, sql: str, params: dict[str, Any]) -> tuple[list[str], list[tuple[Any, ...]]]:
+    import sqlite3
+
+    path = url.split("///", 1)[1]
+    if not Path(path).exists():
+        raise FileNotFoundError(f"no skillmem database at {path}; set SKILLMEM_DB or pass --db")
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60, check_same_thread=False)
+    try:
+        con.execute("PRAGMA query_only = ON")
+        con.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)  # ATTACH would create a file at any writable path
+        con.set_authorizer(_sqlite_authorizer)
+        deadline = time.monotonic() + sql_timeout()
+        con.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)
+        try:
+            cur = con.execute(sql, params)  # sqlite3 refuses a second statement itself
+        except sqlite3.DatabaseError as exc:
+            if "not authorized" in str(exc) or "interrupted" in str(exc):
+                raise _refuse(f"SQLite denied it ({exc}); after {sql_timeout():g} s a read is stopped "
+                              f"(set {SQL_TIMEOUT_ENV})") from exc
+            raise
+        cols = [d[0] for d in cur.description or []]
+        return cols, [tuple(r) for r in cur.fetchall()]
+    finally:
+        con.close()
+
+
+def _run_postgres_read(url: str, sql: str, params: dict[str, Any]) -> tuple[list[str], list[tuple[Any, ...]]]:
+    timeout_ms = int(sql_timeout() * 1000)
+    options = (f"-c default_transaction_read_only=on -c statement_timeout={timeout_ms} "
+               f"-c lock_timeout={min(timeout_ms, 2000)} -c idle_in_transaction_session_timeout={timeout_ms * 2}")
+    engine = create_engine(url, poolclass=NullPool, connect_args={"options": options})
+    try:
+        compiled = text(sql).compile(dialect=engine.dialect)
+        values = compiled.construct_params(params)
+        query = str(compiled)
+        raw = engine.raw_connection()
+        try:
+            dbapi = raw.driver_connection
+            dbapi.rollback()
+            dbapi.autocommit, dbapi.read_only = False, True  # psycopg opens it with BEGIN READ ONLY
+            with dbapi.cursor() as cur:
+                # A prepared statement goes through the extended protocol: the server parses
+                # exactly one statement and refuses a script ("cannot insert multiple commands").
+                cur.execute(query, values, prepare=True)
+                cols = [d.name for d in cur.description or []]
+                rows = [tuple(r) for r in cur.fetchall()] if cur.description else []
+            return cols, rows
+        finally:
+            try:
+                dbapi.rollback()  # nothing a read did (a large object, a sequence) is kept
+            finally:
+                raw.invalidate()  # never back into a pool: the session ends with the read
+    finally:
+        engine.dispose()
 
 
 def run_sql(url: str, sql: str, params: Optional[dict[str, Any]] = None, *, write: bool = False
@@ -358,7 +586,12 @@ def run_sql(url: str, sql: str, params: Optional[dict[str, Any]] = None, *, writ
     """Run one statement; read-only unless `write`. Returns (columns, rows)."""
     if not write:
         check_read_only(sql)
-    engine = make_engine(url, read_only=not write)
+        if url.startswith("sqlite"):
+            return _run_sqlite_read(url, sql, params or {})
+        if url.startswith("postgresql"):
+            return _run_postgres_read(url, sql, params or {})
+        raise ValueError(f"read-only SQL supports SQLite and PostgreSQL, not {url.split(':', 1)[0]}")
+    engine = make_engine(url)
     try:
         with engine.begin() as conn:
             result = conn.execute(text(sql), params or {})
