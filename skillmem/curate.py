@@ -113,6 +113,13 @@ def _validate(model: type, item: Any) -> Any:
         raise CurationError(f"malformed {model.__name__}, nothing written: {exc}") from exc
 
 
+def _checked(memory: "SkillMemory", kind: str, item: Any) -> Any:
+    """The safety check every write runs (reflect.safety.check_item): normalized text, or UnsafeLesson."""
+    from .reflect.safety import check_item  # lazy: `import skillmem` stays light
+
+    return check_item(kind, item, getattr(memory, "safety", None))
+
+
 def _canon_goal(template: str) -> str:
     return " ".join((template or "").lower().split())
 
@@ -143,7 +150,7 @@ def add_item(memory: "SkillMemory", kind: str, item: Any, *, namespace: Optional
              episode_id: Optional[str]) -> tuple[int, str]:
     """Insert a lesson or demonstration, or merge it into / skip it for a near-duplicate."""
     base_model = LessonBase if kind == LESSON else DemonstrationBase
-    base = _validate(base_model, item)
+    base = _checked(memory, kind, _validate(base_model, item))
     if episode_id and episode_id not in base.source_episodes:
         base.source_episodes = [*base.source_episodes, episode_id]
     ns = namespace or memory.namespace
@@ -193,7 +200,7 @@ def add_item(memory: "SkillMemory", kind: str, item: Any, *, namespace: Optional
 def _merge(memory: "SkillMemory", kind: str, existing: Any, new: Any) -> Any:
     if kind == LESSON:
         merged = memory.merge_hook(existing, new)  # the row: the hook sees its support
-        merged = _validate(LessonBase, merged)
+        merged = _checked(memory, kind, _validate(LessonBase, merged))
     else:  # a demonstration keeps the existing plan; the new one adds support
         merged = _validate(DemonstrationBase, existing)
     # The union of sources holds whatever the hook returned.
@@ -222,7 +229,7 @@ def add_bulk(memory: "SkillMemory", kind: str, items: Sequence[Any], *, namespac
     emb = memory.embedder
     model = KIND_TABLE[kind]
     base_model = LessonBase if kind == LESSON else DemonstrationBase
-    rows = [model(**_validate(base_model, it).model_dump(), namespace=ns) for it in items]
+    rows = [model(**_checked(memory, kind, _validate(base_model, it)).model_dump(), namespace=ns) for it in items]
     texts = [item_text(kind, r) for r in rows]
     if vectors is None:
         _, keys = embed_texts(memory.engine, emb, texts, memory.read_engine)
@@ -292,7 +299,7 @@ def edit(memory: "SkillMemory", kind: str, item_id: int, changes: dict[str, Any]
         current = fetch_rows(conn, kind, [item_id]).get(int(item_id))
     if current is None:
         raise CurationError(f"no {kind} with id {item_id}; list them with `skillmem lessons`")
-    new = _validate(base_model, {**current.model_dump(), **changes})
+    new = _checked(memory, kind, _validate(base_model, {**current.model_dump(), **changes}))
     _, keys = embed_texts(memory.engine, memory.embedder, [item_text(kind, new)], memory.read_engine)
     t = KIND_TABLE[kind].__table__
     with write_txn(memory) as conn:

@@ -51,7 +51,9 @@ from .store import (
     owner_tag,
     reap_interrupted,
     resolve_url,
+    set_trust,
 )
+from .store import untrusted_namespaces as store_untrusted
 
 
 class SkillMemory:
@@ -70,7 +72,9 @@ class SkillMemory:
         init_schema(self.engine)
         reap_interrupted(self.engine, stale_after=reap_after)
         self.namespace = namespace
-        self.untrusted_namespaces = set(untrusted_namespaces)
+        for ns in untrusted_namespaces:  # stored with the namespace: other processes see it too
+            self.set_trust(ns, False, reason="SkillMemory(untrusted_namespaces=...)")
+        self.safety: Any = None  # a reflect.safety.SafetyConfig; None: its defaults
         self._embedder = embedder
         self._embedder_lock = threading.Lock()
         self._index_dir = index_dir
@@ -81,6 +85,15 @@ class SkillMemory:
         self.read_engine = reader_engine(self.engine)
         self._index = MemoryIndex(self.engine, lambda: self.embedder, default_index_dir(self.url, index_dir),
                                   save_interval=save_interval, read_engine=self.read_engine)
+
+    @property
+    def untrusted_namespaces(self) -> frozenset[str]:
+        """Namespaces whose new lessons and demonstrations are quarantined (read from the store)."""
+        return store_untrusted(self.engine)
+
+    def set_trust(self, namespace: str, trusted: bool, *, reason: str = "") -> None:
+        """Mark a namespace trusted or untrusted in the store, for every process that opens it."""
+        set_trust(self.engine, namespace, trusted, reason)
 
     def close(self) -> None:
         self._index.close()

@@ -180,6 +180,20 @@ class EmbeddingRow(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
 
 
+class NamespaceRow(SQLModel, table=True):
+    """What the store knows about a namespace: whether what is learned in it is trusted.
+
+    Stored, not held by a process: every process that writes into an untrusted namespace
+    (an agent, `skillmem reflect -n web`, a LangGraph store) quarantines what it writes.
+    """
+
+    __tablename__ = "namespaces"
+    namespace: str = Field(primary_key=True, max_length=200)
+    trusted: bool = True
+    reason: str = ""
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
 class MetaRow(SQLModel, table=True):
     __tablename__ = "skillmem_meta"
     key: str = Field(primary_key=True, max_length=100)
@@ -187,7 +201,8 @@ class MetaRow(SQLModel, table=True):
 
 
 TABLES = [t.__tablename__ for t in (EpisodeRow, StepRow, FeedbackRow, LessonRow, DemonstrationRow,
-                                     LessonEventRow, RetrievalRow, PolicyVersionRow, EmbeddingRow, MetaRow)]
+                                     LessonEventRow, RetrievalRow, PolicyVersionRow, EmbeddingRow, NamespaceRow,
+                                     MetaRow)]
 
 # Views for the questions people ask first. Plain SQL that runs on SQLite and PostgreSQL.
 VIEWS = {
@@ -659,6 +674,23 @@ def reap_interrupted(engine: Engine, *, stale_after: timedelta = timedelta(hours
 def iter_rows(engine: Engine, sql: str, params: Optional[dict[str, Any]] = None) -> Iterator[Any]:
     with engine.connect() as conn:
         yield from conn.execute(text(sql), params or {})
+
+
+def set_trust(engine: Engine, namespace: str, trusted: bool, reason: str = "") -> None:
+    """Mark a namespace trusted or untrusted, for every process that opens this store."""
+    with engine.begin() as conn:
+        n = conn.execute(text("UPDATE namespaces SET trusted = :t, reason = :r, updated_at = :now WHERE namespace = :ns"),
+                         {"t": trusted, "r": reason, "now": utcnow(), "ns": namespace}).rowcount
+        if n == 0:
+            conn.execute(text("INSERT INTO namespaces (namespace, trusted, reason, updated_at) VALUES "
+                              "(:ns, :t, :r, :now)"), {"t": trusted, "r": reason, "now": utcnow(), "ns": namespace})
+
+
+def untrusted_namespaces(engine: Engine) -> frozenset[str]:
+    """The namespaces the store marks untrusted (their new items are quarantined)."""
+    with engine.connect() as conn:
+        return frozenset(r[0] for r in conn.execute(text("SELECT namespace FROM namespaces WHERE trusted = :f"),
+                                                    {"f": False}))
 
 
 def namespaces(engine: Engine) -> Sequence[str]:

@@ -35,7 +35,7 @@ from sqlalchemy import text
 from ..episode import EVAL_SPLITS, DemonstrationBase, ItemStatus, LessonBase, utcnow
 from ..llm import LLMError
 from ..store import _pid_alive, owner_tag
-from .safety import SafetyConfig, UnsafeLesson, check_lesson
+from .safety import SafetyConfig, UnsafeLesson, check_item
 from .trace import Analysis, Trace, analyse, load_trace, nearest_success
 
 log = logging.getLogger(__name__)
@@ -96,9 +96,11 @@ def stage_write(writer: Any, job: Job) -> Job:
 def stage_check(memory: Any, job: Job, safety: Optional[SafetyConfig] = None) -> Job:
     """Safety checks again (whatever the writer), and quarantine for untrusted namespaces."""
     if job.lesson is not None:
-        check_lesson(job.lesson, safety)
+        job.lesson = check_item("lesson", job.lesson, safety)
         if job.trace is not None and job.trace.namespace in getattr(memory, "untrusted_namespaces", ()):
             job.lesson.status = ItemStatus.quarantined
+    if job.demo is not None:
+        job.demo = check_item("demonstration", job.demo, safety)
     return job
 
 
@@ -237,11 +239,12 @@ def _finish(memory: Any, episode_id: str, status: str, error: Optional[str], *, 
 def _give_up_for_now(memory: Any, episode_id: str, me: str, error: str, max_attempts: int) -> None:
     """Record the error and release the claim; the episode stays pending until attempts run out."""
     with memory.engine.begin() as conn:
-        conn.execute(text(
-            "UPDATE episodes SET reflection_error = :e, owner = '', updated_at = :now, "
-            "reflection_status = CASE WHEN reflection_attempts >= :max THEN 'failed' ELSE 'pending' END "
-            "WHERE id = :id AND owner = :me"),
-            {"e": error[:4000], "now": utcnow(), "max": max_attempts, "id": episode_id, "me": me})
+        # Two plain assignments: PostgreSQL will not put a CASE's text into the enum column.
+        conn.execute(text("UPDATE episodes SET reflection_status = 'failed' WHERE id = :id AND owner = :me "
+                          "AND reflection_attempts >= :max"), {"max": max_attempts, "id": episode_id, "me": me})
+        conn.execute(text("UPDATE episodes SET reflection_error = :e, owner = '', updated_at = :now "
+                          "WHERE id = :id AND owner = :me"),
+                     {"e": error[:4000], "now": utcnow(), "id": episode_id, "me": me})
 
 
 def retry_failed(memory: Any, namespace: Optional[str] = None) -> int:
