@@ -2,13 +2,16 @@
 
 Success rate per condition (mean ± std over seeds, each seed's rate over the same
 tasks), per task type, steps to success, tokens of memory injected per step and
-memory size; a learning curve per round and per-task-type bars.
+memory size; lessons written and kept (`memory.jsonl`) and example lessons with the
+failures they came from (read from the seed stores); a learning curve per condition —
+held-out success against the experience episodes seen — as a table and a plot; per-task-type bars.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sqlite3
 import statistics
 from collections import defaultdict
 from pathlib import Path
@@ -72,6 +75,9 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
         }
         curve = []
         for rd in rounds:
+            if c not in {r["condition"] for r in ev if r["round"] == rd}:
+                curve.append((float("nan"), float("nan")))
+                continue
             rates_r = []
             for seed in sorted({r["seed"] for r in ev}):
                 sub = [r for r in ev if r["condition"] == c and r["round"] == rd and r["seed"] == seed]
@@ -79,7 +85,115 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
                     rates_r.append(sum(x["won"] for x in sub) / len(sub))
             curve.append(_mean_std(rates_r))
         out["curve"][c] = curve
+    # The x of the curve: experience episodes seen at each round's evaluation (older runs: the round).
+    out["experience"] = [next((r["experience"] for r in ev if r["round"] == rd and "experience" in r), rd)
+                         for rd in rounds]
     return out
+
+
+def curve_table(summary: dict[str, Any]) -> str:
+    """Held-out success per condition (columns) after each number of experience episodes (rows)."""
+    conds = list(summary.get("curve", {}))
+    if not conds:
+        return ""
+    lines = ["| experience episodes | " + " | ".join(conds) + " |", "|---" * (len(conds) + 1) + "|"]
+    for i, x in enumerate(summary["experience"]):
+        cells = []
+        for c in conds:
+            m, sd = summary["curve"][c][i]
+            cells.append("–" if m != m else f"{100 * m:.0f} ± {100 * sd:.0f}")
+        lines.append(f"| {x} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def memory_log(run_dir: Path) -> dict[str, Any]:
+    """Lessons written (summed over rounds) and kept (active at the end), mean over seeds, per namespace."""
+    path = Path(run_dir) / "memory.jsonl"
+    if not path.exists():
+        return {}
+    rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+    out: dict[str, Any] = {}
+    for ns in dict.fromkeys(r["namespace"] for r in rows):
+        by_seed: dict[int, list[dict]] = defaultdict(list)
+        for r in rows:
+            if r["namespace"] == ns:
+                by_seed[r["seed"]].append(r)
+        per = [(sum(x["lessons_written"] for x in v), max(v, key=lambda x: x["round"])) for v in by_seed.values()]
+        out[ns] = {"seeds": len(per),
+                   "lessons_written": statistics.fmean(w for w, _ in per),
+                   "lessons_kept": statistics.fmean(last["lessons"] for _, last in per),
+                   "demonstrations_written": statistics.fmean(
+                       sum(x["demonstrations_written"] for x in by_seed[s]) for s in by_seed),
+                   "demonstrations_kept": statistics.fmean(last["demonstrations"] for _, last in per),
+                   "no_lesson": statistics.fmean(sum(x.get("no_lesson", 0) for x in by_seed[s]) for s in by_seed)}
+    return out
+
+
+def example_lessons(run_dir: Path, n: int = 5) -> dict[str, list[dict[str, Any]]]:
+    """Up to n active lessons per namespace of the first seed's store, each with the failure it came from:
+    the episode's goal, the step at the pivot (action and feedback) and the expert's correction there."""
+    stores = sorted(Path(run_dir).glob("seed*.db"))
+    if not stores:
+        return {}
+    conn = sqlite3.connect(f"file:{stores[0]}?mode=ro", uri=True)
+    out: dict[str, list[dict[str, Any]]] = {}
+    try:
+        nss = [r[0] for r in conn.execute("SELECT DISTINCT namespace FROM lessons ORDER BY namespace")]
+        for ns in nss:
+            rows = conn.execute("SELECT trigger, bad_action, fix, pivot_step, source_episodes, support FROM lessons "
+                                "WHERE namespace = ? AND status = 'active' ORDER BY support DESC, id LIMIT ?",
+                                (ns, n)).fetchall()
+            items = []
+            for trigger, bad, fix, pivot, sources, support in rows:
+                ep_id = (json.loads(sources or "[]") or [None])[0]
+                item = {"trigger": trigger, "bad_action": bad, "fix": fix, "support": support, "pivot_step": pivot}
+                if ep_id:
+                    ep = conn.execute("SELECT goal, outcome, num_steps FROM episodes WHERE id = ?", (ep_id,)).fetchone()
+                    if ep:
+                        item["failure"] = {"goal": ep[0], "outcome": ep[1], "steps": ep[2]}
+                    if pivot is not None:
+                        st = conn.execute("SELECT action, feedback FROM steps WHERE episode_id = ? AND \"index\" = ?",
+                                          (ep_id, pivot)).fetchone()
+                        if st:
+                            item["failure"] = {**item.get("failure", {}), "pivot_action": st[0],
+                                               "pivot_feedback": (st[1] or "")[:200]}
+                    fb = conn.execute("SELECT text FROM feedback WHERE episode_id = ? ORDER BY step_index LIMIT 1",
+                                      (ep_id,)).fetchone()
+                    if fb:
+                        item.setdefault("failure", {})["correction"] = fb[0]
+                items.append(item)
+            out[ns] = items
+    except sqlite3.Error as e:
+        out["error"] = [{"trigger": f"could not read {stores[0]}: {e}", "bad_action": "", "fix": ""}]
+    finally:
+        conn.close()
+    return out
+
+
+def lessons_markdown(mem: dict[str, Any], examples: dict[str, list[dict[str, Any]]]) -> list[str]:
+    md: list[str] = []
+    if mem:
+        md += ["## Memory written and kept (mean over seeds)", "",
+               "| namespace | lessons written | lessons kept | demonstrations written | kept | failures with no lesson |",
+               "|---|---|---|---|---|---|"]
+        for ns, v in mem.items():
+            md.append(f"| {ns} | {v['lessons_written']:.1f} | {v['lessons_kept']:.1f} | "
+                      f"{v['demonstrations_written']:.1f} | {v['demonstrations_kept']:.1f} | {v['no_lesson']:.1f} |")
+        md.append("")
+    for ns, items in examples.items():
+        md += [f"## Example lessons in `{ns}` (first seed), with the failure each came from", ""]
+        for i, it in enumerate(items, 1):
+            md.append(f"{i}. **when** {it['trigger']} — **avoid** `{it['bad_action']}` — **do** {it['fix']} "
+                      f"(support {it.get('support')})")
+            f = it.get("failure") or {}
+            if f:
+                md.append(f"   - from a failed episode ({f.get('steps')} steps) of: {f.get('goal', '')[:160]}")
+                if "pivot_action" in f:
+                    md.append(f"   - at step {it['pivot_step']}: `{f['pivot_action']}` → {f['pivot_feedback']!r}")
+                if "correction" in f:
+                    md.append(f"   - correction given there: {f['correction']}")
+        md.append("")
+    return md
 
 
 def table(summary: dict[str, Any]) -> str:
@@ -101,13 +215,21 @@ def plots(summary: dict[str, Any], out_dir: Path) -> list[Path]:
 
     paths = []
     fig, ax = plt.subplots(figsize=(7, 4))
-    for c, curve in summary["curve"].items():
-        xs = summary["rounds"]
-        ax.errorbar(xs, [100 * m for m, _ in curve], yerr=[100 * s for _, s in curve], marker="o", capsize=3, label=c)
-    ax.set_xlabel("round")
+    xs = summary.get("experience") or summary["rounds"]
+    # Curves that coincide would hide one another: each condition is nudged a little sideways.
+    span = (max(xs) - min(xs)) or 1
+    n = max(1, len(summary["curve"]))
+    for i, (c, curve) in enumerate(summary["curve"].items()):
+        dx = (i - (n - 1) / 2) * 0.008 * span
+        ax.errorbar([x + dx for x in xs], [100 * m for m, _ in curve], yerr=[100 * s for _, s in curve], marker="o",
+                    capsize=3, label=c, alpha=0.85)
+    ax.set_xlabel("experience episodes seen (train split)" if summary.get("experience") else "round")
     ax.set_ylabel("success on held-out tasks (%)")
     ax.set_title("Learning curve")
-    ax.set_xticks(summary["rounds"])
+    if len(xs) > 2 and min(xs) >= 0 and max(xs) > 4 * max(1, sorted(xs)[1]):
+        ax.set_xscale("symlog", linthresh=1)
+    ax.set_xticks(xs)
+    ax.set_xticklabels([str(x) for x in xs])
     ax.legend(fontsize=7)
     fig.tight_layout()
     paths.append(out_dir / "learning_curve.png")
@@ -141,13 +263,19 @@ def write_report(run_dir: Path) -> Path:
     summary = summarize(rows)
     man_path = run_dir / "manifest.json"
     man = json.loads(man_path.read_text()) if man_path.exists() else {}
-    (run_dir / "report.json").write_text(json.dumps({"summary": summary, "manifest": man}, indent=1))
+    mem, examples = memory_log(run_dir), example_lessons(run_dir)
+    (run_dir / "report.json").write_text(json.dumps({"summary": summary, "manifest": man, "memory": mem,
+                                                     "example_lessons": examples}, indent=1))
     pngs = plots(summary, run_dir) if summary["conditions"] else []
     cfg = man.get("config", {})
     md = [f"# skillmem run: {run_dir.name}", "",
           f"env `{cfg.get('env')}`, evaluation on `{cfg.get('eval_split')}`, seeds {cfg.get('seeds')}, "
           f"{cfg.get('rounds')} round(s), policy `{cfg.get('policy')}`, git `{man.get('git_commit', '')[:10]}`", "",
           table(summary), ""]
+    if summary.get("curve"):
+        md += ["## Learning curve: held-out success (%, mean ± std over seeds) after each number of experience "
+               "episodes", "", curve_table(summary), ""]
+    md += lessons_markdown(mem, examples)
     md += [f"![{p.stem}]({p.name})" for p in pngs]
     out = run_dir / "report.md"
     out.write_text("\n".join(md) + "\n")

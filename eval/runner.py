@@ -4,8 +4,15 @@ Each seed has its own store (`<run>/seed<N>.db`). A round gathers experience on 
 train split (the base policy with the memory it has so far), writes memory from it
 (lessons from failures, demonstrations from successes), optionally trains the policy, and
 then evaluates every condition on the same held-out tasks. Results go to
-`<run>/results.jsonl`, one line per evaluated episode; a killed run started again with the
-same directory skips what is already there. Memory is never written from an evaluation
+`<run>/results.jsonl`, one line per evaluated episode (with the experience episodes seen so
+far), and what reflection wrote to `<run>/memory.jsonl`; a killed run started again with the
+same directory skips what is already there. With `curve=True` the rounds are a learning curve:
+evaluation after 0 experience episodes, then 1, 2, 4... up to `train_tasks`.
+
+The `trained_lessons` condition measures lessons on a competent agent: after training, the
+deployed (trained) policy plays the round's train tasks itself, without memory, into a memory
+of its own (namespace `<env>.trained`, same store); its failures get the expert's directive
+feedback and become lessons there, and it is evaluated with those lessons only. Memory is never written from an evaluation
 split: :func:`write_memory` refuses, and the store marks evaluation episodes `skipped`.
 """
 
@@ -43,7 +50,10 @@ CONDITIONS: dict[str, dict[str, Any]] = {
     "raw_trajectories": dict(kinds=("raw",), policy="base"),
     "trained": dict(kinds=(), policy="trained"),
     "trained_memory": dict(kinds=("lesson", "demonstration"), policy="trained"),
+    # The trained policy with the lessons of its own train-split failures (the "own" memory).
+    "trained_lessons": dict(kinds=("lesson",), policy="trained", memory="own"),
 }
+OWN_SUFFIX = ".trained"  # namespace of the deployed policy's own experience
 DEFAULT_CONDITIONS = ("no_memory", "demos_only", "lessons_only", "memory", "raw_trajectories",
                       "trained", "trained_memory")
 
@@ -83,6 +93,7 @@ class RunConfig:
     executor: str = "local"  # local (processes on this machine) | ray (a Ray cluster)
     ray_address: str = ""  # "" starts a local Ray; "auto" or host:port joins a cluster
     embedder: str = "default"  # default (all-MiniLM-L6-v2) | hashing
+    curve: bool = False  # rounds are a learning curve: 0, 1, 2, 4... up to train_tasks experience episodes
 
 
 def write_memory(memory: SkillMemory, split: str, writer: Any = None, *, progress: bool = False) -> dict[str, int]:
@@ -197,12 +208,15 @@ def play(spec: TaskSpec, agent: Any, memory: SkillMemory, cfg: RunConfig, *, ret
     state = initial_state(env, split=spec.split, policy_version=policy_version)
     expert_trace: list[Optional[str]] = []
     if expert_feedback and hasattr(env, "optimal_actions"):
-        # Remember the expert's view at each step, to give directive feedback at the pivot.
+        # Remember the expert's view at each step, to give directive feedback at the pivot. Only up
+        # to the first step off its plan: that is the pivot, and an expert that replans (TextWorld-
+        # Express replays the game) costs more than the step.
         inner_step = env.step
 
         def step(action: str):
-            expert_trace.append((action, sorted(env.optimal_actions()), env.expert_action()
-                                 if callable(getattr(env, "expert_action", None)) else None))
+            if not expert_trace or expert_trace[-1][0] in expert_trace[-1][1] or not expert_trace[-1][1]:
+                expert_trace.append((action, sorted(env.optimal_actions()), env.expert_action()
+                                     if callable(getattr(env, "expert_action", None)) else None))
             return inner_step(action)
 
         env.step = step  # type: ignore[method-assign]
@@ -279,8 +293,20 @@ def manifest(cfg: RunConfig) -> dict[str, Any]:
             versions[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
             pass
-    return {"config": dataclasses.asdict(cfg), "versions": versions, "python": sys.version.split()[0],
-            "platform": platform.platform(), "git_commit": _git_commit(), "started": time.time()}
+    out = {"config": dataclasses.asdict(cfg), "versions": versions, "python": sys.version.split()[0],
+           "platform": platform.platform(), "git_commit": _git_commit(), "started": time.time()}
+    from .envs.base import TWX_ENVS
+
+    games = {e: dataclasses.asdict(_twx_game(e)) for e in {cfg.env, cfg.train_env or cfg.env} if e in TWX_ENVS}
+    if games:
+        out["twx_games"] = games  # the generation parameters and listing rule of each TextWorld-Express env
+    return out
+
+
+def _twx_game(env: str) -> Any:
+    from .envs.twexpress import GAMES
+
+    return GAMES[env]
 
 
 class Run:
@@ -315,13 +341,32 @@ def _key(r: dict[str, Any]) -> tuple:
     return (r["seed"], r["round"], r["phase"], r["condition"], r["task_id"])
 
 
-def memory_for(cfg: RunConfig, seed: int) -> SkillMemory:
+def memory_for(cfg: RunConfig, seed: int, own: bool = False) -> SkillMemory:
+    """The seed's memory; `own`: the deployed policy's own experience (trained_lessons), same store."""
     embedder = None
     if cfg.embedder == "hashing":
         from skillmem.embed import HashingEmbedder
 
         embedder = HashingEmbedder()
-    return SkillMemory(Path(cfg.out) / f"seed{seed}.db", namespace=cfg.train_env or cfg.env, embedder=embedder)
+    ns = (cfg.train_env or cfg.env) + (OWN_SUFFIX if own else "")
+    return SkillMemory(Path(cfg.out) / f"seed{seed}.db", namespace=ns, embedder=embedder)
+
+
+def checkpoints(cfg: RunConfig) -> list[int]:
+    """Experience episodes seen at each round's evaluation (curve: 0, then doubling up to all)."""
+    if not cfg.curve:
+        return [cfg.train_tasks * r for r in range(1, cfg.rounds + 1)]
+    out, n = [0], 1
+    while n < cfg.train_tasks:
+        out.append(n)
+        n *= 2
+    return out + [cfg.train_tasks] if cfg.train_tasks else out
+
+
+def log_memory(r: "Run", row: dict[str, Any]) -> None:
+    """One line of `<run>/memory.jsonl`: what a round's reflection wrote and what memory keeps."""
+    with open(r.dir / "memory.jsonl", "a") as f:
+        f.write(json.dumps(row) + "\n")
 
 
 def run(cfg: RunConfig, *, progress: bool = True, log: Callable[[str], None] = print) -> Path:
@@ -338,15 +383,27 @@ def run(cfg: RunConfig, *, progress: bool = True, log: Callable[[str], None] = p
         raise ValueError(f"eval split must be one of {sorted(EVAL_SPLITS)}, got {cfg.eval_split!r}")
     eval_specs = list_tasks(cfg.env, cfg.eval_split, cfg.eval_tasks, seed=10_000)
     pool = make_pool(cfg)
+    train_env = cfg.train_env or cfg.env
+    wants_own = any(CONDITIONS[c].get("memory") == "own" for c in cfg.conditions)
+    seen_at = checkpoints(cfg)
     for seed in cfg.seeds:
         memory = memory_for(cfg, seed)
+        own = memory_for(cfg, seed, own=True) if wants_own else None
         base = make_base_policy(cfg, seed)
         if isinstance(pool, InProcess):  # play in this process with this memory and policy
-            _WORKER_STATE[(cfg.out, seed)] = (memory, base, {})
+            _WORKER_STATE[(cfg.out, seed)] = (memory, base, {}, own)
         trained = None
-        for rnd in range(1, cfg.rounds + 1):
+        seen: list[TaskSpec] = []
+        # A curve reveals one list of train tasks bit by bit; otherwise each round has new tasks.
+        curve_specs = list_tasks(train_env, cfg.train_split, cfg.train_tasks, seed=seed * 1000 + 1) if cfg.curve else []
+        for i_rnd, n_seen in enumerate(seen_at):
+            rnd = i_rnd if cfg.curve else i_rnd + 1
             # 1. experience on train, with the memory so far
-            specs = list_tasks(cfg.train_env or cfg.env, cfg.train_split, cfg.train_tasks, seed=seed * 1000 + rnd)
+            if cfg.curve:
+                specs = curve_specs[len(seen):n_seen]
+            else:
+                specs = list_tasks(train_env, cfg.train_split, cfg.train_tasks, seed=seed * 1000 + rnd)
+            seen += specs
             retr = make_retriever(memory, cfg, ("lesson", "demonstration"))
             agent = as_agent(trained or base)
             todo = [s for s in specs if (seed, rnd, "train", "experience", s.task_id) not in r.done]
@@ -355,11 +412,30 @@ def run(cfg: RunConfig, *, progress: bool = True, log: Callable[[str], None] = p
                 r.record({**row, "seed": seed, "round": rnd, "phase": "train", "condition": "experience"})
             # 2. write memory (idempotent: episodes already reflected on are not redone)
             stats = write_memory(memory, cfg.train_split)
+            log_memory(r, {"seed": seed, "round": rnd, "experience": n_seen, "namespace": memory.namespace,
+                           "reflected": stats.done, "lessons_written": stats.lessons,
+                           "demonstrations_written": stats.demonstrations, "no_lesson": stats.no_lesson,
+                           **memory_size(memory)})
             log(f"seed {seed} round {rnd}: reflected on {stats.done} episodes: {stats.lessons} lessons, "
                 f"{stats.demonstrations} demonstrations written (merged or skipped when near-duplicates)")
             # 3. train
-            if cfg.train and any(CONDITIONS[c]["policy"] == "trained" for c in cfg.conditions) and hasattr(base, "act"):
-                trained = train_policy(memory, cfg, seed, rnd, parent=trained or base) or trained
+            if (cfg.train and seen and any(CONDITIONS[c]["policy"] == "trained" for c in cfg.conditions)
+                    and hasattr(base, "act")):
+                trained = train_policy(memory, cfg, seed, rnd, parent=trained or base, specs=seen) or trained
+            # 3b. the deployed policy's own failures on this round's train tasks, for trained_lessons
+            if own is not None and hasattr(base, "act") and specs:
+                deployed = as_agent(trained or base)
+                todo = [s for s in specs if (seed, rnd, "train", "own_experience", s.task_id) not in r.done]
+                for spec in tqdm(todo, desc=f"seed {seed} round {rnd}: own experience", disable=not progress,
+                                 leave=False):
+                    row = play(spec, deployed, own, cfg, retriever=None, expert_feedback=cfg.expert_feedback,
+                               policy_version=str(getattr(trained, "version_id", "") or ""))
+                    r.record({**row, "seed": seed, "round": rnd, "phase": "train", "condition": "own_experience"})
+                stats = write_memory(own, cfg.train_split)
+                log_memory(r, {"seed": seed, "round": rnd, "experience": n_seen, "namespace": own.namespace,
+                               "reflected": stats.done, "lessons_written": stats.lessons,
+                               "demonstrations_written": stats.demonstrations, "no_lesson": stats.no_lesson,
+                               **memory_size(own)})
             # 4. evaluate every condition on the same tasks
             for cond in cfg.conditions:
                 spec_c = CONDITIONS[cond]
@@ -371,9 +447,11 @@ def run(cfg: RunConfig, *, progress: bool = True, log: Callable[[str], None] = p
                 jobs = [(cfg, seed, cond, spec, ref) for spec in todo]
                 for row in tqdm(pool.map(jobs), total=len(jobs), desc=f"seed {seed} round {rnd}: {cond}",
                                 disable=not progress, leave=False):
-                    r.record({**row, "seed": seed, "round": rnd, "phase": "eval"})
+                    r.record({**row, "seed": seed, "round": rnd, "phase": "eval", "experience": n_seen})
         _WORKER_STATE.pop((cfg.out, seed), None)
         memory.close()
+        if own is not None:
+            own.close()
     pool.close()
     return r.dir
 
@@ -404,8 +482,16 @@ def play_job(job: tuple) -> dict[str, Any]:
         import torch
 
         torch.set_num_threads(1)
-        _WORKER_STATE[key] = (memory_for(cfg, seed), make_base_policy(cfg, seed), {})
-    memory, base, loaded = _WORKER_STATE[key]
+        _WORKER_STATE[key] = (memory_for(cfg, seed), make_base_policy(cfg, seed), {}, None)
+    memory, base, loaded, own = _WORKER_STATE[key]
+    spec_c = CONDITIONS[cond]
+    if spec_c.get("memory") == "own":
+        if own is None:
+            own = memory_for(cfg, seed, own=True)
+            _WORKER_STATE[key] = (memory, base, loaded, own)
+        read_from = own
+    else:
+        read_from = memory
     policy = base
     if policy_ref:
         if policy_ref not in loaded:
@@ -414,10 +500,9 @@ def play_job(job: tuple) -> dict[str, Any]:
             loaded[policy_ref] = load_policy(policy_ref)
             loaded[policy_ref].eval()
         policy = loaded[policy_ref]
-    spec_c = CONDITIONS[cond]
-    row = play(spec, as_agent(policy, spec_c.get("view", "both")), memory, cfg,
-               retriever=make_retriever(memory, cfg, spec_c["kinds"], spec_c.get("view", "both")))
-    return {**row, "condition": cond, "memory_size": memory_size(memory)}
+    row = play(spec, as_agent(policy, spec_c.get("view", "both")), read_from, cfg,
+               retriever=make_retriever(read_from, cfg, spec_c["kinds"], spec_c.get("view", "both")))
+    return {**row, "condition": cond, "memory_size": memory_size(read_from)}
 
 
 class InProcess:
@@ -492,13 +577,14 @@ def memory_size(memory: SkillMemory) -> dict[str, int]:
     return {"lessons": int(les or 0), "demonstrations": int(dem or 0)}
 
 
-def train_policy(memory: SkillMemory, cfg: RunConfig, seed: int, rnd: int, parent: Any) -> Any:
+def train_policy(memory: SkillMemory, cfg: RunConfig, seed: int, rnd: int, parent: Any,
+                 specs: Optional[list[TaskSpec]] = None) -> Any:
     """Distill the policy-with-memory into a copy of the policy; keep it only if the gate says it is no worse.
 
     The teacher is the untrained policy reading retrieved memory as hints (what the
     `memory` condition plays); the student is the copy, without memory. Examples come from
     the store (demonstrations, directive feedback, pivots, distillation on recorded states)
-    and from replaying this seed's train tasks so far (`skillmem.train.rollouts`): the teacher
+    and from replaying this seed's train tasks so far (`specs`, `skillmem.train.rollouts`): the teacher
     plays (distillation on its states, imitation of its wins), the trained student plays
     (distillation on the states its own mistakes lead to, DAgger), and training continues
     on everything. The hint weight stays fixed, so the trained policy still follows memory.
@@ -541,8 +627,9 @@ def train_policy(memory: SkillMemory, cfg: RunConfig, seed: int, rnd: int, paren
     tcfg = TrainConfig(steps=cfg.train_steps, seed=seed, withdraw_until=0.0, lr=cfg.train_lr)
     if cfg.rollouts:
         train_env = cfg.train_env or cfg.env
-        specs = [s for r in range(1, rnd + 1)
-                 for s in list_tasks(train_env, cfg.train_split, cfg.train_tasks, seed=seed * 1000 + r)]
+        if specs is None:
+            specs = [s for r in range(1, rnd + 1)
+                     for s in list_tasks(train_env, cfg.train_split, cfg.train_tasks, seed=seed * 1000 + r)]
         envs = [lambda s=s: make_env(s, step_limit=cfg.step_limit) for s in specs]
 
         played, _ = rollout_examples(envs, teacher, context, step_limit=cfg.step_limit, seed=seed)

@@ -125,3 +125,39 @@ def test_the_same_runner_on_a_local_ray(tmp_path):
         assert _eval_rows(out) == _eval_rows(ref)
     finally:
         ray.shutdown()
+
+
+def test_checkpoints_double_up_to_all_experience():
+    from eval.runner import checkpoints
+
+    assert checkpoints(RunConfig(train_tasks=20, curve=True)) == [0, 1, 2, 4, 8, 16, 20]
+    assert checkpoints(RunConfig(train_tasks=8, curve=True)) == [0, 1, 2, 4, 8]
+    assert checkpoints(RunConfig(train_tasks=6, rounds=2)) == [6, 12]
+
+
+def test_learning_curve_and_trained_lessons_from_the_deployed_policys_own_failures(tmp_path):
+    """A curve run evaluates after 0, 1, 2, 4 experience episodes; trained_lessons reads only the lessons
+    written from the deployed policy's own train-split failures, kept in a namespace of their own."""
+    from eval.report import write_report
+
+    cfg = _cfg(tmp_path, policy="cpu", train=True, train_steps=5, rollouts=False, gate_tasks=2, train_tasks=4,
+               eval_tasks=2, curve=True, conditions=("no_memory", "trained", "trained_lessons"))
+    out = run(cfg, progress=False, log=lambda s: None)
+    rows = load(out)
+    ev = [r for r in rows if r["phase"] == "eval"]
+    assert sorted({r["experience"] for r in ev}) == [0, 1, 2, 4]
+    assert sorted({r["round"] for r in ev}) == [0, 1, 2, 3]
+    own = [r for r in rows if r["condition"] == "own_experience"]
+    assert len(own) == 4 and all(r["phase"] == "train" for r in own)  # each train task once, by the deployed policy
+    mem = [json.loads(x) for x in (out / "memory.jsonl").read_text().splitlines()]
+    assert {m["namespace"] for m in mem} == {"household", "household.trained"}
+    own_mem = SkillMemory(out / "seed0.db", namespace="household.trained")
+    own_eps = own_mem.episodes(split="train")
+    failed = [e for e in own_eps if e.outcome.value == "failure" and not (e.meta or {}).get("guided_retry_of")]
+    if failed:  # its lessons come from its own failures, never from the base policy's experience
+        base_ids = {e.id for e in SkillMemory(out / "seed0.db", namespace="household").episodes(split="train")}
+        for les in own_mem.lessons():
+            assert set(les.source_episodes) <= {e.id for e in own_eps} and not set(les.source_episodes) & base_ids
+    md = write_report(out).read_text()
+    assert "| experience episodes | no_memory | trained | trained_lessons |" in md
+    assert "lessons written" in md

@@ -7,7 +7,7 @@ whether the episode is over, and an `info` dict whose keys are always present:
 | key | meaning |
 |---|---|
 | goal | the task sentence without "Your task is to: " |
-| task_type | one of ALFWORLD_TASK_TYPES, or the env's own kind (TextWorld-Express: "twc") |
+| task_type | one of ALFWORLD_TASK_TYPES, or the env's own kind (TextWorld-Express: its game, e.g. "cookingworld") |
 | task_id | a stable id of the task (the same spec always gives the same id) |
 | admissible_commands | the commands the env accepts in this state, sorted |
 | won | whether the goal holds |
@@ -30,7 +30,8 @@ ALFWORLD_TASK_TYPES = (
     "pick_two_obj_and_place",
 )
 SPLITS = ("train", "valid_seen", "valid_unseen")
-ENV_NAMES = ("household", "twexpress", "alfworld")
+TWX_ENVS = ("twexpress", "cookingworld", "coin", "mapreader")  # TextWorld-Express games (twexpress is twc)
+ENV_NAMES = ("household", *TWX_ENVS, "alfworld")
 INFO_KEYS = ("goal", "task_type", "task_id", "admissible_commands", "won", "expert_action", "split", "steps")
 
 
@@ -51,10 +52,10 @@ class TextEnv(Protocol):
 class TaskSpec:
     """Names one task of one env, enough to rebuild it anywhere: `make_env(spec)`."""
 
-    env: str  # "household", "twexpress" or "alfworld"
+    env: str  # one of ENV_NAMES
     split: str  # "train", "valid_seen" or "valid_unseen"
     task_id: str  # stable id; for alfworld the game folder relative to the games root
-    seed: int  # generator seed (household, twexpress); index in the sorted game list (alfworld)
+    seed: int  # generator seed (household); game index in the TWX fold; index in the sorted game list (alfworld)
     task_type: str | None = None  # None lets the household generator choose from the seed
 
 
@@ -64,10 +65,10 @@ def make_env(spec: TaskSpec, **kwargs) -> TextEnv:
         from eval.envs.household import HouseholdEnv
 
         return HouseholdEnv(split=spec.split, seed=spec.seed, task_type=spec.task_type, **kwargs)
-    if spec.env == "twexpress":
+    if spec.env in TWX_ENVS:
         from eval.envs.twexpress import TwxEnv
 
-        return TwxEnv(split=spec.split, seed=spec.seed, **kwargs)
+        return TwxEnv(split=spec.split, seed=spec.seed, env=spec.env, **kwargs)
     if spec.env == "alfworld":
         from eval.envs.alfworld_env import AlfworldEnv
 
@@ -83,10 +84,10 @@ def list_tasks(env_name: str, split: str, n: int, seed: int = 0) -> list[TaskSpe
         from eval.envs.household import list_tasks as household_tasks
 
         return household_tasks(split, n, seed)
-    if env_name == "twexpress":
+    if env_name in TWX_ENVS:
         from eval.envs.twexpress import list_tasks as twx_tasks
 
-        return twx_tasks(split, n, seed)
+        return twx_tasks(split, n, seed, env=env_name)
     if env_name == "alfworld":
         from eval.envs.alfworld_env import list_tasks as alfworld_tasks
 

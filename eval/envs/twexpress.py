@@ -1,24 +1,86 @@
-"""TextWorld-Express `twc` (TextWorld Commonsense: put things where they belong) behind the TextEnv protocol.
+"""TextWorld-Express games behind the TextEnv protocol: twc, cookingworld, coin and mapreader.
 
-Splits map to TWX folds: train -> "train", valid_seen -> "dev", valid_unseen -> "test" (TWC's test
-fold uses object kinds not seen in train). The reward is 1.0 on the winning step (TWX's partial
-score is in info["score"]); the episode ends on success, TWX's own failure, or the step limit.
-`info["expert_action"]` is the next action of TWX's gold path while the agent has followed it
-exactly, else None (TWX gives a gold path only from the start of a game). Each TwxEnv starts a
-JVM (about 0.3 s) unless it is given one to share: `TwxEnv(..., server=TextWorldExpressEnv())`;
-envs sharing a server must not be stepped in interleaved fashion.
+| env name | TWX game | what it asks |
+|---|---|---|
+| twexpress | twc | put the misplaced things where they belong (TextWorld Commonsense) |
+| cookingworld | cookingworld | read the cookbook, gather and cut the ingredients, cook each as the recipe says, prepare and eat the meal |
+| coin | coin | explore the rooms, opening doors, until the coin is found; take it |
+| mapreader | mapreader | read the map, walk to the place the task names, bring the coin back to the box |
+
+Splits map to TWX's folds: train -> "train", valid_seen -> "dev", valid_unseen -> "test"
+(1000 games each, TWX seeds 0-999, 10000-10999, 20000-20999: `getValidSeeds*()`). Each game's
+parameters (`GAMES`) are chosen so that random play rarely wins; for cookingworld and mapreader
+only games whose gold path is 8-30 steps are listed, for coin (whose gold agent searches at
+random, a new path each time) only games whose coin is not in the first room (`list_tasks` skips
+the others, so a task's seed is its index in the fold). `measure()` gives both figures, and the runner's
+manifest records the parameters.
+
+The reward is 1.0 on the winning step (TWX's partial score is in info["score"]); the episode ends
+on success, TWX's own failure (eating an uncooked meal, burning an ingredient...) or the step limit.
+
+**The expert.** TWX gives a gold path only from the start of a game. While the agent follows it,
+`info["expert_action"]` is its next step. Once the agent has left it, `expert_action()` replans
+with TWX's own mechanism for states, replay (`TextWorldExpressEnv.serialize` is the list of actions
+taken): on the env's own simulator it tries the agent's actions followed by a suffix of the gold
+path, optionally after walking back the agent's moves since it left the path, shortest plan first,
+and keeps the first that wins; then it restores the game by replaying the agent's actions. A
+replan costs tens of milliseconds per candidate, so `info["expert_action"]` carries it only when the
+env was built with `replan=True`; otherwise it is None off the path and the runner asks
+`expert_action()` where it needs the teacher.
+
+Each TwxEnv starts a JVM (about 0.3 s) unless it is given one to share:
+`TwxEnv(..., server=new_server())`; envs sharing a server must not be stepped in interleaved fashion.
 """
 
 from __future__ import annotations
 
 import random
+import statistics
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Optional
 
 from eval.envs.base import SPLITS, TaskSpec
 
 FOLDS = {"train": "train", "valid_seen": "dev", "valid_unseen": "test"}
-FOLD_SEEDS = {"train": 0, "dev": 10_000, "test": 20_000}  # each fold has 1000 games from here
-DEFAULT_PARAMS = "numLocations=1,numItemsToPutAway=2,includeDoors=0,limitInventorySize=0"
+FOLD_SEEDS = {"train": 0, "dev": 10_000, "test": 20_000}  # TWX's getValidSeeds*(): 1000 games from each
+FOLD_SIZE = 1000
 TASK_PREFIX = "Your task is to "
+# Walking back a detour: TWX's rooms are joined both ways, and an opened door stays open.
+_BACK = {"move north": "move south", "move south": "move north", "move east": "move west", "move west": "move east"}
+MAX_REPLAN_TRIES = 40
+
+
+@dataclass(frozen=True)
+class TwxGame:
+    """One TWX game kind as the harness plays it: TWX's name, its generation parameters, and the
+    gold-path lengths of the games listed."""
+
+    game: str
+    params: str
+    gold_min: int = 0
+    gold_max: int = 10**6
+    # coin's gold agent searches at random: its path differs on every generation, even of one game,
+    # so coin games are listed by where the coin is (not in the first room) instead of gold length.
+    random_gold: bool = False
+
+
+GAMES: dict[str, TwxGame] = {
+    # twc keeps the parameters its earlier results were measured with (random play wins about 1 in 4).
+    "twexpress": TwxGame("twc", "numLocations=1,numItemsToPutAway=2,includeDoors=0,limitInventorySize=0"),
+    # One kitchen, two ingredients, three distractors: gold 10-16 steps; random play wins 0 of 40
+    # train games in 40 steps (a third of them end in TWX's failure, e.g. a burnt ingredient).
+    "cookingworld": TwxGame("cookingworld", "numLocations=1,numIngredients=2,numDistractorItems=3,"
+                            "includeDoors=0,limitInventorySize=0", 8, 30),
+    # Eleven rooms behind doors, ten distractors, one hand: the coin is never in the first room.
+    "coin": TwxGame("coin", "numLocations=11,numDistractorItems=10,includeDoors=1,limitInventorySize=1",
+                    random_gold=True),
+    # Fifteen places, the coin up to 5 apart from the box.
+    "mapreader": TwxGame("mapreader", "numLocations=15,maxDistanceApart=5,maxDistractorItemsPerLocation=3,"
+                         "includeDoors=0,limitInventorySize=0", 8, 30),
+}
+ENV_NAMES = tuple(GAMES)
+DEFAULT_PARAMS = GAMES["twexpress"].params
 
 
 def new_server():
@@ -26,54 +88,69 @@ def new_server():
     try:
         from textworld_express import TextWorldExpressEnv
     except ImportError as e:
-        raise ImportError("the TextWorld-Express env needs the `textworld-express` package (and Java): "
+        raise ImportError("the TextWorld-Express envs need the `textworld-express` package (and Java): "
                           "pip install textworld-express") from e
     return TextWorldExpressEnv(envStepLimit=10**6)  # the step limit is ours
 
 
-class TwxEnv:
-    """One TextWorld-Express twc game (fold from the split, game index seed % 1000 within the fold)."""
+def _game(env: str) -> TwxGame:
+    if env not in GAMES:
+        raise ValueError(f"unknown TextWorld-Express env {env!r}; use one of {ENV_NAMES}")
+    return GAMES[env]
 
-    def __init__(self, split: str = "train", seed: int = 0, step_limit: int = 50,
-                 game_params: str = DEFAULT_PARAMS, server=None, expert: bool = True) -> None:
+
+class TwxEnv:
+    """One TextWorld-Express game: `env` names the kind (GAMES), `split` the fold, `seed` the game index in it."""
+
+    def __init__(self, split: str = "train", seed: int = 0, step_limit: int = 50, game_params: Optional[str] = None,
+                 server=None, expert: bool = True, env: str = "twexpress", replan: bool = False) -> None:
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; use one of {SPLITS}")
-        self.split, self.seed, self.step_limit, self.game_params = split, seed, step_limit, game_params
-        self.expert = expert
+        self.kind = _game(env)
+        self.env_name = env
+        self.split, self.seed, self.step_limit = split, seed, step_limit
+        self.game_params = self.kind.params if game_params is None else game_params
+        self.expert, self.replan = expert, replan
         self._server = server
         self._owns_server = server is None
-        self._loaded = False
-        self.task_id = f"twexpress/twc/{split}/{seed}"
+        self.task_id = f"{env}/{self.kind.game}/{split}/{seed}"
         self.goal = ""
         self.steps = 0
         self.done = False
         self._won = False
         self._gold: list[str] = []
-        self._on_gold = True
+        self._plan: Optional[list[str]] = []  # the expert's remaining commands; None: left, not replanned yet
+        self._left_at: Optional[int] = None  # how many actions were on the path when the agent left it
+        self._gold_done = 0  # gold steps the current plan has already done
         self._actions: list[str] = []
+
+    # ----------------------------------------------------------------- protocol
 
     def reset(self) -> tuple[str, dict]:
         if self._server is None:
             self._server = new_server()
-        if not self._loaded or not self._owns_server:
-            self._server.load("twc", self.game_params)
-            self._loaded = True
-        fold = FOLDS[self.split]
-        obs, raw = self._server.reset(seed=FOLD_SEEDS[fold] + self.seed % 1000, gameFold=fold, gameName="twc",
-                                      gameParams=self.game_params, generateGoldPath=True)
+        obs, raw = self._new_game(gold=True)
         self._gold = list(self._server.getGoldActionSequence())
         task = raw["taskDescription"].strip()
         self.goal = task[len(TASK_PREFIX):] if task.startswith(TASK_PREFIX) else task
-        self.steps, self.done, self._won, self._on_gold, self._actions = 0, False, False, True, []
+        self.steps, self.done, self._won, self._actions = 0, False, False, []
+        self._plan, self._left_at, self._gold_done = list(self._gold), None, 0
         self._raw = raw
-        return obs.strip() + "\n\n" + task, self._info(raw)
+        # mapreader's and coin's first observation already ends with the task; the others' does not.
+        first = obs.strip() if task in obs else obs.strip() + "\n\n" + task
+        return first, self._info(raw)
 
     def step(self, action: str) -> tuple[str, float, bool, dict]:
         if self.done:
             raise RuntimeError("the episode is over; call reset() before step()")
         action = action.strip()
-        if self._on_gold and (len(self._actions) >= len(self._gold) or self._gold[len(self._actions)] != action):
-            self._on_gold = False
+        if self._plan and self._plan[0] == action:
+            self._plan.pop(0)
+            self._gold_done += 1
+        else:
+            if self._left_at is None:
+                self._left_at = len(self._actions)
+            self._plan = None
         self._actions.append(action)
         obs, _, twx_done, raw = self._server.step(action)
         self.steps += 1
@@ -86,11 +163,11 @@ class TwxEnv:
 
     def _info(self, raw: dict) -> dict:
         nxt = None
-        if self.expert and self._on_gold and len(self._actions) < len(self._gold) and not self._won:
-            nxt = self._gold[len(self._actions)]
+        if self.expert and not self._won and not raw.get("taskfailure"):
+            nxt = self.expert_action() if self.replan else (self._plan[0] if self._plan else None)
         return {
             "goal": self.goal,
-            "task_type": "twc",
+            "task_type": self.kind.game,
             "task_id": self.task_id,
             "admissible_commands": sorted(set(raw["validActions"])),
             "won": self._won,
@@ -98,18 +175,153 @@ class TwxEnv:
             "split": self.split,
             "steps": self.steps,
             "score": float(raw["score"]),
+            "failed": bool(raw.get("taskfailure")),
         }
+
+    # ----------------------------------------------------------------- expert
+
+    def expert_action(self) -> Optional[str]:
+        """The expert's next command from here: the gold path's while the agent is on it, else a replan
+        (None when the game is won or lost, or no replan wins)."""
+        if self._won or self._raw.get("taskfailure"):
+            return None
+        if self._plan is None:
+            self._plan = self._replan()
+        return self._plan[0] if self._plan else None
+
+    def optimal_actions(self) -> set[str]:
+        """The commands the runner's teacher counts as right here: the expert's next one."""
+        nxt = self.expert_action()
+        return {nxt} if nxt else set()
+
+    def expert_plan(self) -> list[str]:
+        """The expert's remaining commands from here (empty when it has none)."""
+        self.expert_action()
+        return list(self._plan or [])
+
+    def _replan(self) -> list[str]:
+        """The shortest winning continuation among: a gold suffix, or walking back the moves made since
+        leaving the path and then a gold suffix. Tried by replay on this env's simulator, then restored."""
+        left = self._left_at if self._left_at is not None else len(self._actions)
+        detour = self._actions[left:]
+        back = [_BACK[a] for a in reversed(detour) if a in _BACK]
+        n = len(self._gold)
+        cands = {tuple(self._gold[k:]) for k in range(n)}
+        if back:
+            cands |= {tuple(back + self._gold[k:]) for k in range(n)}
+        # Shortest first; among equals, the one that redoes the least of the path.
+        ordered = sorted(cands, key=lambda p: (len(p), p))[:MAX_REPLAN_TRIES]
+        found: list[str] = []
+        try:
+            for plan in ordered:
+                if self._wins(self._actions + list(plan)):
+                    found = list(plan)
+                    break
+        finally:
+            self._restore()
+        return found
+
+    def _new_game(self, gold: bool) -> tuple[str, dict]:
+        return _reset(self._server, self.kind.game, self.game_params, self.split, self.seed, gold)
+
+    def _wins(self, actions: list[str]) -> bool:
+        self._new_game(gold=False)
+        for a in actions:
+            _, _, _, raw = self._server.step(a)
+            if raw["tasksuccess"]:
+                return True
+            if raw["taskfailure"]:
+                return False
+        return False
+
+    def _restore(self) -> None:
+        raw = self._new_game(gold=False)[1]
+        for a in self._actions:
+            _, _, _, raw = self._server.step(a)
+        self._raw = raw
 
     def close(self) -> None:
         """Stop the JVM if this env started it."""
         if self._owns_server and self._server is not None:
             self._server.close()
             self._server = None
-            self._loaded = False
 
 
-def list_tasks(split: str, n: int, seed: int = 0) -> list[TaskSpec]:
-    """n twc games of a split (game indices 0-999 of its fold, shuffled by seed); deterministic."""
-    order = random.Random(f"twexpress:{split}:{seed}").sample(range(1000), 1000)
-    return [TaskSpec("twexpress", split, f"twexpress/twc/{split}/{order[i % 1000]}", order[i % 1000], "twc")
-            for i in range(n)]
+def _reset(server, game: str, params: str, split: str, index: int, gold: bool) -> tuple[str, dict]:
+    fold = FOLDS[split]
+    if (server.gameName, server.gameParams) != (game, params):
+        server.load(game, params)  # reloading on every reset would cost more than the replay it serves
+    return server.reset(seed=FOLD_SEEDS[fold] + index % FOLD_SIZE, gameFold=fold, generateGoldPath=gold)
+
+
+# ----------------------------------------------------------------------------- tasks
+
+_SHARED: dict[str, object] = {}
+
+
+def _shared_server():
+    if "server" not in _SHARED:
+        _SHARED["server"] = new_server()
+    return _SHARED["server"]
+
+
+@lru_cache(maxsize=1 << 14)
+def _listed(env: str, split: str, index: int) -> bool:
+    """Whether a game is one the env lists: its gold path in range, or (coin) its coin out of the first room."""
+    kind = _game(env)
+    if not kind.random_gold and kind.gold_min <= 0 and kind.gold_max >= 10**6:
+        return True
+    server = _shared_server()
+    _, raw = _reset(server, kind.game, kind.params, split, index, gold=not kind.random_gold)
+    if kind.random_gold:
+        return "coin" not in raw["look"]
+    return kind.gold_min <= len(server.getGoldActionSequence()) <= kind.gold_max
+
+
+def list_tasks(split: str, n: int, seed: int = 0, env: str = "twexpress") -> list[TaskSpec]:
+    """n games of a split whose gold path is in the env's range (fold indices shuffled by seed); deterministic.
+
+    With more tasks asked than the fold holds, the list repeats from its start."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; use one of {SPLITS}")
+    kind = _game(env)
+    # twc's games were always listed by this key; keep its lists as they were.
+    key = f"twexpress:{split}:{seed}" if env == "twexpress" else f"{env}:{split}:{seed}"
+    order = random.Random(key).sample(range(FOLD_SIZE), FOLD_SIZE)
+    chosen: list[int] = []
+    for idx in order:
+        if len(chosen) >= n:
+            break
+        if _listed(env, split, idx):
+            chosen.append(idx)
+    if not chosen:
+        raise RuntimeError(f"no {env} game of {split} fits its listing rule (GAMES[{env!r}])")
+    return [TaskSpec(env, split, f"{env}/{kind.game}/{split}/{chosen[i % len(chosen)]}", chosen[i % len(chosen)],
+                     kind.game) for i in range(n)]
+
+
+def measure(env: str, split: str = "train", n: int = 40, step_limit: int = 40, seed: int = 0) -> dict:
+    """Gold-path lengths and random play's success on n listed games: the figures that chose GAMES."""
+    rng = random.Random(seed)
+    server = _shared_server()
+    gold, wins, failures = [], 0, 0
+    for spec in list_tasks(split, n, seed, env=env):
+        e = TwxEnv(split, spec.seed, step_limit=step_limit, server=server, expert=False, env=env)
+        _, info = e.reset()
+        gold.append(len(e._gold))
+        done = False
+        while not done:
+            _, _, done, info = e.step(rng.choice(info["admissible_commands"]))
+        wins += info["won"]
+        failures += info["failed"]
+    return {"env": env, "game": GAMES[env].game, "params": GAMES[env].params, "split": split, "games": n,
+            "step_limit": step_limit, "gold_min": min(gold), "gold_mean": statistics.fmean(gold),
+            "gold_max": max(gold), "random_success": wins / n, "random_twx_failure": failures / n}
+
+
+if __name__ == "__main__":  # python -m eval.envs.twexpress: the figures behind GAMES
+    import json
+    import sys
+
+    for name in sys.argv[1:] or ENV_NAMES:
+        print(json.dumps(measure(name)), flush=True)

@@ -1,0 +1,91 @@
+"""TextWorld-Express adapters: cookingworld, coin, mapreader (and twc) on the real simulator."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from eval.envs.base import INFO_KEYS, TWX_ENVS, list_tasks, make_env
+
+pytest.importorskip("textworld_express")
+
+from eval.envs.twexpress import GAMES, TwxEnv, new_server  # noqa: E402
+
+NEW_GAMES = ("cookingworld", "coin", "mapreader")
+
+
+@pytest.fixture(scope="module")
+def server():
+    s = new_server()
+    yield s
+    s.close()
+
+
+@pytest.mark.parametrize("name", NEW_GAMES)
+def test_tasks_are_listed_from_the_folds_by_the_games_rule(name):
+    train = list_tasks(name, "train", 6, seed=3)
+    assert train == list_tasks(name, "train", 6, seed=3)  # deterministic
+    assert train != list_tasks(name, "train", 6, seed=4)
+    assert all(s.env == name and s.task_type == GAMES[name].game and 0 <= s.seed < 1000 for s in train)
+    test = list_tasks(name, "valid_unseen", 3)
+    assert all(s.task_id.startswith(f"{name}/{GAMES[name].game}/valid_unseen/") for s in test)
+    with pytest.raises(ValueError, match="unknown split"):
+        list_tasks(name, "dev", 1)
+
+
+@pytest.mark.parametrize("name", NEW_GAMES)
+def test_the_gold_path_wins_and_the_expert_replans_after_the_agent_leaves_it(name, server):
+    for spec in list_tasks(name, "train", 2, seed=1):
+        env = TwxEnv(spec.split, spec.seed, step_limit=80, server=server, env=name)
+        obs, info = env.reset()
+        assert set(INFO_KEYS) <= set(info) and info["task_type"] == GAMES[name].game
+        assert info["goal"] and info["goal"] in obs
+        if not GAMES[name].random_gold:
+            assert GAMES[name].gold_min <= len(env.expert_plan()) <= GAMES[name].gold_max
+        else:
+            assert "coin" not in obs.split(info["goal"])[0]  # listed games hide the coin beyond the first room
+        # Follow the gold path a little, then leave it with a command that is not its next step.
+        for _ in range(2):
+            obs, _, _, info = env.step(info["expert_action"])
+        detour = next(a for a in info["admissible_commands"]
+                      if a != info["expert_action"] and (a.startswith("move") or a.startswith("examine")
+                                                         or a == "inventory"))
+        obs, _, done, info = env.step(detour)
+        assert info["expert_action"] is None  # without replan=True the info does not pay for a replan
+        plan = env.expert_plan()
+        assert plan and env.expert_action() == plan[0] and env.optimal_actions() == {plan[0]}
+        while not done:
+            obs, reward, done, info = env.step(env.expert_action())
+        assert info["won"] and reward == 1.0, f"{spec.task_id}: the replanned expert did not win ({obs!r})"
+        assert env.expert_action() is None
+
+
+def test_replan_info_and_random_play_rarely_wins(server):
+    spec = list_tasks("cookingworld", "train", 1)[0]
+    env = TwxEnv(spec.split, spec.seed, server=server, env="cookingworld", replan=True)
+    _, info = env.reset()
+    _, _, _, info = env.step("inventory" if info["expert_action"] != "inventory" else "look around")
+    assert info["expert_action"] is not None  # replan=True: the expert is in every info
+    rng, wins = random.Random(0), 0
+    for s in list_tasks("cookingworld", "train", 10, seed=2):
+        e = TwxEnv(s.split, s.seed, step_limit=40, server=server, env="cookingworld", expert=False)
+        _, info = e.reset()
+        done = False
+        while not done:
+            _, _, done, info = e.step(rng.choice(info["admissible_commands"]))
+        wins += info["won"]
+        assert info["expert_action"] is None
+    assert wins <= 1
+
+
+def test_every_twx_env_has_an_env_name():
+    assert set(TWX_ENVS) == set(GAMES)
+    env = make_env(list_tasks("mapreader", "valid_seen", 1)[0])
+    try:
+        obs, info = env.reset()
+        assert "Your task is to" in obs and info["split"] == "valid_seen"
+    finally:
+        env.close()
+    with pytest.raises(ValueError, match="unknown TextWorld-Express env"):
+        TwxEnv(env="zork")
