@@ -89,3 +89,18 @@ def test_every_twx_env_has_an_env_name():
         env.close()
     with pytest.raises(ValueError, match="unknown TextWorld-Express env"):
         TwxEnv(env="zork")
+
+
+def test_envs_sharing_one_simulator_may_be_stepped_in_turn(server):
+    a_spec, b_spec = list_tasks("cookingworld", "train", 2, seed=5)
+    a = TwxEnv(a_spec.split, a_spec.seed, server=server, env="cookingworld")
+    b = TwxEnv(b_spec.split, b_spec.seed, server=server, env="cookingworld")
+    _, ia = a.reset()
+    _, ib = b.reset()
+    done_a = done_b = False
+    while not (done_a and done_b):
+        if not done_a:
+            _, _, done_a, ia = a.step(ia["expert_action"])
+        if not done_b:
+            _, _, done_b, ib = b.step(ib["expert_action"])
+    assert ia["won"] and ib["won"]

@@ -66,8 +66,9 @@ def make_env(spec: TaskSpec, **kwargs) -> TextEnv:
 
         return HouseholdEnv(split=spec.split, seed=spec.seed, task_type=spec.task_type, **kwargs)
     if spec.env in TWX_ENVS:
-        from eval.envs.twexpress import TwxEnv
+        from eval.envs.twexpress import TwxEnv, shared_server
 
+        kwargs.setdefault("server", shared_server())  # one JVM per process, not one per episode
         return TwxEnv(split=spec.split, seed=spec.seed, env=spec.env, **kwargs)
     if spec.env == "alfworld":
         from eval.envs.alfworld_env import AlfworldEnv

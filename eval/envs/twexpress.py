@@ -28,8 +28,9 @@ replan costs tens of milliseconds per candidate, so `info["expert_action"]` carr
 env was built with `replan=True`; otherwise it is None off the path and the runner asks
 `expert_action()` where it needs the teacher.
 
-Each TwxEnv starts a JVM (about 0.3 s) unless it is given one to share:
-`TwxEnv(..., server=new_server())`; envs sharing a server must not be stepped in interleaved fashion.
+A TwxEnv built alone starts a JVM of its own (seconds on a busy machine); `make_env` gives every
+TWX env of a process one shared simulator (`shared_server()`). Envs sharing a simulator may be
+stepped in any order: an env whose game another one replaced restores its own by replay first.
 """
 
 from __future__ import annotations
@@ -143,6 +144,8 @@ class TwxEnv:
     def step(self, action: str) -> tuple[str, float, bool, dict]:
         if self.done:
             raise RuntimeError("the episode is over; call reset() before step()")
+        if getattr(self._server, "_skillmem_owner", self) is not self:
+            self._restore()  # another env sharing the simulator played a game of its own meanwhile
         action = action.strip()
         if self._plan and self._plan[0] == action:
             self._plan.pop(0)
@@ -222,7 +225,7 @@ class TwxEnv:
         return found
 
     def _new_game(self, gold: bool) -> tuple[str, dict]:
-        return _reset(self._server, self.kind.game, self.game_params, self.split, self.seed, gold)
+        return _reset(self._server, self.kind.game, self.game_params, self.split, self.seed, gold, owner=self)
 
     def _wins(self, actions: list[str]) -> bool:
         self._new_game(gold=False)
@@ -247,8 +250,10 @@ class TwxEnv:
             self._server = None
 
 
-def _reset(server, game: str, params: str, split: str, index: int, gold: bool) -> tuple[str, dict]:
+def _reset(server, game: str, params: str, split: str, index: int, gold: bool, owner: object = None
+           ) -> tuple[str, dict]:
     fold = FOLDS[split]
+    server._skillmem_owner = owner
     if (server.gameName, server.gameParams) != (game, params):
         server.load(game, params)  # reloading on every reset would cost more than the replay it serves
     return server.reset(seed=FOLD_SEEDS[fold] + index % FOLD_SIZE, gameFold=fold, generateGoldPath=gold)
@@ -259,7 +264,8 @@ def _reset(server, game: str, params: str, split: str, index: int, gold: bool) -
 _SHARED: dict[str, object] = {}
 
 
-def _shared_server():
+def shared_server():
+    """This process's one TWX simulator, started on first use (the JVM stops with the process)."""
     if "server" not in _SHARED:
         _SHARED["server"] = new_server()
     return _SHARED["server"]
@@ -271,7 +277,7 @@ def _listed(env: str, split: str, index: int) -> bool:
     kind = _game(env)
     if not kind.random_gold and kind.gold_min <= 0 and kind.gold_max >= 10**6:
         return True
-    server = _shared_server()
+    server = shared_server()
     _, raw = _reset(server, kind.game, kind.params, split, index, gold=not kind.random_gold)
     if kind.random_gold:
         return "coin" not in raw["look"]
@@ -303,7 +309,7 @@ def list_tasks(split: str, n: int, seed: int = 0, env: str = "twexpress") -> lis
 def measure(env: str, split: str = "train", n: int = 40, step_limit: int = 40, seed: int = 0) -> dict:
     """Gold-path lengths and random play's success on n listed games: the figures that chose GAMES."""
     rng = random.Random(seed)
-    server = _shared_server()
+    server = shared_server()
     gold, wins, failures = [], 0, 0
     for spec in list_tasks(split, n, seed, env=env):
         e = TwxEnv(split, spec.seed, step_limit=step_limit, server=server, expert=False, env=env)
