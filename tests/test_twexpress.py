@@ -32,6 +32,7 @@ def test_tasks_are_listed_from_the_folds_by_the_games_rule(name):
     assert all(s.task_id.startswith(f"{name}/{GAMES[name].game}/valid_unseen/") for s in test)
     with pytest.raises(ValueError, match="unknown split"):
         list_tasks(name, "dev", 1)
+    assert list_tasks(name, "train", 0) == []
 
 
 @pytest.mark.parametrize("name", NEW_GAMES)

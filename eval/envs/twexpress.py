@@ -300,7 +300,7 @@ def list_tasks(split: str, n: int, seed: int = 0, env: str = "twexpress") -> lis
             break
         if _listed(env, split, idx):
             chosen.append(idx)
-    if not chosen:
+    if not chosen and n > 0:
         raise RuntimeError(f"no {env} game of {split} fits its listing rule (GAMES[{env!r}])")
     return [TaskSpec(env, split, f"{env}/{kind.game}/{split}/{chosen[i % len(chosen)]}", chosen[i % len(chosen)],
                      kind.game) for i in range(n)]
