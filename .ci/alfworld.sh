@@ -3,37 +3,63 @@
 # Usage: bash .ci/alfworld.sh .venv/bin/python
 # The wheels live in ${SKILLMEM_WHEEL_CACHE:-$HOME/.cache/skillmem/wheels}; when they are missing they are
 # built there first (fast-downward-textworld compiles from source: minutes, needs g++ and cmake), so the
-# build happens once per machine. Never fails the caller: on any error it warns and exits 0, and the
-# ALFWorld tests then skip.
+# build happens once per machine.
+# Under CI (CI=true) any failure exits 1 with its cause: CI must not go green without real ALFWorld.
+# Elsewhere it warns and exits 0, and the ALFWorld tests skip with the reason shown.
 set -uo pipefail
 PY=${1:?usage: bash .ci/alfworld.sh PATH/TO/venv/bin/python}
 CACHE=${SKILLMEM_WHEEL_CACHE:-$HOME/.cache/skillmem/wheels}
 REQS=(alfworld==0.4.2 textworld)
 
-warn() { echo "alfworld.sh: WARNING: $*; the ALFWorld tests will skip" >&2; exit 0; }
+case "${CI:-}" in ""|0|false|False|FALSE|no) STRICT=0 ;; *) STRICT=1 ;; esac
+fail() {
+  if [ "$STRICT" = 1 ]; then
+    echo "alfworld.sh: ERROR: real ALFWorld cannot be installed: $*. CI=true needs it (the real-ALFWorld tests would otherwise skip)." >&2
+    exit 1
+  fi
+  echo "alfworld.sh: WARNING: $*; the ALFWorld tests will skip" >&2
+  exit 0
+}
 
-"$PY" -c "" 2>/dev/null || warn "no working python at $PY"
+"$PY" -c "" 2>/dev/null || fail "no working python at $PY"
+# fast-downward-textworld's setup.py runs a bare `python build.py`: put this venv's python first on
+# PATH, or the build picks up whatever `python` the machine has (a pyenv shim or a system Python
+# whose standard library does not import inside the build: "No module named 'glob'").
+VENV_BIN=$(cd "$(dirname "$PY")" && pwd)
+[ -x "$VENV_BIN/python" ] || fail "$VENV_BIN has no \`python\` for fast-downward's build to call; pass a venv's bin/python"
+export PATH="$VENV_BIN:$PATH"
 
 "$PY" -c "import alfworld.agents.environment.alfred_tw_env, textworld, fast_downward" 2>/dev/null \
   && { echo "alfworld.sh: alfworld already installed in $PY" >&2; exit 0; }
-mkdir -p "$CACHE" || warn "cannot create the wheel cache $CACHE"
+mkdir -p "$CACHE" || fail "cannot create the wheel cache $CACHE"
 
 have_wheels() {
   ls "$CACHE"/alfworld-0.4.2-*.whl "$CACHE"/textworld-*.whl "$CACHE"/fast_downward_textworld-*.whl >/dev/null 2>&1
 }
 
 if ! have_wheels; then
-  if ! command -v g++ >/dev/null || ! command -v cmake >/dev/null; then
+  if ! command -v g++ >/dev/null || ! command -v cmake >/dev/null || ! command -v make >/dev/null; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-      echo "alfworld.sh: installing g++ and cmake to build fast-downward" >&2
-      DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2 && \
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq g++ cmake make >&2 || warn "apt-get could not install g++ and cmake"
+      echo "alfworld.sh: installing g++, cmake and make to build fast-downward" >&2
+      { DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2 && \
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq g++ cmake make >&2; } \
+        || fail "building fast-downward-textworld needs g++, cmake and make, and apt-get could not install them"
+      for tool in g++ cmake make; do
+        command -v "$tool" >/dev/null || fail "building fast-downward-textworld needs $tool, which is not on PATH even after apt-get installed it"
+      done
     else
-      warn "building fast-downward needs g++ and cmake; install them and rerun"
+      fail "building fast-downward-textworld needs g++, cmake and make on PATH (install them and rerun)"
     fi
   fi
-  echo "alfworld.sh: building wheels into $CACHE (once per machine, about 1-6 minutes)" >&2
-  "$PY" -m pip wheel -q --wheel-dir "$CACHE" "${REQS[@]}" >&2 || warn "pip wheel ${REQS[*]} failed (see above)"
+  echo "alfworld.sh: building wheels into $CACHE (once per machine, about 2-6 minutes)" >&2
+  log=$(mktemp)
+  if ! "$PY" -m pip wheel -q --wheel-dir "$CACHE" "${REQS[@]}" >"$log" 2>&1; then
+    # pip repeats a build's whole output; its last lines carry the cause.
+    grep -v "^WARNING: Location 'file:" "$log" | tail -n 40 >&2
+    rm -f "$log"
+    fail "pip wheel ${REQS[*]} failed (its last lines are above)"
+  fi
+  rm -f "$log"
 fi
 
 # Keep the venv's torch (and everything else already pinned there) as it is.
@@ -43,8 +69,8 @@ trap 'rm -f "$CONSTRAINTS"' EXIT
 
 if ! "$PY" -m pip install -q --no-index --find-links "$CACHE" -c "$CONSTRAINTS" "${REQS[@]}" >&2; then
   echo "alfworld.sh: some dependencies are not in the cache; trying with the package index" >&2
-  "$PY" -m pip install -q --find-links "$CACHE" -c "$CONSTRAINTS" "${REQS[@]}" >&2 || warn "pip install ${REQS[*]} failed"
+  "$PY" -m pip install -q --find-links "$CACHE" -c "$CONSTRAINTS" "${REQS[@]}" >&2 || fail "pip install ${REQS[*]} failed"
 fi
-"$PY" -c "import alfworld.agents.environment.alfred_tw_env, textworld, fast_downward" \
-  || warn "alfworld installed but does not import"
+err=$("$PY" -c "import alfworld.agents.environment.alfred_tw_env, textworld, fast_downward" 2>&1) \
+  || fail "alfworld installed but does not import: $(echo "$err" | tail -n 1)"
 echo "alfworld.sh: alfworld installed in $PY" >&2

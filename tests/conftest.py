@@ -1,8 +1,19 @@
-"""Shared fixtures: real SQLite files and a real PostgreSQL server (SKILLMEM_TEST_PG_URL)."""
+"""Shared fixtures (real SQLite files, a real PostgreSQL server) and the rules for real components.
+
+Real components are the parts a test cannot fake: real ALFWorld, PostgreSQL, TextWorld-Express
+(a JVM), a real LLM server. A test that needs one carries its marker (`alfworld`, `postgres`,
+`twx`, `llm_server`; registered in pyproject.toml) or uses it through a fixture that says so
+(`pg_url`), and skips with the reason when the part is missing. Under CI (`CI=true`) every skip
+is a failure instead, with the same reason: a green CI run cannot hide a missing part. Each run
+counts the tests that ran against each part and the real games played, prints the counts, and
+appends them to $SKILLMEM_TEST_TALLY when that is set (`.ci/run` prints the sum at the end).
+"""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import uuid
 
 import pytest
@@ -12,6 +23,160 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 PG_URL = os.environ.get("SKILLMEM_TEST_PG_URL")
+CI = os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+# --- real components -------------------------------------------------------------------------
+
+def _missing_alfworld() -> str | None:
+    try:
+        import alfworld.agents.environment.alfred_tw_env  # noqa: F401
+        import textworld  # noqa: F401
+    except ImportError as e:
+        return f"real ALFWorld is not installed ({e}): run `bash .ci/alfworld.sh .venv/bin/python`"
+    from eval.envs.alfworld_env import games_root
+
+    if not (games_root() / "train").is_dir():
+        return f"no ALFWorld games under {games_root()}: set SKILLMEM_ALFWORLD_DIR to the shared games folder"
+    return None
+
+
+def _missing_postgres() -> str | None:
+    if not PG_URL:
+        return "no PostgreSQL: set SKILLMEM_TEST_PG_URL (./run test starts a local server when run as root)"
+    return None
+
+
+def _missing_java() -> str | None:
+    if not shutil.which("java"):
+        return ("TextWorld-Express needs Java (a JRE 11 or later) and there is no `java` on PATH: "
+                "apt-get install default-jre-headless")
+    return None
+
+
+# name -> (what it is, a check that returns why it is missing or None). A component without a
+# check is checked by its own fixture (which skips with the reason).
+COMPONENTS: dict[str, tuple[str, object]] = {
+    "alfworld": ("real ALFWorld", _missing_alfworld),
+    "postgres": ("PostgreSQL", _missing_postgres),
+    "twx": ("TextWorld-Express", _missing_java),
+    "llm_server": ("a real LLM server", None),
+}
+# Real games played in this process, counted where the game engine resets (whoever calls it).
+GAMES = {"alfworld": 0, "twx": 0}
+_TESTS: dict[str, int] = {name: 0 for name in COMPONENTS}
+_used_now: set[str] = set()
+_skipped_now = False
+
+
+def real_part_used(name: str) -> None:
+    """Counts the running test as one that ran against component `name` (for fixtures that start one)."""
+    if name not in COMPONENTS:
+        raise ValueError(f"unknown real component {name!r}; add it to COMPONENTS in tests/conftest.py")
+    _used_now.add(name)
+
+
+def _count_resets(cls, name: str) -> None:
+    reset = cls.reset
+    if getattr(reset, "_skillmem_counted", False):
+        return
+
+    def counted(self, *a, **kw):
+        GAMES[name] += 1
+        _used_now.add(name)
+        return reset(self, *a, **kw)
+
+    counted._skillmem_counted = True
+    cls.reset = counted
+
+
+def pytest_configure(config):
+    if CI:  # a module skipped at import fails its collection: run the rest so every cause shows at once
+        config.option.continue_on_collection_errors = True
+    try:
+        from textworld.envs.pddl.pddl import PddlEnv  # the engine under every real ALFWorld game
+    except ImportError:
+        pass
+    else:
+        _count_resets(PddlEnv, "alfworld")
+    try:
+        from textworld_express import TextWorldExpressEnv
+    except ImportError:
+        pass
+    else:
+        _count_resets(TextWorldExpressEnv, "twx")
+
+
+def pytest_runtest_setup(item):
+    for name, (_, missing) in COMPONENTS.items():
+        if missing is not None and item.get_closest_marker(name) is not None:
+            reason = missing()
+            if reason:
+                pytest.skip(reason)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    global _skipped_now
+    _used_now.clear()
+    _skipped_now = False
+    yield
+    if not _skipped_now:
+        for name in _used_now | {m.name for m in item.iter_markers() if m.name in COMPONENTS}:
+            _TESTS[name] += 1
+
+
+def _ci_failure(what: str, reason: str) -> str:
+    return (f"CI=true: {what} was skipped, and under CI a skip is a failure "
+            f"(a required real component is missing or a test cannot run): {reason}")
+
+
+def _skip_reason(longrepr) -> str:
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+        return str(longrepr[2]).removeprefix("Skipped: ")
+    return str(longrepr)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    global _skipped_now
+    rep = (yield).get_result()
+    if rep.skipped and not hasattr(rep, "wasxfail"):
+        _skipped_now = True  # not counted as run against its components, under CI or not
+        if CI:
+            rep.outcome = "failed"
+            rep.longrepr = _ci_failure(item.nodeid, _skip_reason(rep.longrepr))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    rep = (yield).get_result()
+    if CI and rep.skipped:
+        rep.outcome = "failed"
+        rep.longrepr = _ci_failure(collector.nodeid or "the test collection", _skip_reason(rep.longrepr))
+
+
+def _tally() -> dict:
+    return {name: {"what": COMPONENTS[name][0], "tests": _TESTS[name], **({"games": GAMES[name]} if name in GAMES else {})}
+            for name in COMPONENTS}
+
+
+def pytest_terminal_summary(terminalreporter):
+    parts = []
+    for name, t in _tally().items():
+        games = f", {t['games']} games" if "games" in t else ""
+        parts.append(f"{t['what']}: {t['tests']} tests{games}")
+    terminalreporter.write_line("real components (tests that ran, not skipped): " + "; ".join(parts))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    path = os.environ.get("SKILLMEM_TEST_TALLY")
+    if path:
+        with open(path, "a") as f:
+            f.write(json.dumps({"args": list(session.config.invocation_params.args), "exitstatus": int(exitstatus), "components": _tally()}) + "\n")
+
+
+# --- fixtures --------------------------------------------------------------------------------
 
 
 def _fresh_pg_database() -> str:
@@ -38,10 +203,10 @@ def _drop_pg_database(url: str) -> None:
 
 @pytest.fixture
 def pg_url():
-    if not PG_URL:
-        if os.environ.get("CI"):
-            pytest.fail("CI must provide SKILLMEM_TEST_PG_URL (./run test starts PostgreSQL)")
-        pytest.skip("no PostgreSQL: set SKILLMEM_TEST_PG_URL or run ./run test as root")
+    reason = _missing_postgres()
+    if reason:
+        pytest.skip(reason)  # a failure under CI (pytest_runtest_makereport)
+    real_part_used("postgres")
     url = _fresh_pg_database()
     yield url
     _drop_pg_database(url)

@@ -266,6 +266,7 @@ def test_random_play_success_rate_per_task_type_and_speed():
     assert rate > 10_000
 
 
+@pytest.mark.twx
 def test_twexpress_smoke_and_random_difficulty():
     pytest.importorskip("textworld_express")
     from eval.envs.twexpress import TwxEnv, new_server
