@@ -11,9 +11,12 @@ appends them to $SKILLMEM_TEST_TALLY when that is set (`.ci/run` prints the sum 
 
 from __future__ import annotations
 
+import importlib.abc
+import importlib.machinery
 import json
 import os
 import shutil
+import sys
 import uuid
 
 import pytest
@@ -90,21 +93,37 @@ def _count_resets(cls, name: str) -> None:
     cls.reset = counted
 
 
+# The game engines whose resets are counted: module -> (class, component). textworld takes seconds
+# to import, so each is patched when something first imports it, not up front.
+_ENGINES = {"textworld.envs.pddl.pddl": ("PddlEnv", "alfworld"),  # under every real ALFWorld game
+            "textworld_express.textworld_express": ("TextWorldExpressEnv", "twx")}
+
+
+class _CountOnImport(importlib.abc.MetaPathFinder):
+    def find_spec(self, fullname, path, target=None):
+        if fullname not in _ENGINES:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        if spec is None or spec.loader is None:
+            return spec
+        exec_module = spec.loader.exec_module
+        cls_name, component = _ENGINES[fullname]
+
+        def exec_and_count(module):
+            exec_module(module)
+            _count_resets(getattr(module, cls_name), component)
+
+        spec.loader.exec_module = exec_and_count
+        return spec
+
+
 def pytest_configure(config):
     if CI:  # a module skipped at import fails its collection: run the rest so every cause shows at once
         config.option.continue_on_collection_errors = True
-    try:
-        from textworld.envs.pddl.pddl import PddlEnv  # the engine under every real ALFWorld game
-    except ImportError:
-        pass
-    else:
-        _count_resets(PddlEnv, "alfworld")
-    try:
-        from textworld_express import TextWorldExpressEnv
-    except ImportError:
-        pass
-    else:
-        _count_resets(TextWorldExpressEnv, "twx")
+    for module, (cls_name, component) in _ENGINES.items():
+        if module in sys.modules:
+            _count_resets(getattr(sys.modules[module], cls_name), component)
+    sys.meta_path.insert(0, _CountOnImport())
 
 
 def pytest_runtest_setup(item):

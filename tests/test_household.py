@@ -262,8 +262,9 @@ def test_random_play_success_rate_per_task_type_and_speed():
             obs, _, done, info = env.step(rng.choice(info["admissible_commands"]))
             steps += 1
     rate = steps / (time.perf_counter() - t0)
+    # Printed, not asserted: wall time on a shared machine says nothing about the code (its speed is
+    # measured by `python -m eval bench env`, side by side with the real games).
     print(f"household random play: {rate:,.0f} steps/s")
-    assert rate > 10_000
 
 
 @pytest.mark.twx
