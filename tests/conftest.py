@@ -65,7 +65,10 @@ COMPONENTS: dict[str, tuple[str, object]] = {
     "twx": ("TextWorld-Express", _missing_java),
     "llm_server": ("a real LLM server", None),
 }
-# Real games played in this process, counted where the game engine resets (whoever calls it).
+# Fixtures that start or hand out a real component: a test that uses one ran against it.
+COMPONENT_FIXTURES = {"pg_url": "postgres", "llamacpp_server": "llm_server"}
+# Real games played in this process, counted where the game engine resets (whoever calls it;
+# an env that restores its game by replaying it resets the engine again and counts again).
 GAMES = {"alfworld": 0, "twx": 0}
 _TESTS: dict[str, int] = {name: 0 for name in COMPONENTS}
 _used_now: set[str] = set()
@@ -141,7 +144,9 @@ def pytest_runtest_protocol(item, nextitem):
     _skipped_now = False
     yield
     if not _skipped_now:
-        for name in _used_now | {m.name for m in item.iter_markers() if m.name in COMPONENTS}:
+        used = _used_now | {m.name for m in item.iter_markers() if m.name in COMPONENTS}
+        used |= {COMPONENT_FIXTURES[f] for f in getattr(item, "fixturenames", ()) if f in COMPONENT_FIXTURES}
+        for name in used:
             _TESTS[name] += 1
 
 
@@ -176,8 +181,8 @@ def pytest_make_collect_report(collector):
 
 
 def _tally() -> dict:
-    return {name: {"what": COMPONENTS[name][0], "tests": _TESTS[name], **({"games": GAMES[name]} if name in GAMES else {})}
-            for name in COMPONENTS}
+    return {name: {"what": COMPONENTS[name][0], "tests": _TESTS[name],
+                   **({"games": GAMES[name]} if name in GAMES else {})} for name in COMPONENTS}
 
 
 def pytest_terminal_summary(terminalreporter):
@@ -192,7 +197,8 @@ def pytest_sessionfinish(session, exitstatus):
     path = os.environ.get("SKILLMEM_TEST_TALLY")
     if path:
         with open(path, "a") as f:
-            f.write(json.dumps({"args": list(session.config.invocation_params.args), "exitstatus": int(exitstatus), "components": _tally()}) + "\n")
+            f.write(json.dumps({"args": list(session.config.invocation_params.args), "exitstatus": int(exitstatus),
+                                "components": _tally()}) + "\n")
 
 
 # --- fixtures --------------------------------------------------------------------------------
