@@ -207,7 +207,10 @@ def play(spec: TaskSpec, agent: Any, memory: SkillMemory, cfg: RunConfig, *, ret
                               step_limit=cfg.step_limit)
     state = initial_state(env, split=spec.split, policy_version=policy_version)
     expert_trace: list[Optional[str]] = []
-    if expert_feedback and hasattr(env, "optimal_actions"):
+    # An env that finds the pivot itself (TextWorld-Express: by replay, after the episode) is asked
+    # once at the end; the others are watched step by step.
+    env_pivot = callable(getattr(env, "pivot", None))
+    if expert_feedback and hasattr(env, "optimal_actions") and not env_pivot:
         # Remember the expert's view at each step, to give directive feedback at the pivot. Only up
         # to the first step off its plan: that is the pivot, and an expert that replans (TextWorld-
         # Express replays the game) costs more than the step.
@@ -221,8 +224,14 @@ def play(spec: TaskSpec, agent: Any, memory: SkillMemory, cfg: RunConfig, *, ret
 
         env.step = step  # type: ignore[method-assign]
     t0 = time.perf_counter()
+    found = None
     try:
         final = graph.invoke(state, {"recursion_limit": 4 * cfg.step_limit + 20})
+        if expert_feedback and env_pivot and not final.get("won"):
+            found = env.pivot()
+            if found:
+                expert_trace = [(a, [a], None) for a in env.actions[: found[0]]]
+                expert_trace.append((env.actions[found[0]], [found[1]], found[1]))
     finally:
         _close(env)
     row = {"task_id": spec.task_id, "task_type": final.get("task_type", ""), "won": bool(final.get("won")),

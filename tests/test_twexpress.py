@@ -105,3 +105,40 @@ def test_envs_sharing_one_simulator_may_be_stepped_in_turn(server):
         if not done_b:
             _, _, done_b, ib = b.step(ib["expert_action"])
     assert ia["won"] and ib["won"]
+
+
+def test_the_pivot_is_the_first_command_that_does_not_bring_the_goal_closer(server):
+    spec = list_tasks("cookingworld", "train", 1, seed=7)[0]
+    env = TwxEnv(spec.split, spec.seed, server=server, env="cookingworld")
+    env.reset()
+    gold = env.expert_plan()
+    assert gold[0] == "look around" and "take cookbook" in gold
+    # Skipping the gold path's first look is no mistake; asking for the inventory then wastes a step.
+    env.step("take cookbook")
+    after_take = env.expert_plan()  # the replan: a suffix of the gold path
+    assert len(after_take) < len(gold) and after_take == gold[len(gold) - len(after_take):]
+    env.step("inventory")
+    env.step("look around")
+    assert env.pivot() == (1, after_take[0])
+    assert env.actions == ["take cookbook", "inventory", "look around"]
+    # The game is as it was: the expert's replan from here still wins.
+    done = False
+    while not done:
+        _, _, done, info = env.step(env.expert_action())
+    assert info["won"]
+
+
+def test_failed_twc_episodes_get_the_experts_correction_and_a_guided_retry_that_becomes_a_demo(tmp_path):
+    """twc once wrote 0 demonstrations: the runner found no expert once the agent had left the gold path."""
+    from eval.runner import RunConfig, run
+    from skillmem import SkillMemory
+
+    cfg = RunConfig(out=str(tmp_path / "run"), env="twexpress", train_tasks=3, eval_tasks=1, seeds=(0,), rounds=1,
+                    conditions=("no_memory",), policy="random", step_limit=8, embedder="hashing", train=False)
+    out = run(cfg, progress=False, log=lambda s: None)
+    mem = SkillMemory(out / "seed0.db", namespace="twexpress")
+    eps = mem.episodes(split="train")
+    failed = [e for e in eps if e.outcome.value == "failure"]
+    retries = [e for e in eps if (e.meta or {}).get("guided_retry_of")]
+    assert failed and retries and all(e.outcome.value == "success" for e in retries)
+    assert len(mem.demonstrations()) >= 1

@@ -202,27 +202,53 @@ class TwxEnv:
         self.expert_action()
         return list(self._plan or [])
 
+    @property
+    def actions(self) -> list[str]:
+        """The commands played this episode, in order."""
+        return list(self._actions)
+
+    def pivot(self) -> Optional[tuple[int, str]]:
+        """Where the episode went wrong: the first step after which the expert's plan did not get shorter
+        (a wasted or harmful command; a harmless reordering of the gold path is not one), with the
+        expert's command there. None when every step made progress. Replays the game; restores it."""
+        plan, left = list(self._gold), None
+        try:
+            for i, a in enumerate(self._actions):
+                if not plan:
+                    return None
+                if a == plan[0]:
+                    plan = plan[1:]
+                    continue
+                left = i if left is None else left
+                new = self._plan_after(self._actions[: i + 1], left)
+                if not new or len(new) >= len(plan):
+                    return i, plan[0]
+                plan = new
+        finally:
+            self._restore()
+        return None
+
     def _replan(self) -> list[str]:
-        """The shortest winning continuation among: a gold suffix, or walking back the moves made since
-        leaving the path and then a gold suffix. Tried by replay on this env's simulator, then restored."""
+        """The expert's plan from the current state (see `_plan_after`); the game is restored after."""
         left = self._left_at if self._left_at is not None else len(self._actions)
-        detour = self._actions[left:]
-        back = [_BACK[a] for a in reversed(detour) if a in _BACK]
+        try:
+            return self._plan_after(self._actions, left)
+        finally:
+            self._restore()
+
+    def _plan_after(self, actions: list[str], left: int) -> list[str]:
+        """The shortest winning continuation of `actions` among: a gold suffix, or walking back the moves
+        made since leaving the path (at `left`) and then a gold suffix; [] when none wins. By replay."""
+        back = [_BACK[a] for a in reversed(actions[left:]) if a in _BACK]
         n = len(self._gold)
         cands = {tuple(self._gold[k:]) for k in range(n)}
         if back:
             cands |= {tuple(back + self._gold[k:]) for k in range(n)}
         # Shortest first; among equals, the one that redoes the least of the path.
-        ordered = sorted(cands, key=lambda p: (len(p), p))[:MAX_REPLAN_TRIES]
-        found: list[str] = []
-        try:
-            for plan in ordered:
-                if self._wins(self._actions + list(plan)):
-                    found = list(plan)
-                    break
-        finally:
-            self._restore()
-        return found
+        for plan in sorted(cands, key=lambda p: (len(p), p))[:MAX_REPLAN_TRIES]:
+            if self._wins(actions + list(plan)):
+                return list(plan)
+        return []
 
     def _new_game(self, gold: bool) -> tuple[str, dict]:
         return _reset(self._server, self.kind.game, self.game_params, self.split, self.seed, gold, owner=self)
