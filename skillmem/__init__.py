@@ -1,30 +1,70 @@
 """skillmem: LangGraph agents that learn from their own experience, above all from failure.
 
-    from skillmem import SkillMemory, wrap
+    from skillmem import SkillMemory, wrap, memory_prompt
     memory = SkillMemory()                      # SQLite file; SkillMemory("postgresql://...") for PostgreSQL
-    with memory.episode(task="put a mug in the fridge", task_type="pick_and_place_simple") as ep:
-        ep.step(observation=obs, action="go to fridge 1", feedback="You arrive at fridge 1. ...")
-        ep.finish(success=True, source="environment")
+    agent = create_react_agent(model, tools, prompt=memory_prompt(memory, "You are ..."))
+    agent = wrap(agent, memory, verifier=check_answer)   # every run recorded, tool call by tool call
+
+`import skillmem` is light: each name below is imported when first used (FAISS when the
+index is first searched, torch when the embedder is first loaded).
 """
 
-from .episode import (
-    DemonstrationBase as Demonstration,
-    EpisodeBase as Episode,
-    FeedbackBase as Feedback,
-    FeedbackKind,
-    LessonBase as Lesson,
-    Outcome,
-    OutcomeSource,
-    StepBase as Step,
-)
-from .memory import SkillMemory
-from .record import EpisodeRecorder, MalformedInput, RecordedNode, record_messages, wrap
-from .retrieve import Context, retrieval_node
-from .lgstore import SkillStore
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "SkillMemory", "wrap", "retrieval_node", "Context", "SkillStore", "RecordedNode", "record_messages", "EpisodeRecorder", "MalformedInput",
-    "Episode", "Step", "Feedback", "FeedbackKind", "Lesson", "Demonstration", "Outcome", "OutcomeSource",
-]
+# public name -> (module, attribute)
+_EXPORTS = {
+    "SkillMemory": ("memory", "SkillMemory"),
+    "wrap": ("record", "wrap"),
+    "record_messages": ("record", "record_messages"),
+    "EpisodeRecorder": ("record", "EpisodeRecorder"),
+    "MalformedInput": ("record", "MalformedInput"),
+    "RecordedNode": ("record", "RecordedNode"),
+    "RecordedAgent": ("messages", "RecordedAgent"),
+    "RecordedChatModel": ("messages", "RecordedChatModel"),
+    "RecordingCallback": ("messages", "RecordingCallback"),
+    "memory_prompt": ("prompt", "memory_prompt"),
+    "MemoryPrompt": ("prompt", "MemoryPrompt"),
+    "retrieval_node": ("retrieve", "retrieval_node"),
+    "Context": ("retrieve", "Context"),
+    "SkillStore": ("lgstore", "SkillStore"),
+    "Episode": ("episode", "EpisodeBase"),
+    "Step": ("episode", "StepBase"),
+    "Feedback": ("episode", "FeedbackBase"),
+    "FeedbackKind": ("episode", "FeedbackKind"),
+    "Lesson": ("episode", "LessonBase"),
+    "Demonstration": ("episode", "DemonstrationBase"),
+    "Outcome": ("episode", "Outcome"),
+    "OutcomeSource": ("episode", "OutcomeSource"),
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module, attr = _EXPORTS[name]
+    except KeyError:
+        raise AttributeError(f"module 'skillmem' has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(f".{module}", __name__), attr)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
+
+
+if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
+    from .episode import (DemonstrationBase as Demonstration, EpisodeBase as Episode, FeedbackBase as Feedback,
+                          FeedbackKind, LessonBase as Lesson, Outcome, OutcomeSource, StepBase as Step)
+    from .lgstore import SkillStore
+    from .memory import SkillMemory
+    from .messages import RecordedAgent, RecordedChatModel, RecordingCallback
+    from .prompt import MemoryPrompt, memory_prompt
+    from .record import EpisodeRecorder, MalformedInput, RecordedNode, record_messages, wrap
+    from .retrieve import Context, retrieval_node

@@ -150,6 +150,12 @@ class StepBase(SQLModel):
     prompt_tokens: Optional[int] = Field(default=None, ge=0)
     completion_tokens: Optional[int] = Field(default=None, ge=0)
     context_tokens: Optional[int] = Field(default=None, ge=0)  # tokens of memory injected
+    # A message agent's tool call, as the model issued it: the id the tool result answers,
+    # the arguments verbatim, and the model turn that issued it (calls of one turn share it:
+    # they ran in parallel, each on the same observation).
+    tool_call_id: Optional[str] = Field(default=None, max_length=200)
+    tool_args: Optional[Any] = Field(default=None, sa_column=Column(JSON))
+    call_group: Optional[int] = Field(default=None, ge=0)
 
     @field_validator("observation", "action", "feedback", mode="before")
     @classmethod

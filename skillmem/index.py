@@ -18,8 +18,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import faiss
 import numpy as np
+
+
+class _LazyFaiss:
+    """FAISS, imported on first use: `import skillmem` and recording alone never load it."""
+
+    def __getattr__(self, name: str) -> Any:
+        import faiss as module
+
+        globals()["faiss"] = module
+        return getattr(module, name)
+
+
+faiss: Any = _LazyFaiss()
 
 MANIFEST = "manifest.json"
 FORMAT = "skillmem-vector-index"

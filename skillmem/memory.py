@@ -269,6 +269,12 @@ class SkillMemory:
             record_retrievals(self.engine, ctx, namespace=ns, episode_id=episode_id, step_index=step_index)
         return ctx
 
+    async def aretrieve(self, goal: str = "", observation: str = "", **options: Any) -> Context:
+        """`retrieve` in a worker thread, so an async agent's event loop keeps running meanwhile."""
+        import asyncio
+
+        return await asyncio.to_thread(self.retrieve, goal, observation, **options)
+
     def retire_lesson(self, lesson_id: int, reason: str = "") -> LessonRow:
         """Stop retrieving a lesson; it stays in SQL and `restore_lesson` brings it back."""
         return curate.set_status(self, LESSON, lesson_id, "retire", reason)

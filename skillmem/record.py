@@ -7,6 +7,7 @@ mid-episode loses at most the step in flight; its episode reads `interrupted` af
 
 from __future__ import annotations
 
+import inspect
 import time
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence
 
@@ -31,6 +32,17 @@ def _validated_step(fields: Mapping[str, Any]) -> StepBase:
         return StepBase.model_validate(dict(fields))
     except (ValidationError, TypeError) as exc:
         raise MalformedInput(f"malformed step, nothing written: {exc}") from exc
+
+
+def _call_verifier(verifier: Verifier, rec: "EpisodeRecorder", kwargs: dict[str, Any]) -> Optional[bool]:
+    """Call `verifier(rec, **kwargs)`, leaving out keywords it does not take (e.g. `state=`)."""
+    try:
+        params = inspect.signature(verifier).parameters
+    except (TypeError, ValueError):
+        return verifier(rec, **kwargs)
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        kwargs = {k: v for k, v in kwargs.items() if k in params}
+    return verifier(rec, **kwargs)
 
 
 class EpisodeRecorder:
@@ -87,7 +99,7 @@ class EpisodeRecorder:
         if self.done:
             return Outcome.unknown
         if success is None and self.verifier is not None:
-            success = self.verifier(self, **verifier_kwargs)
+            success = _call_verifier(self.verifier, self, verifier_kwargs)
             source = source or OutcomeSource.verifier
         if success is not None and source is None:
             raise ValueError("an outcome needs its source: 'environment', 'verifier' or 'human' "
@@ -199,9 +211,10 @@ class RecordedNode:
         self._flush(rec, pending, state)
         if state.get("done"):
             won = state.get("won")
+            # The verifier (when the environment gave no word) sees the final state: the answer is in it.
             rec.finish(success=None if won is None else bool(won),
                        source=OutcomeSource.environment if won is not None else None,
-                       self_reported=state.get("self_reported_success"))
+                       self_reported=state.get("self_reported_success"), state=dict(state))
             self._open.pop(rec.id, None)
             return {"episode_id": rec.id}
         payload = self.input_fn(state) if self.input_fn else dict(state)
@@ -224,30 +237,36 @@ class RecordedNode:
         rec.finish(success=success, source=source)
 
 
-def wrap(agent: Any, memory: "SkillMemory", **options: Any) -> RecordedNode:
-    """Turn an existing agent (callable, Runnable or compiled graph) into a recording LangGraph node."""
+def wrap(agent: Any, memory: "SkillMemory", **options: Any) -> Any:
+    """Record an existing agent without changing it.
+
+    - a compiled message agent (a graph with a `messages` channel, e.g. `create_react_agent`)
+      -> a `RecordedAgent`: invoke it as before; every run is an episode, each tool call a step;
+    - a chat model, or one bound to tools -> a `RecordedChatModel` (each turn recorded);
+    - anything else mapping a state to a command (callable, Runnable, compiled graph)
+      -> a `RecordedNode` to add to your graph.
+
+    `messages=True|False` overrides the choice. Options are those of the class chosen
+    (`verifier=`, `split=`, `task_type=`, `namespace=`, ...).
+    """
+    messages = options.pop("messages", None)
+    if messages is None:
+        from .messages import is_chat_model, is_messages_agent
+
+        if is_chat_model(agent):
+            from .messages import RecordedChatModel
+
+            return RecordedChatModel(agent, memory, **options)
+        messages = is_messages_agent(agent) and options.get("action_key", "action") not in agent.channels
+    if messages:
+        from .messages import RecordedAgent
+
+        return RecordedAgent(agent, memory, **options)
     return RecordedNode(agent, memory, **options)
 
 
-def record_messages(memory: "SkillMemory", messages: Sequence[Any], *, goal: str = "", task_type: str = "",
-                    namespace: Optional[str] = None, environment: str = "langgraph") -> EpisodeRecorder:
-    """Record a finished LangChain message list (a ReAct agent's run) as an episode.
+def record_messages(memory: "SkillMemory", messages: Sequence[Any], **options: Any) -> EpisodeRecorder:
+    """Record a finished LangChain message list; see :func:`skillmem.messages.record_messages`."""
+    from .messages import record_messages as _record
 
-    Each AI tool call is a step's action; the matching tool message is its next-state
-    feedback (its error status, if any, the step's error). Outcome is left unknown for a
-    verifier or a person (`memory.feedback`) to settle.
-    """
-    rec = memory.start_episode(goal=goal, task_type=task_type, namespace=namespace, environment=environment)
-    results = {getattr(m, "tool_call_id", None): m for m in messages if getattr(m, "type", "") == "tool"}
-    observation = goal
-    for m in messages:
-        if getattr(m, "type", "") == "human":
-            observation = str(m.content)
-        for call in getattr(m, "tool_calls", None) or []:
-            out = results.get(call.get("id"))
-            fb = "" if out is None else str(out.content)
-            err = fb if out is not None and getattr(out, "status", "success") == "error" else None
-            args = ", ".join(f"{k}={v!r}" for k, v in (call.get("args") or {}).items())
-            rec.step(observation=observation, action=f"{call.get('name')}({args})", feedback=fb, error=err)
-            observation = fb
-    return rec
+    return _record(memory, messages, **options)

@@ -44,7 +44,7 @@ from .episode import (
     utcnow,
 )
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 ENV_DB = "SKILLMEM_DB"
 
 
@@ -194,6 +194,31 @@ class NamespaceRow(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow)
 
 
+class StoreItemRow(SQLModel, table=True):
+    """One item put through `SkillStore` (LangGraph's BaseStore) outside the curated namespaces.
+
+    `namespace` is the LangGraph namespace tuple joined by "." (LangGraph forbids "." in its
+    labels); `value` is the caller's dict as given; `vectors` maps each indexed path to the
+    content hash of its text, whose vector lives in `embeddings`. For the curated namespaces
+    (`("skillmem", ns, "lessons"|"demonstrations")`) a row only maps the caller's key to the
+    lesson or demonstration it created (`item_kind`, `item_id`; `value` is NULL).
+    """
+
+    __tablename__ = "store_items"
+    __table_args__ = (UniqueConstraint("namespace", "key", name="uq_store_items_namespace_key"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    namespace: str = Field(index=True, max_length=1000)
+    key: str = Field(max_length=1000)
+    value: Optional[dict[str, Any]] = Field(default=None, sa_column=Column(JSON))
+    vectors: Optional[dict[str, str]] = Field(default=None, sa_column=Column(JSON))
+    item_kind: Optional[str] = Field(default=None, max_length=20)
+    item_id: Optional[int] = None
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+    expires_at: Optional[datetime] = Field(default=None, index=True)
+    ttl_minutes: Optional[float] = None
+
+
 class MetaRow(SQLModel, table=True):
     __tablename__ = "skillmem_meta"
     key: str = Field(primary_key=True, max_length=100)
@@ -202,7 +227,7 @@ class MetaRow(SQLModel, table=True):
 
 TABLES = [t.__tablename__ for t in (EpisodeRow, StepRow, FeedbackRow, LessonRow, DemonstrationRow,
                                      LessonEventRow, RetrievalRow, PolicyVersionRow, EmbeddingRow, NamespaceRow,
-                                     MetaRow)]
+                                     StoreItemRow, MetaRow)]
 
 # Views for the questions people ask first. Plain SQL that runs on SQLite and PostgreSQL.
 VIEWS = {
@@ -298,6 +323,11 @@ class SchemaError(RuntimeError):
 UPGRADES: dict[int, list[str]] = {
     2: [
         "ALTER TABLE retrievals ADD COLUMN tokens INTEGER DEFAULT 0",
+    ],
+    3: [
+        "ALTER TABLE steps ADD COLUMN tool_call_id VARCHAR(200)",
+        "ALTER TABLE steps ADD COLUMN tool_args JSON",
+        "ALTER TABLE steps ADD COLUMN call_group INTEGER",
     ],
 }
 

@@ -45,27 +45,52 @@ def test_search_without_query_lists_and_filters(store):
     assert len(store.search(("skillmem", "default"), limit=10)) == 4  # lessons and the demonstration
 
 
-def test_get_put_delete(store):
+def test_get_put_delete_on_curated_lessons(store):
     item = store.get(NS, "1")
     assert item.value["fix"] == "open microwave 1 first" and item.key == "1"
     assert store.get(NS, "999") is None and store.get(NS, "not-an-id") is None
     assert store.get(("skillmem", "other", "lessons"), "1") is None  # id 1 lives in "default"
-    store.put(NS, "1", {**item.value, "fix": "open the microwave door"})
+    store.put(NS, "1", {**item.value, "fix": "open the microwave door"})  # a round trip edits
     assert store.get(NS, "1").value["fix"] == "open the microwave door" and store.get(NS, "1").value["version"] == 2
+    # The caller's key is kept: the new lesson is got back under it, through curation.
     store.put(NS, "my-key", {"trigger": "the egg is frozen", "fix": "thaw it", "task_type": "heat"})
-    new = store.search(NS, query="egg frozen thaw", limit=1)[0]
-    assert new.value["provenance"]["store_key"] == "my-key"
-    store.delete(NS, "1")  # retire: still in SQL, no longer searched
-    assert store.get(NS, "1").value["status"] == "retired"
+    got = store.get(NS, "my-key")
+    assert got.key == "my-key" and got.value["fix"] == "thaw it" and got.value["provenance"]["store_key"] == "my-key"
+    assert store.search(NS, query="egg frozen thaw", limit=1)[0].key == "my-key"
+    store.put(NS, "my-key", {"trigger": "the egg is frozen", "fix": "thaw it in the sink", "task_type": "heat"})
+    assert store.get(NS, "my-key").value["version"] == 2  # the same lesson, edited
+    # delete: gone from every read; SQL keeps the row and its audit trail.
+    store.delete(NS, "1")
+    assert store.get(NS, "1") is None
     assert "1" not in {h.key for h in store.search(NS, query="microwave closed", limit=10)}
-    assert [h.key for h in store.search(NS, filter={"status": "retired"})] == ["1"]
-    with pytest.raises(ValueError, match="namespaces look like"):
-        store.put(("x",), "1", {"trigger": "t", "fix": "f"})
+    assert "1" not in {h.key for h in store.search(NS, limit=10)}
+    assert store.memory.lessons(status="retired")[0].id == 1
+
+
+def test_curated_values_are_checked_not_dropped(store):
+    with pytest.raises(ValueError, match="not part of one"):
+        store.put(NS, "k", {"trigger": "t", "fix": "f", "colour": "blue"})
+    with pytest.raises(ValueError, match="without ttl"):
+        store.put(NS, "k", {"trigger": "t", "fix": "f"}, ttl=5)
+    with pytest.raises(ValueError, match="valid lesson"):
+        store.put(NS, "k", {"fix": "no trigger"})
+    assert store.get(NS, "k") is None
+
+
+def test_other_namespaces_store_any_value(store):
+    store.put(("skillmem", "default", "notes"), "n1", {"anything": [1, 2]})  # not a curated collection
+    store.put(("users", "u1"), "prefs", {"theme": "dark"})
+    assert store.get(("users", "u1"), "prefs").value == {"theme": "dark"}
+    assert store.get(("skillmem", "default", "notes"), "n1").value == {"anything": [1, 2]}
+    assert ("users", "u1") in store.list_namespaces()
 
 
 def test_list_namespaces(store):
     assert store.list_namespaces() == [("skillmem", "default", "demonstrations"), ("skillmem", "default", "lessons"),
                                        ("skillmem", "other", "lessons")]
+    store.delete(("skillmem", "other", "lessons"), "4")  # its only lesson: the namespace is gone from the list
+    assert ("skillmem", "other", "lessons") not in store.list_namespaces()
+    store.memory.restore_lesson(4)
     assert store.list_namespaces(suffix=("lessons",)) == [("skillmem", "default", "lessons"),
                                                           ("skillmem", "other", "lessons")]
     assert store.list_namespaces(prefix=("skillmem", "other")) == [("skillmem", "other", "lessons")]
