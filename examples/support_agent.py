@@ -174,8 +174,8 @@ def supervise(memory: SkillMemory, episode_ids: list[str]) -> None:
         order_cur = re.search(r"paid in (\w+)", bad.error).group(1)
         memory.feedback(ep, step=bad.index, source="supervisor", text="convert the amount to the order's currency "
                         "with convert_currency before refunding",
-                        corrected_action=f'convert_currency({{"amount": {args["amount"]}, "from_currency": '
-                                         f'"{args["currency"]}", "to_currency": "{order_cur}"}})')
+                        corrected_action=f'convert_currency(amount={args["amount"]}, from_currency="{args["currency"]}", '
+                                         f'to_currency="{order_cur}")')
 
 
 def main(argv: Optional[list[str]] = None) -> int:

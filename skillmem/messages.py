@@ -20,7 +20,7 @@ Three ways in, one way of writing steps:
 
 Step layout (one row of `steps` per tool call): `observation` is what the model read before
 the turn (the human message, or the tool results it answers), `action` is
-`name({"arg": value, ...})` (arguments as JSON, verbatim in `tool_args`), `feedback` the
+`name(arg="value", n=2)` (each value as JSON; verbatim in `tool_args`), `feedback` the
 tool's output as text, `error` the output when the tool failed, `call_group` the model turn
 (calls of one turn ran in parallel on the same observation), `prompt_tokens` and
 `completion_tokens` the turn's usage on its first step. The final answer's step has
@@ -81,8 +81,15 @@ def content_text(content: Any) -> str:
 
 
 def call_action(name: str, args: Any) -> str:
-    """The action text of a tool call: `name({"arg": value})`, arguments as JSON in their given order."""
-    return f"{name}({json.dumps(args if args is not None else {}, ensure_ascii=False, default=str)})"
+    """The action text of a tool call: `name(arg="value", n=2)`, each value as JSON, in the given order.
+
+    The form :func:`skillmem.domain.parse_call` reads; arguments whose names are not
+    identifiers (or that are not a dict) are written as one JSON value: `name({"a-b": 1})`.
+    """
+    dump = lambda v: json.dumps(v, ensure_ascii=False, default=str)  # noqa: E731
+    if isinstance(args, Mapping) and all(isinstance(k, str) and k.isidentifier() for k in args):
+        return f"{name}({', '.join(f'{k}={dump(v)}' for k, v in args.items())})"
+    return f"{name}({dump(args if args is not None else {})})"
 
 
 def _msg_type(m: Any) -> str:

@@ -123,3 +123,18 @@ def test_graph_compiled_with_the_store(store):
     g.add_edge("n", END)
     out = g.compile(store=store).invoke({"goal": "the microwave is closed"})
     assert out["hint"] == "open microwave 1 first"
+
+
+def test_ttl_sweep_deletes_expired_rows(store):
+    import time
+
+    from skillmem.store import run_sql
+
+    store.ttl_config = {"default_ttl": 1 / 60, "refresh_on_read": True}  # a 1 s default for puts without ttl=
+    store.put(("cache",), "a", {"v": 1})
+    store.put(("cache",), "b", {"v": 2}, ttl=None)  # None: never expires
+    time.sleep(1.5)
+    assert store.get(("cache",), "a") is None and store.get(("cache",), "b").value == {"v": 2}
+    assert store.sweep_ttl() == 1
+    url = store.memory.url
+    assert run_sql(url, "SELECT key FROM store_items WHERE namespace = 'cache'")[1] == [("b",)]

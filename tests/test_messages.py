@@ -74,9 +74,9 @@ def test_wrap_records_a_react_agent_tool_call_by_tool_call(db_url):
     assert {x.tool_call_id for x in s[:4]} == ids
     # Parallel calls: one turn, the same observation, each its own result.
     assert s[0].call_group == s[1].call_group == 0 and s[0].observation == s[1].observation == "Refund order A1 in full"
-    assert sorted(x.action for x in s[:2]) == ['lookup_order({"order_id": "A1"})', 'lookup_order({"order_id": "B2"})']
+    assert sorted(x.action for x in s[:2]) == ['lookup_order(order_id="A1")', 'lookup_order(order_id="B2")']
     assert {x.feedback for x in s[:2]} == {"order A1: total 30.00 EUR, paid", "order B2: total 30.00 EUR, paid"}
-    assert s[2].action == 'refund({"order_id": "A1", "amount": 32.5})' and s[2].tool_args == {"order_id": "A1",
+    assert s[2].action == 'refund(order_id="A1", amount=32.5)' and s[2].tool_args == {"order_id": "A1",
                                                                                             "amount": 32.5}
     assert "exceeds the order total" in s[2].error and "exceeds" in s[2].feedback and s[3].error is None
     assert s[2].observation.startswith("[lookup_order] order A1")  # what the model read before that turn
@@ -187,7 +187,7 @@ def test_wrap_a_chat_model_bound_to_tools(sqlite_url):
     [ep] = mem.episodes()
     s = mem.steps(ep.id)
     assert ep.outcome.value == "success" and len(s) == 5 and s[2].error and s[2].tool_call_id
-    assert s[1].action == 'lookup_order({"order_id": "B2"})' and s[4].action.startswith("Refunded")
+    assert s[1].action == 'lookup_order(order_id="B2")' and s[4].action.startswith("Refunded")
 
 
 def _refunded_msgs(messages) -> bool:
@@ -371,5 +371,5 @@ def test_kill_9_mid_run_loses_only_the_call_in_flight(db_url, tmp_path):
     mem = SkillMemory(db_url)  # opening the store settles episodes whose process is gone
     row = mem.get_episode("victim")
     assert row.status.value == "interrupted" and row.goal == "count slowly"
-    assert [(s.action, s.feedback) for s in mem.steps("victim")] == [('slow({"n": 0})', "done 0"),
-                                                                       ('slow({"n": 1})', "done 1")]
+    assert [(s.action, s.feedback) for s in mem.steps("victim")] == [('slow(n=0)', "done 0"),
+                                                                       ('slow(n=1)', "done 1")]
