@@ -262,11 +262,11 @@ class RecordingCallback(BaseCallbackHandler):
     # -- bookkeeping
 
     def _root_of(self, run_id: UUID, parent_run_id: Optional[UUID]) -> Optional[UUID]:
+        # A run whose parent this handler never saw is a root: the handler was attached to that
+        # run's config (wrap() inside an outer graph's node), so the outer run is not ours.
         with self._lock:
-            if parent_run_id is None:
-                self._root[run_id] = run_id
-            else:
-                self._root[run_id] = self._root.get(parent_run_id, parent_run_id)
+            root = self._root.get(parent_run_id) if parent_run_id is not None else None
+            self._root[run_id] = root if root is not None else run_id
             return self._root[run_id]
 
     def episode_for(self, run_id: Optional[UUID]) -> Optional[str]:
@@ -289,7 +289,7 @@ class RecordingCallback(BaseCallbackHandler):
     def on_chain_start(self, serialized: Any, inputs: Any, *, run_id: UUID, parent_run_id: Optional[UUID] = None,
                        metadata: Optional[dict[str, Any]] = None, **kw: Any) -> None:
         root = self._root_of(run_id, parent_run_id)
-        if parent_run_id is not None or root in self._episodes:
+        if root != run_id or root in self._episodes:
             return
         meta = dict(self.defaults)
         meta.update({k: v for k, v in ((metadata or {}).get(META) or {}).items() if v is not None})
@@ -302,8 +302,6 @@ class RecordingCallback(BaseCallbackHandler):
         self._episodes[root] = MessageSteps(rec)
 
     def on_chain_end(self, outputs: Any, *, run_id: UUID, parent_run_id: Optional[UUID] = None, **kw: Any) -> None:
-        if parent_run_id is not None:
-            return
         steps = self._episodes.pop(run_id, None)
         if steps is None:
             return
@@ -315,8 +313,6 @@ class RecordingCallback(BaseCallbackHandler):
 
     def on_chain_error(self, error: BaseException, *, run_id: UUID, parent_run_id: Optional[UUID] = None,
                        **kw: Any) -> None:
-        if parent_run_id is not None:
-            return
         steps = self._episodes.pop(run_id, None)
         if steps is not None:
             # A crashed run is not a verified failure: it reads `interrupted`, with the reason.
@@ -494,6 +490,11 @@ class RecordedChatModel(Runnable):
     @property
     def episode_id(self) -> Optional[str]:
         return self.steps.rec.id if self.steps else None
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("model", "memory", "steps", "opts", "verifier", "_lock"):
+            raise AttributeError(name)  # not set yet (during construction)
+        return getattr(self.model, name)
 
     def bind_tools(self, tools: Any, **kw: Any) -> "RecordedChatModel":
         return RecordedChatModel(self.model.bind_tools(tools, **kw), self.memory, verifier=self.verifier, **self.opts)

@@ -373,3 +373,30 @@ def test_kill_9_mid_run_loses_only_the_call_in_flight(db_url, tmp_path):
     assert row.status.value == "interrupted" and row.goal == "count slowly"
     assert [(s.action, s.feedback) for s in mem.steps("victim")] == [('slow(n=0)', "done 0"),
                                                                        ('slow(n=1)', "done 1")]
+
+
+def test_stream_and_a_wrapped_agent_inside_another_graph(sqlite_url):
+    from typing import TypedDict
+
+    from langgraph.graph import END, START, StateGraph
+
+    mem = SkillMemory(sqlite_url)
+    agent = wrap(_agent(), mem, verifier=_refunded)
+    chunks = list(agent.stream({"messages": [("human", "Refund order A1")]}, stream_mode="updates"))
+    assert chunks and mem.get_episode(agent.last_episode_id).outcome.value == "success"
+
+    class Outer(TypedDict, total=False):
+        ticket: str
+        answer: str
+
+    def support(state: Outer) -> dict:
+        out = agent.invoke({"messages": [("human", state["ticket"])]})
+        return {"answer": str(out["messages"][-1].content)}
+
+    g = StateGraph(Outer)
+    g.add_node("support", support)
+    g.add_edge(START, "support")
+    g.add_edge("support", END)
+    g.compile().invoke({"ticket": "Refund order A1 again"})
+    row = mem.get_episode(agent.last_episode_id)  # the agent's run is the episode, not the outer graph's
+    assert row.goal == "Refund order A1 again" and row.num_steps == 5 and row.outcome.value == "success"
