@@ -136,6 +136,41 @@ def cmd_policy(a: argparse.Namespace) -> int:
         engine.dispose()
 
 
+# --------------------------------------------------------------------------- skillmem export
+
+
+def _add_export(sub: Any) -> None:
+    s = sub.add_parser("export", help="write what memory learned as TRL datasets: SFT, preference pairs, KTO (JSONL)")
+    s.add_argument("--namespace", "-n", default="default")
+    s.add_argument("--out", required=True, help="directory for sft.jsonl, preference.jsonl, kto.jsonl, manifest.json")
+    s.add_argument("--text-actions", dest="tools", action="store_false",
+                   help="actions as 'Action: ...' text instead of tool calls (for chat templates without tools)")
+    s.add_argument("--max-history", type=int, default=8, help="past steps kept in each prompt")
+
+
+EXTENSIONS.append(_add_export)
+
+
+@command("export")
+def cmd_export(a: argparse.Namespace) -> int:
+    from .store import init_schema, make_engine, resolve_url
+    from .train.export import ExportConfig, export_records, write_jsonl
+
+    engine = make_engine(resolve_url(a.db))
+    try:
+        init_schema(engine)
+        records = export_records(engine, a.namespace, ExportConfig(tools=a.tools, max_history=a.max_history))
+        paths = write_jsonl(records, a.out, namespace=a.namespace)
+    finally:
+        engine.dispose()
+    print(json.dumps({"out": str(paths["manifest"].parent), **records.counts()}))
+    if not any(records.counts().values()):
+        print(f"skillmem export: namespace {a.namespace!r} has no finished train/live episodes with verified "
+              "outcomes to export; record some first", file=sys.stderr)
+        return 1
+    return 0
+
+
 # --------------------------------------------------------------------------- skillmem reflect
 
 
