@@ -66,7 +66,7 @@ class SkillMemory:
     def __init__(self, db: Any = None, *, namespace: str = DEFAULT_NAMESPACE, embedder: Any = None,
                  index_dir: Any = None, untrusted_namespaces: tuple[str, ...] = (),
                  reap_after: timedelta = timedelta(hours=1), duplicate_cosine: float = DUPLICATE_COSINE,
-                 save_interval: float = 30.0):
+                 save_interval: float = 30.0, index_kind: Optional[str] = None):
         self.url = resolve_url(db)
         self.engine = make_engine(self.url)
         init_schema(self.engine)
@@ -83,8 +83,10 @@ class SkillMemory:
         self.merge_hook: MergeHook = default_merge
         self.duplicate_cosine = duplicate_cosine
         self.read_engine = reader_engine(self.engine)
+        # index_kind (or SKILLMEM_INDEX): "auto" searches a partition exactly up to 20,000 items
+        # and approximately (FAISS IVF) above; "exact" or "ivf" force one (skillmem.index.vector).
         self._index = MemoryIndex(self.engine, lambda: self.embedder, default_index_dir(self.url, index_dir),
-                                  save_interval=save_interval, read_engine=self.read_engine)
+                                  save_interval=save_interval, read_engine=self.read_engine, kind=index_kind)
 
     @property
     def untrusted_namespaces(self) -> frozenset[str]:

@@ -14,6 +14,7 @@ import os
 import re
 import socket
 import time
+import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
@@ -356,6 +357,7 @@ def init_schema(engine: Engine) -> int:
                     if "duplicate" not in str(exc).lower() and "already exists" not in str(exc).lower():
                         raise
             _set_version(conn, version)
+        _ensure_store_id(conn)
         sqlite = engine.dialect.name == "sqlite"
         views = {name: SQLITE_VIEW_OVERRIDES.get(name, sql) if sqlite else sql for name, sql in VIEWS.items()}
         signature = hashlib.sha256(json.dumps(views, sort_keys=True).encode()).hexdigest()[:16]
@@ -385,6 +387,24 @@ def _get_version(conn: Any) -> Optional[int]:
         return None
     row = conn.execute(text("SELECT value FROM skillmem_meta WHERE key = 'schema_version'")).first()
     return int(row[0]) if row else None
+
+
+STORE_ID_KEY = "store_id"
+
+
+def _ensure_store_id(conn: Any) -> None:
+    # A random id for this store, written once: an index cache saved for one store must never
+    # be trusted for another (a replaced file, a dump restored at the same URL), and a URL or a
+    # path says nothing about which store is there now. A dump carries its id along.
+    if conn.execute(text("SELECT 1 FROM skillmem_meta WHERE key = :k"), {"k": STORE_ID_KEY}).first() is None:
+        conn.execute(text("INSERT INTO skillmem_meta (key, value) VALUES (:k, :v)"),
+                     {"k": STORE_ID_KEY, "v": uuid.uuid4().hex})
+
+
+def store_id(conn: Any) -> str:
+    """The store's random identity (see `_ensure_store_id`); '' for a store opened before it existed."""
+    row = conn.execute(text("SELECT value FROM skillmem_meta WHERE key = :k"), {"k": STORE_ID_KEY}).first()
+    return str(row[0]) if row else ""
 
 
 def _set_version(conn: Any, version: int) -> None:

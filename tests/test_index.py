@@ -11,7 +11,7 @@ import faiss
 import numpy as np
 import pytest
 
-from skillmem import index as index_mod
+from skillmem.index import vector as index_mod
 from skillmem.embed import HashingEmbedder
 from skillmem.index import IndexCorrupt, VectorIndex
 
@@ -293,6 +293,7 @@ def test_gpu_path_selected_and_mirror_rebuilt_on_change(monkeypatch):
         copies.append(index)
         return faiss.clone_index(index)
 
+    _ = index_mod.faiss.IndexFlatIP  # resolve the lazy import, so the patches land on faiss itself
     monkeypatch.setattr(index_mod.faiss, "get_num_gpus", lambda: 1)
     monkeypatch.setattr(index_mod.faiss, "index_cpu_to_all_gpus", fake_to_gpus)
     ix = VectorIndex(DIM)
@@ -313,3 +314,95 @@ def test_gpu_path_selected_and_mirror_rebuilt_on_change(monkeypatch):
     assert ix.search(P, q[:1], 1)[1][0, 0] != 5000 and len(copies) == 3
     ix.search(P, q, index_mod.GPU_MAX_K + 1)  # beyond the GPU's k limit: searched on the CPU copy
     assert len(copies) == 3
+
+
+# --------------------------------------------------------------------------- approximate partitions
+
+
+def clustered(n: int, dim: int = DIM, centres: int = 50, seed: int = 0) -> np.ndarray:
+    """Unit vectors around `centres` directions, as embeddings of related texts are."""
+    rng = np.random.default_rng(seed)
+    c = rng.standard_normal((centres, dim)).astype(np.float32)
+    x = c[rng.integers(0, centres, n)] + 0.6 * rng.standard_normal((n, dim)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def recall_at(ix: VectorIndex, exact: VectorIndex, q: np.ndarray, k: int = 5) -> float:
+    got, want = ix.search(P, q, k)[1], exact.search(P, q, k)[1]
+    return float(np.mean([len(set(a) & set(b)) / k for a, b in zip(got, want)]))
+
+
+def test_auto_partition_turns_approximate_past_exact_max_and_keeps_recall():
+    vecs = clustered(6000)
+    ix = VectorIndex(DIM, device="cpu", exact_max=3000)
+    exact = VectorIndex(DIM, device="cpu", kind="exact")
+    ix.add(P, np.arange(2000), vecs[:2000])
+    assert ix.kind_of(P) == "exact"
+    for lo in range(2000, 6000, 500):  # grows past the line in steps, as new lessons arrive
+        ix.add(P, np.arange(lo, lo + 500), vecs[lo:lo + 500])
+    exact.add(P, np.arange(6000), vecs)
+    assert ix.kind_of(P) == "ivf" and exact.kind_of(P) == "exact" and ix.count(P) == 6000
+    assert recall_at(ix, exact, clustered(200, seed=9)) >= 0.95
+    np.testing.assert_allclose(ix.vectors(P, [5, 4321]), vecs[[5, 4321]], atol=1e-6)
+    assert sorted(ix.ids(P).tolist()) == list(range(6000))
+
+
+def test_approximate_partition_applies_adds_removes_and_replacements_in_place():
+    vecs = clustered(4000)
+    ix = VectorIndex(DIM, device="cpu", kind="ivf")
+    ix.add(P, np.arange(4000), vecs)
+    assert ix.kind_of(P) == "ivf"
+    q = vecs[17:18]
+    assert ix.search(P, q, 1)[1][0, 0] == 17
+    assert ix.remove(P, [17, 999999]) == 1 and ix.count(P) == 3999
+    assert 17 not in ix.search(P, q, 10)[1][0]
+    with pytest.raises(KeyError):
+        ix.vectors(P, [17])
+    ix.add(P, [18], q)  # replaced: one copy, now at q's direction
+    assert ix.count(P) == 3999 and ix.search(P, q, 1)[1][0, 0] == 18
+    ix.add(P, [77777], clustered(1, seed=3))  # a new item never retrains the lists
+    assert ix._trained[P] == 4000 and ix.count(P) == 4000
+
+
+def test_approximate_partition_is_recut_on_growth_and_exact_again_when_shrunk():
+    vecs = clustered(12000)
+    ix = VectorIndex(DIM, device="cpu", exact_max=1000)
+    ix.add(P, np.arange(1500), vecs[:1500])
+    assert ix.kind_of(P) == "ivf" and ix._trained[P] == 1500
+    ix.add(P, np.arange(1500, 7000), vecs[1500:7000])  # past RETRAIN_GROWTH x the training size
+    assert ix._trained[P] == 7000 and ix._parts[P].nlist == index_mod.nlist_for(7000)
+    ix.remove(P, np.arange(6600))
+    assert ix.kind_of(P) == "exact" and ix.count(P) == 400
+    assert ix.search(P, vecs[6800:6801], 1)[1][0, 0] == 6800
+
+
+def test_approximate_partition_save_load_roundtrip(tmp_path):
+    vecs = clustered(4000)
+    ix = VectorIndex(DIM, device="cpu", kind="ivf")
+    ix.add(P, np.arange(4000), vecs)
+    ix.add("ns/demo/task:x", [1, 2], vecs[:2])
+    ix.save(tmp_path, meta={"high_water": 3})
+    back, meta = VectorIndex.load(tmp_path, device="cpu", kind="ivf")
+    assert meta == {"high_water": 3} and back.kind_of(P) == "ivf" and back.kind_of("ns/demo/task:x") == "exact"
+    assert back._trained[P] == 4000
+    q = clustered(20, seed=4)
+    for a, b in zip(back.search(P, q, 5), ix.search(P, q, 5)):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    back.remove(P, [0])  # the id map survived the round trip
+    assert back.count(P) == 3999
+
+
+def test_gpu_path_for_an_approximate_partition(monkeypatch):
+    """As above, the GPU branch run on CPU clones: the inverted file is mirrored with its ids."""
+    _ = index_mod.faiss.IndexFlatIP
+    monkeypatch.setattr(index_mod.faiss, "get_num_gpus", lambda: 1)
+    monkeypatch.setattr(index_mod.faiss, "index_cpu_to_all_gpus", faiss.clone_index)
+    vecs = clustered(4000)
+    gpu, cpu = VectorIndex(DIM, kind="ivf"), VectorIndex(DIM, device="cpu", kind="ivf")
+    for ix in (gpu, cpu):
+        ix.add(P, np.arange(10, 4010), vecs)
+    assert gpu.device == "gpu"
+    q = clustered(5, seed=8)
+    np.testing.assert_array_equal(gpu.search(P, q, 5)[1], cpu.search(P, q, 5)[1])
+    gpu.remove(P, [int(gpu.search(P, q[:1], 1)[1][0, 0])])
+    assert gpu.search(P, q[:1], 1)[1][0, 0] == cpu.search(P, q[:1], 2)[1][0, 1]

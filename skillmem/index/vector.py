@@ -1,17 +1,29 @@
 """The FAISS vector index over skill-memory embeddings: a cache of the SQL rows, never the truth.
 
 Vectors are unit-norm, so inner product is cosine. Each partition (e.g.
-"ns/lesson/general") is an exact `IndexIDMap2(IndexFlatIP(dim))` keyed by the SQL rows'
-int64 ids. When faiss sees a GPU, searches run on a GPU mirror of each partition; the CPU
-copy stays the truth for add/remove/reconstruct/save. `save`/`load` persist it with a
-checksummed manifest, and `load` raises `IndexCorrupt` whenever the files cannot be
-trusted, so the caller rebuilds from SQL instead.
+"ns/lesson/general") is searched exactly (`IndexIDMap2(IndexFlatIP)`) while it holds up
+to `exact_max` vectors (20,000 by default: one exact scan there costs about what the
+approximate search costs at a million), and approximately above that, by an inverted
+file (`IndexIVFFlat`, about sqrt(n) lists, `nprobe` of them searched; recall@5 against
+exact search is measured by `python -m eval bench retrieval`). Both are keyed by the SQL
+rows' int64 ids and support add, remove and reconstruct, so a new or retired lesson is
+applied in place. An inverted file is retrained (its lists re-cut) when its partition has
+grown `RETRAIN_GROWTH` times past the size it was trained at: amortized O(1) per add.
+
+When faiss sees a GPU, searches run on a GPU mirror of each partition (flat, or IVF
+with the same lists); the CPU copy stays the truth for add/remove/reconstruct/save. The
+GPU path cannot run on a faiss-cpu build and is untested here.
+
+`save`/`load` persist the index with a checksummed manifest, and `load` raises
+`IndexCorrupt` whenever the files cannot be trusted, so the caller rebuilds from SQL.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import math
 import os
 import threading
 from collections.abc import Sequence
@@ -19,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 
 class _LazyFaiss:
@@ -35,9 +49,18 @@ faiss: Any = _LazyFaiss()
 
 MANIFEST = "manifest.json"
 FORMAT = "skillmem-vector-index"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: partitions may be IndexIVFFlat; version 1 files (all flat) still load
+READABLE_VERSIONS = (1, 2)
 # GPU flat search only supports k up to this (faiss GPU_MAX_SELECTION_K); larger k searches on CPU.
 GPU_MAX_K = 2048
+# Partitions up to this many vectors are searched exactly; larger ones by an inverted file.
+EXACT_MAX = 20_000
+# An inverted file is re-cut when its partition has grown this many times past its training size.
+RETRAIN_GROWTH = 4
+# Lists probed per query: 0.97-0.99 recall@5 on the benchmark's vectors at 100k-1M (measured there).
+DEFAULT_NPROBE = 24
+KINDS = ("auto", "exact", "ivf")
+MIN_IVF = 64 * 40  # the fewest vectors an inverted file is trained on (64 lists x 40 points)
 
 
 class IndexCorrupt(Exception):
@@ -68,6 +91,55 @@ def _new_partition(dim: int) -> faiss.IndexIDMap2:
     return faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
 
 
+def _is_ivf(index: Any) -> bool:
+    return isinstance(index, faiss.IndexIVFFlat)
+
+
+def _ids_selector(ids: np.ndarray) -> Any:
+    # An inverted file's hashtable direct map removes by looking ids up, which faiss allows
+    # only through an IDSelectorArray (the array must outlive the call: the caller keeps it).
+    return faiss.IDSelectorArray(len(ids), faiss.swig_ptr(ids))
+
+
+def _all_vectors(index: Any, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, vectors) of every item of a partition, in storage order."""
+    if _is_ivf(index):
+        inv = index.invlists
+        ids, vecs = [], []
+        for lst in range(index.nlist):
+            size = inv.list_size(lst)
+            if size:
+                ids.append(faiss.rev_swig_ptr(inv.get_ids(lst), size).copy())
+                codes = faiss.rev_swig_ptr(inv.get_codes(lst), size * index.code_size)
+                vecs.append(np.frombuffer(codes.tobytes(), dtype=np.float32).reshape(size, dim))
+        if not ids:
+            return np.zeros(0, np.int64), np.zeros((0, dim), np.float32)
+        return np.concatenate(ids).astype(np.int64), np.concatenate(vecs)
+    flat = faiss.downcast_index(index.index)
+    n = int(index.ntotal)
+    vecs = faiss.rev_swig_ptr(flat.get_xb(), n * dim).reshape(n, dim).copy() if n else np.zeros((0, dim), np.float32)
+    return faiss.vector_to_array(index.id_map).astype(np.int64, copy=True), vecs
+
+
+def nlist_for(n: int) -> int:
+    """Inverted lists for `n` vectors: about sqrt(n), so a probe scans ~nprobe/sqrt(n) of them."""
+    return int(min(4096, max(64, round(math.sqrt(n)))))
+
+
+def _train_ivf(dim: int, ids: np.ndarray, vecs: np.ndarray) -> faiss.IndexIVFFlat:
+    nlist = nlist_for(len(ids))
+    ivf = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+    # 40 points per list is enough for k-means to place the lists (faiss warns below 39);
+    # a fixed seed makes a rebuild of the same rows give the same lists.
+    rng = np.random.default_rng(0)
+    sample = vecs if len(vecs) <= 40 * nlist else vecs[np.sort(rng.choice(len(vecs), 40 * nlist, replace=False))]
+    ivf.cp.seed = 1234
+    ivf.train(np.ascontiguousarray(sample))
+    ivf.set_direct_map_type(faiss.DirectMap.Hashtable)  # reconstruct and remove by id
+    ivf.add_with_ids(np.ascontiguousarray(vecs), ids)
+    return ivf
+
+
 def _fsync_dir(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY)
     try:
@@ -87,18 +159,33 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 
 class VectorIndex:
-    """Named partitions of exact cosine search over unit vectors with stable int64 ids.
+    """Named partitions of cosine search over unit vectors with stable int64 ids.
+
+    `kind`: "auto" (exact up to `exact_max` vectors a partition, an inverted file above),
+    "exact" (always exact, whatever the size), or "ivf" (an inverted file from
+    `MIN_IVF` vectors up: below that k-means cannot place 64 lists). `nprobe`: lists an
+    inverted file searches per query (more: better recall, slower).
 
     Thread-safe: one re-entrant lock covers every mutation and search, so a reader never
     sees a half-added item.
     """
 
-    def __init__(self, dim: int, device: str = "auto"):
+    def __init__(self, dim: int, device: str = "auto", *, kind: str = "auto", exact_max: int = EXACT_MAX,
+                 nprobe: int = DEFAULT_NPROBE):
+        if kind not in KINDS:
+            raise ValueError(f"index kind must be one of {', '.join(KINDS)}, got {kind!r}")
+        if int(nprobe) < 1 or int(exact_max) < 0:
+            raise ValueError(f"nprobe must be >= 1 and exact_max >= 0, got {nprobe}, {exact_max}")
         self.dim = int(dim)
         self.device = _resolve_device(device)  # "cpu" or "gpu"
-        self._parts: dict[str, faiss.IndexIDMap2] = {}
-        # partition -> (GPU flat index, id of each row position); dropped on change, rebuilt on search.
-        self._gpu: dict[str, tuple[Any, np.ndarray]] = {}
+        self.kind = kind
+        # A partition with more vectors than this is an inverted file.
+        self.approx_from = {"auto": int(exact_max), "exact": 1 << 62, "ivf": MIN_IVF}[kind]
+        self.nprobe = int(nprobe)
+        self._parts: dict[str, Any] = {}  # partition -> IndexIDMap2 (exact) or IndexIVFFlat
+        self._trained: dict[str, int] = {}  # ivf partition -> vectors it was trained on
+        # partition -> (GPU index, id of each row position or None); dropped on change, rebuilt on search.
+        self._gpu: dict[str, tuple[Any, Any]] = {}
         self._lock = threading.RLock()
 
     # --- validation ---
@@ -148,9 +235,39 @@ class VectorIndex:
             if index is None:
                 index = self._parts[partition] = _new_partition(self.dim)
             else:
-                index.remove_ids(ids)
+                self._remove(index, ids)
             index.add_with_ids(vectors, ids)
             self._gpu.pop(partition, None)
+            self._reshape(partition)
+
+    def _remove(self, index: Any, ids: np.ndarray) -> int:
+        if _is_ivf(index):
+            return int(index.remove_ids(_ids_selector(ids)))  # absent ids are ignored
+        return int(index.remove_ids(ids))
+
+    def _reshape(self, partition: str) -> None:
+        """Switch a partition between exact and inverted file, or re-cut its lists, as its size asks."""
+        index = self._parts[partition]
+        n = int(index.ntotal)
+        if not _is_ivf(index):
+            if n > self.approx_from:
+                self._to_ivf(partition, index)
+        elif n < self.approx_from // 2:  # shrunk well below the line (hysteresis): exact again
+            ids, vecs = _all_vectors(index, self.dim)
+            flat = _new_partition(self.dim)
+            flat.add_with_ids(vecs, ids)
+            self._parts[partition] = flat
+            self._trained.pop(partition, None)
+        elif n > RETRAIN_GROWTH * self._trained.get(partition, n):
+            log.info("skillmem index: re-cutting %s (%d vectors, trained at %d)", partition, n,
+                     self._trained[partition])
+            self._to_ivf(partition, index)
+
+    def _to_ivf(self, partition: str, index: Any) -> None:
+        ids, vecs = _all_vectors(index, self.dim)
+        self._parts[partition] = _train_ivf(self.dim, ids, vecs)
+        self._trained[partition] = len(ids)
+        self._gpu.pop(partition, None)
 
     def remove(self, partition: str, ids: Sequence[int] | np.ndarray) -> int:
         """Remove `ids` from `partition` (absent ids are ignored); returns how many were removed."""
@@ -159,10 +276,16 @@ class VectorIndex:
             index = self._parts.get(partition)
             if index is None or len(ids) == 0:
                 return 0
-            removed = int(index.remove_ids(ids))
+            removed = self._remove(index, ids)
             if removed:
                 self._gpu.pop(partition, None)
+                self._reshape(partition)
             return removed
+
+    def kind_of(self, partition: str) -> str:
+        """"exact" or "ivf": how `partition` is searched now ("exact" if it does not exist)."""
+        with self._lock:
+            return "ivf" if _is_ivf(self._parts.get(partition)) else "exact"
 
     # --- reading ---
 
@@ -181,10 +304,13 @@ class VectorIndex:
             if index is None or index.ntotal == 0 or m == 0 or k == 0:
                 return scores, ids
             kk = min(k, index.ntotal)
+            ivf = _is_ivf(index)
+            if ivf:
+                index.nprobe = min(self.nprobe, index.nlist)
             if self.device == "gpu" and kk <= GPU_MAX_K:
                 gpu_index, row_ids = self._gpu_mirror(partition)
                 s, rows = gpu_index.search(queries, kk)
-                found = np.where(rows >= 0, row_ids[np.maximum(rows, 0)], -1)
+                found = rows if row_ids is None else np.where(rows >= 0, row_ids[np.maximum(rows, 0)], -1)
             else:
                 s, found = index.search(queries, kk)
         scores[:, :kk] = s
@@ -192,19 +318,26 @@ class VectorIndex:
         scores[ids < 0] = -np.inf
         return scores, ids
 
-    def _gpu_mirror(self, partition: str) -> tuple[Any, np.ndarray]:
+    def _gpu_mirror(self, partition: str) -> tuple[Any, Any]:
         """The GPU copy of a partition used for search, rebuilt after any change.
 
         GPU builds do not support remove_ids/reconstruct on every index type, so the GPU
-        holds only a plain flat index of the rows and the id of each row comes from the
-        CPU copy's id map.
+        holds only what search needs: a plain flat index of the rows (the id of each row
+        comes from the CPU copy's id map), or the inverted file itself (its lists carry
+        the ids), probing as many lists as the CPU copy would.
         """
         mirror = self._gpu.get(partition)
         if mirror is None:
             cpu = self._parts[partition]
-            flat = faiss.downcast_index(cpu.index)
-            row_ids = faiss.vector_to_array(cpu.id_map).astype(np.int64, copy=True)
-            mirror = self._gpu[partition] = (faiss.index_cpu_to_all_gpus(flat), row_ids)
+            if _is_ivf(cpu):
+                gpu = faiss.index_cpu_to_all_gpus(cpu)
+                space = getattr(faiss, "GpuParameterSpace", faiss.ParameterSpace)()  # absent from faiss-cpu
+                space.set_index_parameter(gpu, "nprobe", min(self.nprobe, cpu.nlist))
+                mirror = self._gpu[partition] = (gpu, None)
+            else:
+                flat = faiss.downcast_index(cpu.index)
+                row_ids = faiss.vector_to_array(cpu.id_map).astype(np.int64, copy=True)
+                mirror = self._gpu[partition] = (faiss.index_cpu_to_all_gpus(flat), row_ids)
         return mirror
 
     def vectors(self, partition: str, ids: Sequence[int] | np.ndarray) -> np.ndarray:
@@ -216,6 +349,12 @@ class VectorIndex:
                 if len(ids):
                     raise KeyError(f"partition {partition!r} does not exist")
                 return np.zeros((0, self.dim), dtype=np.float32)
+            if len(ids) == 0:
+                return np.zeros((0, self.dim), dtype=np.float32)
+            try:  # one call into faiss: a loop of reconstruct() costs ~10 µs per id
+                return index.reconstruct_batch(ids)
+            except RuntimeError:
+                pass  # an id is missing: find which, below
             out = np.empty((len(ids), self.dim), dtype=np.float32)
             for i, id_ in enumerate(ids):
                 try:
@@ -241,12 +380,14 @@ class VectorIndex:
             index = self._parts.get(partition)
             if index is None:
                 return np.zeros(0, dtype=np.int64)
+            if _is_ivf(index):
+                return _all_vectors(index, self.dim)[0]
             return faiss.vector_to_array(index.id_map).astype(np.int64, copy=True)
 
     def __repr__(self) -> str:
         with self._lock:
             sizes = {p: int(ix.ntotal) for p, ix in sorted(self._parts.items())}
-        return f"VectorIndex(dim={self.dim}, device={self.device!r}, partitions={sizes})"
+        return f"VectorIndex(dim={self.dim}, device={self.device!r}, kind={self.kind!r}, partitions={sizes})"
 
     # --- persistence ---
 
@@ -268,13 +409,16 @@ class VectorIndex:
         # Snapshot in memory under the lock (a memcpy), then write without blocking searches.
         # serialize_index produces exactly the bytes faiss.write_index would write.
         with self._lock:
-            blobs = {p: (faiss.serialize_index(ix).tobytes(), int(ix.ntotal)) for p, ix in self._parts.items()}
+            blobs = {p: (faiss.serialize_index(ix).tobytes(), int(ix.ntotal), self._trained.get(p))
+                     for p, ix in self._parts.items()}
         entries: dict[str, dict[str, Any]] = {}
-        for i, (name, (data, count)) in enumerate(sorted(blobs.items())):
+        for i, (name, (data, count, trained)) in enumerate(sorted(blobs.items())):
             digest = hashlib.sha256(data).hexdigest()
             fname = f"part-{i:04d}-{digest[:16]}.faiss"
             _write_atomic(d / fname, data)
             entries[name] = {"file": fname, "count": count, "bytes": len(data), "sha256": digest}
+            if trained is not None:
+                entries[name]["trained"] = trained
         manifest = {
             "format": FORMAT,
             "version": FORMAT_VERSION,
@@ -290,7 +434,8 @@ class VectorIndex:
                 f.unlink(missing_ok=True)
 
     @classmethod
-    def load(cls, directory: str | os.PathLike[str], device: str = "auto") -> tuple[VectorIndex, dict[str, Any]]:
+    def load(cls, directory: str | os.PathLike[str], device: str = "auto", **settings: Any
+             ) -> tuple[VectorIndex, dict[str, Any]]:
         """Read an index written by `save`: (index, meta). Raises IndexCorrupt if anything is off."""
         d = Path(directory)
         hint = "rebuild the index from the SQL store"
@@ -302,19 +447,21 @@ class VectorIndex:
         except (OSError, UnicodeDecodeError, ValueError) as e:
             raise IndexCorrupt(f"{mpath} is unreadable ({e}); {hint}") from e
         try:
-            if manifest["format"] != FORMAT or manifest["version"] != FORMAT_VERSION:
+            if manifest["format"] != FORMAT or manifest["version"] not in READABLE_VERSIONS:
                 raise IndexCorrupt(
                     f"{mpath} has format {manifest['format']!r} version {manifest['version']!r}, "
-                    f"expected {FORMAT!r} version {FORMAT_VERSION}; {hint}"
+                    f"expected {FORMAT!r} version {' or '.join(map(str, READABLE_VERSIONS))}; {hint}"
                 )
             dim = int(manifest["dim"])
             meta = manifest["meta"]
             entries = manifest["partitions"]
             if not isinstance(meta, dict) or not isinstance(entries, dict):
                 raise TypeError("meta and partitions must be objects")
-            index = cls(dim, device=device)
+            index = cls(dim, device=device, **settings)
             for name, entry in entries.items():
                 index._parts[name] = _read_partition(d, name, entry, dim, hint)
+                if _is_ivf(index._parts[name]):
+                    index._trained[name] = int(entry.get("trained", entry["count"]))
         except IndexCorrupt:
             raise
         except (KeyError, TypeError, ValueError) as e:
@@ -322,7 +469,7 @@ class VectorIndex:
         return index, meta
 
 
-def _read_partition(d: Path, name: str, entry: dict[str, Any], dim: int, hint: str) -> faiss.IndexIDMap2:
+def _read_partition(d: Path, name: str, entry: dict[str, Any], dim: int, hint: str) -> Any:
     """Read and verify one partition file listed in the manifest."""
     fname = str(entry["file"])
     if Path(fname).name != fname:
@@ -342,9 +489,11 @@ def _read_partition(d: Path, name: str, entry: dict[str, Any], dim: int, hint: s
         index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
     except RuntimeError as e:
         raise IndexCorrupt(f"partition {name!r}: faiss cannot read {path} ({e}); {hint}") from e
-    if not isinstance(index, faiss.IndexIDMap2) or index.d != dim or index.ntotal != int(entry["count"]):
+    ok_type = isinstance(index, faiss.IndexIDMap2) or (
+        _is_ivf(index) and index.direct_map.type == faiss.DirectMap.Hashtable and index.metric_type == faiss.METRIC_INNER_PRODUCT)
+    if not ok_type or index.d != dim or index.ntotal != int(entry["count"]):
         raise IndexCorrupt(
             f"partition {name!r}: {path} holds {type(index).__name__} d={index.d} n={index.ntotal}, "
-            f"expected IndexIDMap2 d={dim} n={entry['count']}; {hint}"
+            f"expected IndexIDMap2 or IndexIVFFlat (inner product, id map) d={dim} n={entry['count']}; {hint}"
         )
     return index

@@ -1,0 +1,158 @@
+"""The index cache bound to its store: a replaced database file, a restored dump, another history.
+
+Issue 12's "a stale index is trusted": an index saved for one store, whose high-water mark
+is not above the new head, must never serve the items of another store (or of another
+history of the same store). And retrieval reads no SQL unless memory changed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy import event
+
+from conftest import PG_URL, open_memory
+from skillmem import Lesson
+from skillmem.retrieve import lesson_text
+
+
+HEAT = ["a raw egg must be heated", "the potato is still frozen", "cold soup in a bowl",
+        "the mug of coffee went cold", "bread that needs toasting"]
+COOL = ["a hot apple must be cooled", "the lettuce wilts in the heat", "warm milk in a jug",
+        "the tomato sits by the oven", "a cup of tea is too hot", "wine at room temperature"]
+QUERY = "egg potato soup coffee bread apple lettuce milk tomato tea wine hot cold heated cooled"
+
+
+def heat(m, n: int = 3) -> set[str]:
+    triggers = HEAT[:n]
+    for t in triggers:
+        m.add_lesson(Lesson(trigger=t, fix="heat it with the microwave", task_type="heat", scope="task"))
+    return set(triggers)
+
+
+def cool(m, n: int = 6) -> set[str]:
+    # Another store, another task type, more events than the first: its head is above the saved mark.
+    triggers = COOL[:n]
+    for t in triggers:
+        m.add_lesson(Lesson(trigger=t, fix="cool it with the fridge", task_type="cool", scope="task"))
+    return set(triggers)
+
+
+def served(m, task_type: str) -> set[str]:
+    return {r.trigger for r in m.retrieve(QUERY, task_type=task_type, k=10, record=False).lessons}
+
+
+def test_replaced_sqlite_file_is_not_served_from_the_old_index(tmp_path):
+    db, other = tmp_path / "skillmem.db", tmp_path / "other.db"
+    a = open_memory(str(db), tmp_path)
+    heated = heat(a)
+    assert served(a, "heat") == heated
+    a.close()  # saves the index of store A under tmp_path/index, mark 3
+    b = open_memory(str(other), tmp_path / "other-index")
+    cooled = cool(b)
+    b.close()
+    for suffix in ("", "-wal", "-shm"):
+        (tmp_path / f"skillmem.db{suffix}").unlink(missing_ok=True)
+    shutil.copy(other, db)  # the file at the path is another store now (closed: its WAL is checkpointed)
+    m = open_memory(str(db), tmp_path)
+    assert served(m, "heat") == set()  # store B has no heat lessons: nothing of A's may come back
+    assert served(m, "cool") == cooled
+    assert m.index_check()["ok"]
+    m.close()
+
+
+def test_file_replaced_under_a_running_process_is_noticed(tmp_path):
+    db, other = tmp_path / "skillmem.db", tmp_path / "other.db"
+    a = open_memory(str(db), tmp_path)
+    heated = heat(a)
+    assert served(a, "heat") == heated
+    b = open_memory(str(other), tmp_path / "other-index")
+    cooled = cool(b)
+    b.close()
+    os.replace(other, db)  # a new inode at the same path, while `a` is open
+    for suffix in ("-wal", "-shm"):
+        (tmp_path / f"skillmem.db{suffix}").unlink(missing_ok=True)
+    assert served(a, "heat") == set() and served(a, "cool") == cooled
+    a.close()
+
+
+def test_same_store_restored_to_an_older_point_then_written_is_rebuilt(tmp_path):
+    """A backup of the same store (same id) restored, then more writes than were lost: the head
+    passes the saved mark, but the event at the mark is another one."""
+    db = tmp_path / "skillmem.db"
+    a = open_memory(str(db), tmp_path)
+    a.add_lesson(Lesson(trigger="a steak must be cooked", fix="use the stove", task_type="heat"))
+    a.close()
+    shutil.copy(db, tmp_path / "backup.db")
+    a = open_memory(str(db), tmp_path)
+    lost = heat(a, 3)
+    assert lost <= served(a, "heat")
+    a.close()  # index saved at mark 4
+    for suffix in ("", "-wal", "-shm"):
+        (tmp_path / f"skillmem.db{suffix}").unlink(missing_ok=True)
+    shutil.copy(tmp_path / "backup.db", db)
+    m = open_memory(str(db), tmp_path)
+    kept = {"the kettle must boil", "a pan of rice is cold", "frozen peas in the bag", "stale coffee in a cup",
+            "the oven is off"}
+    # Written through another index dir, so ours is not touched: head 6 > mark 4.
+    other = open_memory(str(db), tmp_path / "elsewhere")
+    for t in sorted(kept):
+        other.add_lesson(Lesson(trigger=t, fix="use the stove", task_type="heat"))
+    other.close()
+    got = served(m, "heat")
+    assert not (got & lost)  # the lost history is never served
+    assert got == kept | {"a steak must be cooked"}
+    # ...and every score is the item's own text's: ids 2-4 exist in both histories, and an
+    # index of the lost one would rank today's rows by yesterday's vectors.
+    ctx = m.retrieve(QUERY, task_type="heat", k=10, record=False)
+    q = m.embedder.encode([QUERY])[0]
+    for row in ctx.lessons:
+        want = float(m.embedder.encode([lesson_text(row)])[0] @ q)
+        assert ctx.scores[("lesson", row.id)] == pytest.approx(want, abs=1e-5), row.trigger
+    m.close()
+
+
+def test_postgres_database_recreated_at_the_same_url_is_not_served_from_the_old_index(pg_url, tmp_path):
+    a = open_memory(pg_url, tmp_path)
+    heated = heat(a)
+    assert served(a, "heat") == heated
+    a.close()
+    name = pg_url.rsplit("/", 1)[1]
+    admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:  # what a restore of another dump at this URL leaves behind
+        c.exec_driver_sql(f"DROP DATABASE {name} WITH (FORCE)")
+        c.exec_driver_sql(f"CREATE DATABASE {name}")
+    admin.dispose()
+    b = open_memory(pg_url, tmp_path / "other-index")
+    cooled = cool(b)
+    b.close()
+    m = open_memory(pg_url, tmp_path)  # the index dir still holds store A's index, mark 3 < head 6
+    assert served(m, "heat") == set()
+    assert served(m, "cool") == cooled
+    assert m.index_check()["ok"]
+    m.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_retrieval_reads_no_sql_unless_memory_changed(backend, tmp_path, request):
+    db = str(tmp_path / "skillmem.db") if backend == "sqlite" else request.getfixturevalue("pg_url")
+    m = open_memory(db, tmp_path)
+    heat(m)
+    m.retrieve("egg heated", task_type="heat", record=False)
+    statements: list[str] = []
+    event.listen(m.read_engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    event.listen(m.engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    for _ in range(20):
+        ctx = m.retrieve(QUERY, task_type="heat", record=False)
+        assert ctx.text and len(ctx.items) == 3
+    assert statements == []  # only the probe's own connection was read
+    other = open_memory(db, tmp_path / "other-index")
+    other.add_lesson(Lesson(trigger="the kettle is empty", fix="fill it at the sink", task_type="heat"))
+    other.close()
+    assert "the kettle is empty" in {r.trigger for r in m.retrieve("kettle empty", task_type="heat",
+                                                                   record=False).lessons}
+    assert statements  # a change was read, once
+    m.close()
