@@ -9,6 +9,7 @@ BENCHES = {
     "recording": "eval.bench.recording",
     "env": "eval.bench.env",
     "retrieval": "eval.bench.retrieval",
+    "shared": "eval.bench.shared",
     "embed": "eval.bench.embed_index",
     "reflection": "eval.bench.reflection",
     "trainer": "eval.bench.trainer",

@@ -208,6 +208,18 @@ class HashingEmbedder:
     def __init__(self, dim: int = 384):
         self.dim = dim
         self.name = f"hashing-{dim}"
+        self._vocab: dict[str, int] = {}
+        self._starts: list[int] = []  # first feature of each vocabulary slot
+        self._cols: list[int] = []
+        self._vals: list[float] = []
+        self._table: Any = None
+        self._lock = threading.Lock()
+        slot = self._vocab["\x00<empty>"] = 0  # an empty text's one feature, as before
+        col, sign = _feature_slot("<empty>", dim)
+        self._starts.append(0)
+        self._cols.append(col)
+        self._vals.append(sign * 1.0)
+        del slot
 
     def _features(self, text: str) -> list[tuple[str, float]]:
         feats: list[tuple[str, float]] = []
@@ -218,20 +230,44 @@ class HashingEmbedder:
         # An empty text still needs a unit vector.
         return feats or [("<empty>", 1.0)]
 
+    def _word(self, word: str) -> int:
+        """The vocabulary slot of `word`, its features (bucket, signed weight) appended on first sight."""
+        slot = self._vocab.get(word)
+        if slot is None:
+            padded = f" {word} "
+            feats = [("w:" + word, 1.0)] + [("c:" + padded[i : i + 3], 0.5) for i in range(len(padded) - 2)]
+            for feat, weight in feats:
+                col, sign = _feature_slot(feat, self.dim)
+                self._cols.append(col)
+                self._vals.append(sign * weight)
+            slot = self._vocab[word] = len(self._starts)
+            self._starts.append(len(self._cols) - len(feats))
+            self._table = None
+        return slot
+
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """Embed `texts` by feature hashing; the same text always gives the same vector."""
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        rows: list[int] = []
-        cols: list[int] = []
-        vals: list[float] = []
-        for r, text in enumerate(texts):
-            for feat, weight in self._features(text):
-                col, sign = _feature_slot(feat, self.dim)
-                rows.append(r)
-                cols.append(col)
-                vals.append(sign * weight)
-        if rows:
-            np.add.at(out, (np.array(rows), np.array(cols)), np.array(vals, dtype=np.float32))
+        # A text's vector is the sum of its words' feature vectors, so each word's features are
+        # hashed once and the sums are one vectorized scatter: ~10x faster than per feature,
+        # which a million-lesson benchmark needs.
+        with self._lock:
+            words: list[int] = []
+            rows: list[int] = []
+            empty = self._word("\x00<empty>")  # features of "<empty>" are not a word's: see below
+            for r, text in enumerate(texts):
+                ws = [self._word(w) for w in _WORD.findall(text.lower())]
+                words.extend(ws or [empty])
+                rows.extend([r] * (len(ws) or 1))
+            if self._table is None:
+                self._table = (np.array(self._starts + [len(self._cols)], dtype=np.int64),
+                               np.array(self._cols, dtype=np.int64), np.array(self._vals, dtype=np.float32))
+            starts, cols, vals = self._table
+        w = np.array(words, dtype=np.int64)
+        lengths = starts[w + 1] - starts[w]
+        pos = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths - starts[w], lengths)
+        flat = np.repeat(np.array(rows, dtype=np.int64), lengths) * self.dim + cols[pos]
+        out = np.bincount(flat, weights=vals[pos], minlength=len(texts) * self.dim)
+        out = out.reshape(len(texts), self.dim).astype(np.float32)
         # Features can cancel out in rare collisions; a zero row has no direction, so give it one.
         out[~out.any(axis=1), 0] = 1.0
         return _normalize_rows(out)

@@ -137,26 +137,30 @@ def mmr(cands: list[tuple[str, int, float, np.ndarray]], k: int, lam: float = MM
     """Maximal marginal relevance: relevant, and unlike what is already chosen; ties go to the lower id."""
     if not cands or k <= 0:
         return []
-    vecs = np.stack([c[3] for c in cands])
-    rel = np.array([c[2] for c in cands], dtype=np.float64)
-    ids = np.array([c[1] for c in cands])
-    sims = vecs @ vecs.T  # one product instead of one per pick
-    redundancy = np.zeros(len(cands))
-    free = np.ones(len(cands), dtype=bool)
+    # One matrix product, then plain Python over a few dozen floats: per-pick numpy calls
+    # would cost more than the arithmetic.
+    vecs = np.array([c[3] for c in cands], dtype=np.float32)
+    sims = (vecs @ vecs.T).tolist()
+    rel = [lam * c[2] for c in cands]
+    ids = [c[1] for c in cands]
+    redundancy = [0.0] * len(cands)
+    free = set(range(len(cands)))
     chosen: list[int] = []
     while len(chosen) < k:
-        ok = free & (redundancy < NEAR_COPY_COSINE)
-        if not ok.any():
+        best, best_key = -1, None
+        for i in free:
+            if redundancy[i] >= NEAR_COPY_COSINE:
+                continue
+            # Rounding makes ties exact, so equal inputs give the same order whatever the float noise.
+            key = (-round(rel[i] - (1 - lam) * redundancy[i], 6), ids[i])
+            if best_key is None or key < best_key:
+                best, best_key = i, key
+        if best < 0:
             break
-        # Rounding makes ties exact, so equal inputs give the same order whatever the float noise.
-        value = np.round(lam * rel - (1 - lam) * redundancy, 6)
-        value[~ok] = -np.inf
-        best_value = value.max()
-        tied = np.flatnonzero(value == best_value)
-        best = int(tied[np.argmin(ids[tied])])
         chosen.append(best)
-        free[best] = False
-        redundancy = np.maximum(redundancy, sims[:, best]) if chosen else redundancy
+        free.discard(best)
+        row = sims[best]
+        redundancy = [r if r >= s else s for r, s in zip(redundancy, row)]
     return [cands[i] for i in chosen]
 
 

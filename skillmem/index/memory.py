@@ -504,6 +504,7 @@ class MemoryIndex:
                    ) -> list[tuple[str, int, float, np.ndarray]]:
         """Top-`n` of each partition: (partition, id, cosine, vector), sorted by score then id."""
         out: list[tuple[str, int, float, np.ndarray]] = []
+        keys: list[tuple[float, int]] = []
         with self._lock:
             for p in partitions:
                 scores, ids = self.index.search(p, query, n)
@@ -512,10 +513,13 @@ class MemoryIndex:
                     continue
                 ids_p, s_p = ids[0][keep], scores[0][keep]
                 vecs = self.index.vectors(p, ids_p)
-                out.extend((p, int(i), float(s), v) for i, s, v in zip(ids_p, s_p, vecs))
-        # Rounding makes ties exact, so equal inputs give the same order whatever the float noise.
-        out.sort(key=lambda c: (-round(c[2], 6), c[1]))
-        return out
+                ids_l = ids_p.tolist()
+                out.extend(zip([p] * len(ids_l), ids_l, s_p.tolist(), vecs))
+                # Rounding makes ties exact, so equal inputs give the same order whatever the float noise.
+                keys.extend(zip((-np.round(s_p.astype(np.float64), 6)).tolist(), ids_l))
+        if len(partitions) == 1 and not keys:
+            return out
+        return [out[i] for i in sorted(range(len(out)), key=keys.__getitem__)]
 
     def item(self, kind: str, item_id: int) -> Optional[Item]:
         """The cached active item, or None if it is not retrievable (as of the mark)."""
