@@ -22,6 +22,7 @@ import pytest
 from sqlalchemy import text
 
 from eval.bench.reflection import play
+from eval.envs.alfworld_env import games_root
 from eval.envs.base import ALFWORLD_TASK_TYPES
 from eval.envs.household import HouseholdEnv
 from skillmem import SkillMemory
@@ -168,7 +169,8 @@ def test_demonstrations_are_slotted_and_compact(tmp_path):
 
 # --------------------------------------------------------------------------- ALFWorld games
 
-ALFWORLD = Path(os.environ.get("SKILLMEM_ALFWORLD", ROOT.parent / "shared" / "alfworld")) / "train"
+# The same folder the ALFWorld adapter reads ($SKILLMEM_ALFWORLD_DIR, else ../shared/alfworld).
+ALFWORLD = games_root() / "train"
 
 
 def _alfworld_games(n: int) -> list[tuple[str, str, list[str]]]:
