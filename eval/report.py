@@ -145,7 +145,11 @@ def example_lessons(run_dir: Path, n: int = 5) -> dict[str, list[dict[str, Any]]
                                 (ns, n)).fetchall()
             items = []
             for trigger, bad, fix, pivot, sources, support in rows:
-                ep_id = (json.loads(sources or "[]") or [None])[0]
+                ids = json.loads(sources or "[]")
+                # A merged lesson has several sources: show the one corrected at the lesson's pivot.
+                ep_id = next((e for e in ids if pivot is not None and conn.execute(
+                    "SELECT 1 FROM feedback WHERE episode_id = ? AND step_index = ?", (e, pivot)).fetchone()),
+                    ids[0] if ids else None)
                 item = {"trigger": trigger, "bad_action": bad, "fix": fix, "support": support, "pivot_step": pivot}
                 if ep_id:
                     ep = conn.execute("SELECT goal, outcome, num_steps FROM episodes WHERE id = ?", (ep_id,)).fetchone()
@@ -157,8 +161,8 @@ def example_lessons(run_dir: Path, n: int = 5) -> dict[str, list[dict[str, Any]]
                         if st:
                             item["failure"] = {**item.get("failure", {}), "pivot_action": st[0],
                                                "pivot_feedback": (st[1] or "")[:200]}
-                    fb = conn.execute("SELECT text FROM feedback WHERE episode_id = ? ORDER BY step_index LIMIT 1",
-                                      (ep_id,)).fetchone()
+                    fb = conn.execute("SELECT text FROM feedback WHERE episode_id = ? ORDER BY step_index = ? DESC, "
+                                      "step_index LIMIT 1", (ep_id, pivot)).fetchone()
                     if fb:
                         item.setdefault("failure", {})["correction"] = fb[0]
                 items.append(item)
