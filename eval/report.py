@@ -72,6 +72,7 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "memory_lessons": statistics.fmean([m.get("lessons", 0) for m in mem]) if mem else 0,
             "memory_demonstrations": statistics.fmean([m.get("demonstrations", 0) for m in mem]) if mem else 0,
             "per_task_type": {tt: {"mean": a, "std": b} for tt, (a, b) in per_type.items()},
+            "llm": llm_usage([x["llm"] for x in allr if x.get("llm")]),
         }
         curve = []
         for rd in rounds:
@@ -211,6 +212,36 @@ def table(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def llm_usage(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """A model-backed policy's usage over a condition's episodes: tokens, answers, retries, latency."""
+    if not rows:
+        return None
+    tot = {k: sum(r.get(k, 0) for r in rows) for k in ("decisions", "valid_first", "retries", "invalid",
+                                                      "prompt_tokens", "completion_tokens", "calls", "seconds")}
+    n = tot["decisions"]
+    return {**tot, "episodes": len(rows),
+            "valid_first_share": tot["valid_first"] / n if n else None,
+            "retries_per_decision": tot["retries"] / n if n else None,
+            "tokens_per_episode": (tot["prompt_tokens"] + tot["completion_tokens"]) / len(rows),
+            "seconds_per_call": tot["seconds"] / tot["calls"] if tot["calls"] else None}
+
+
+def llm_table(summary: dict[str, Any]) -> str:
+    """Token usage and answer quality per condition ("" when no model-backed policy played)."""
+    rows = [(c, v["llm"]) for c, v in summary["conditions"].items() if v.get("llm")]
+    if not rows:
+        return ""
+    lines = ["| condition | decisions | valid first time | retries / decision | invalid | prompt tokens | "
+             "completion tokens | tokens / episode | s / call |", "|---|---|---|---|---|---|---|---|---|"]
+    for c, u in rows:
+        share = f"{100 * u['valid_first_share']:.0f} %" if u["valid_first_share"] is not None else "–"
+        rpd = f"{u['retries_per_decision']:.2f}" if u["retries_per_decision"] is not None else "–"
+        spc = f"{u['seconds_per_call']:.2f}" if u["seconds_per_call"] is not None else "–"
+        lines.append(f"| {c} | {u['decisions']} | {share} | {rpd} | {u['invalid']} | {u['prompt_tokens']:.0f} | "
+                     f"{u['completion_tokens']:.0f} | {u['tokens_per_episode']:.0f} | {spc} |")
+    return "\n".join(lines)
+
+
 def plots(summary: dict[str, Any], out_dir: Path) -> list[Path]:
     import matplotlib
 
@@ -280,6 +311,8 @@ def write_report(run_dir: Path) -> Path:
         md += ["## Learning curve: held-out success (%, mean ± std over seeds) after each number of experience "
                "episodes", "", curve_table(summary), ""]
     md += lessons_markdown(mem, examples)
+    if llm_table(summary):
+        md += ["Model usage per condition (last round, all seeds):", "", llm_table(summary), ""]
     md += [f"![{p.stem}]({p.name})" for p in pngs]
     out = run_dir / "report.md"
     out.write_text("\n".join(md) + "\n")
@@ -291,6 +324,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("run", help="a run directory")
     a = p.parse_args(argv)
     out = write_report(Path(a.run))
-    print(table(summarize(load(Path(a.run)))))
+    summary = summarize(load(Path(a.run)))
+    print(table(summary))
+    if llm_table(summary):
+        print("\n" + llm_table(summary))
     print(f"\nreport: {out}")
     return 0

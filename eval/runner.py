@@ -76,7 +76,13 @@ class RunConfig:
     seeds: tuple[int, ...] = (0, 1, 2)
     rounds: int = 2
     conditions: tuple[str, ...] = DEFAULT_CONDITIONS
-    policy: str = "cpu"  # cpu | random | package.module:attr (a user's agent)
+    policy: str = "cpu"  # cpu | random | openai (any OpenAI-compatible endpoint) | package.module:attr (a user's agent)
+    base_url: str = ""  # openai: the endpoint, e.g. http://127.0.0.1:8080/v1 ("" = OpenAI; key from OPENAI_API_KEY)
+    model: str = ""  # openai: the model name ("" = the endpoint's only model)
+    llm_tools: bool = False  # openai: offer the act tool and read tool calls (needs a server with tool calling)
+    llm_json: bool = False  # openai: ask for JSON answers (response_format json_object)
+    llm_timeout: float = 120.0  # openai: seconds to wait for one answer
+    llm_max_tokens: int = 256  # openai: tokens one answer may have (a thought and the action fit)
     k: int = 4  # lessons retrieved (general and task-type), at most
     k_demos: int = 2  # demonstrations of the task type retrieved, at most
     token_budget: int = 400  # tokens of memory in the context, at most
@@ -126,6 +132,17 @@ def make_base_policy(cfg: RunConfig, seed: int) -> Any:
         from skillmem.policy.random import RandomPolicy
 
         return RandomPolicy(seed)
+    if cfg.policy == "openai":
+        import os
+
+        from skillmem.llm import LLMConfig
+        from skillmem.policy.openai_policy import OpenAIPolicy
+
+        # The key comes from the environment only: the run's manifest saves the config.
+        key = os.environ.get("SKILLMEM_LLM_API_KEY") or os.environ.get("OPENAI_API_KEY") or None
+        return OpenAIPolicy(LLMConfig(base_url=cfg.base_url or None, api_key=key, model=cfg.model,
+                                      timeout=cfg.llm_timeout, temperature=0.0, max_tokens=cfg.llm_max_tokens),
+                            tools=cfg.llm_tools, json_mode=cfg.llm_json)
     if cfg.policy == "cpu":
         from skillmem.policy.cpu import CPUPolicy
 
@@ -195,6 +212,20 @@ def make_retriever(memory: SkillMemory, cfg: RunConfig, kinds: tuple[str, ...], 
 
 
 # ----------------------------------------------------------------------------- episodes
+
+
+def llm_usage(policy: Any, before: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
+    """What a model-backed policy spent since `before` (its stats then): None for other policies."""
+    stats = getattr(policy, "stats", None)
+    if stats is None or not hasattr(stats, "as_dict"):
+        return None
+    now = dataclasses.asdict(stats)
+    return {k: round(v - (before or {}).get(k, 0), 4) for k, v in now.items()}
+
+
+def _stats(policy: Any) -> Optional[dict[str, Any]]:
+    stats = getattr(policy, "stats", None)
+    return dataclasses.asdict(stats) if stats is not None and hasattr(stats, "as_dict") else None
 
 
 def play(spec: TaskSpec, agent: Any, memory: SkillMemory, cfg: RunConfig, *, retriever: Optional[Callable],
@@ -384,6 +415,14 @@ def run(cfg: RunConfig, *, progress: bool = True, log: Callable[[str], None] = p
 
     # Decisions are small: one thread each avoids oversubscribing a shared machine.
     torch.set_num_threads(1)
+    if cfg.policy == "openai":
+        # A hosted or served model acts as it is: this trainer does not train it (export its data
+        # with `skillmem export` and train it with `skillmem train --policy trl` instead).
+        dropped = [c for c in cfg.conditions if CONDITIONS.get(c, {}).get("policy") == "trained"]
+        if dropped:
+            log(f"policy openai is not trained by the runner: leaving out conditions {dropped}")
+        cfg.conditions = tuple(c for c in cfg.conditions if c not in dropped)
+        cfg.train = False
     r = Run(cfg)
     unknown = [c for c in cfg.conditions if c not in CONDITIONS]
     if unknown:
@@ -417,7 +456,10 @@ def run(cfg: RunConfig, *, progress: bool = True, log: Callable[[str], None] = p
             agent = as_agent(trained or base)
             todo = [s for s in specs if (seed, rnd, "train", "experience", s.task_id) not in r.done]
             for spec in tqdm(todo, desc=f"seed {seed} round {rnd}: experience", disable=not progress, leave=False):
+                before = _stats(trained or base)
                 row = play(spec, agent, memory, cfg, retriever=retr, expert_feedback=cfg.expert_feedback)
+                if before is not None:
+                    row["llm"] = llm_usage(trained or base, before)
                 r.record({**row, "seed": seed, "round": rnd, "phase": "train", "condition": "experience"})
             # 2. write memory (idempotent: episodes already reflected on are not redone)
             stats = write_memory(memory, cfg.train_split)
@@ -509,8 +551,11 @@ def play_job(job: tuple) -> dict[str, Any]:
             loaded[policy_ref] = load_policy(policy_ref)
             loaded[policy_ref].eval()
         policy = loaded[policy_ref]
+    before = _stats(policy)
     row = play(spec, as_agent(policy, spec_c.get("view", "both")), read_from, cfg,
                retriever=make_retriever(read_from, cfg, spec_c["kinds"], spec_c.get("view", "both")))
+    if before is not None:
+        row["llm"] = llm_usage(policy, before)
     return {**row, "condition": cond, "memory_size": memory_size(read_from)}
 
 

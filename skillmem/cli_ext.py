@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from typing import Any
 
 from .cli import EXTENSIONS, command, print_rows
@@ -20,8 +21,17 @@ def _add_train(sub: Any) -> None:
     s = sub.add_parser("train", help="train a policy on the store's episodes, lessons and feedback; gate it")
     s.add_argument("--namespace", "-n", default="default")
     s.add_argument("--out", default=None, help="run directory (default: <db dir>/policies/<version id>)")
-    s.add_argument("--policy", choices=["cpu", "hf"], default="cpu", help="kind of policy to train")
-    s.add_argument("--base-model", default=None, help="hf: a local model directory (see policy.hf.from_gguf)")
+    s.add_argument("--policy", choices=["cpu", "hf", "trl"], default="cpu",
+                   help="kind of policy to train (trl: a chat model, SFT then DPO/KTO with LoRA, through TRL)")
+    s.add_argument("--base-model", default=None, help="hf, trl: a local model directory (see policy.hf.from_gguf)")
+    t = s.add_argument_group("chat models (--policy trl)")
+    t.add_argument("--objective", choices=["dpo", "kto", "sft"], default="dpo", help="after SFT: DPO, KTO or nothing")
+    t.add_argument("--sft-steps", type=int, default=None, help="SFT optimizer steps (default 60)")
+    t.add_argument("--pref-steps", type=int, default=None, help="DPO/KTO optimizer steps (default 60)")
+    t.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 ...")
+    t.add_argument("--dtype", default="auto", help="auto (bfloat16 on a GPU that has it, else float32), float32, bfloat16")
+    t.add_argument("--gradient-checkpointing", action="store_true", help="recompute activations to save GPU memory")
+    t.add_argument("--lora-r", type=int, default=None, help="LoRA rank (default 16)")
     s.add_argument("--force", action="store_true", help="train even if the trigger says there is too little new data")
     s.add_argument("--no-gate", action="store_true", help="register the candidate without evaluating it")
     # Every TrainConfig knob is a flag, with its own help.
@@ -65,6 +75,8 @@ def cmd_train(a: argparse.Namespace) -> int:
     if not go and not a.force:
         print(f"skillmem train: not yet: {why}")
         return 0
+    if a.policy == "trl":
+        return _train_trl(a, engine, config, counts, url)
     examples = collect_examples(engine, a.namespace, max_history=config.max_history,
                                 max_candidates=config.max_candidates, min_group_size=config.min_group_size,
                                 seed=config.seed)
@@ -109,6 +121,40 @@ def cmd_train(a: argparse.Namespace) -> int:
                           baseline=load_policy(baseline_dir) if baseline_dir else None)
     print(f"version {vid}: {'promoted' if decision.promoted else 'rejected'} "
           f"(held-out score {decision.candidate_score:.3f} vs {decision.current_score})")
+    return 0
+
+
+def _train_trl(a: argparse.Namespace, engine: Any, config: Any, counts: dict[str, int], url: str) -> int:
+    """`skillmem train --policy trl`: a chat model through TRL, behind the same gate and versions."""
+    from pathlib import Path
+
+    from .train.trl_backend import TRLConfig, train_chat_round
+
+    if not a.base_model:
+        print("skillmem train: --policy trl needs --base-model DIR (a local transformers chat model)", file=sys.stderr)
+        return 2
+    knobs = {"base_model": a.base_model, "objective": a.objective, "device": a.device, "dtype": a.dtype,
+             "gradient_checkpointing": a.gradient_checkpointing, "sft_steps": a.sft_steps, "pref_steps": a.pref_steps,
+             "lora_r": a.lora_r, "lr": a.lr, "batch_size": a.batch_size, "seed": a.seed,
+             "max_history": a.max_history}
+    tcfg = TRLConfig(**{k: v for k, v in knobs.items() if v is not None})
+    out = Path(a.out) if a.out else Path(url.split("///", 1)[-1]).parent / "policies" / f"trl-{int(time.time())}"
+    round_ = train_chat_round(engine, a.namespace, tcfg, out, heldout_fraction=config.heldout_fraction,
+                              gate=not a.no_gate, data=counts)
+    r = round_["result"]
+    stages = ", ".join(f"{k} {v.get('steps', 0)} steps, loss {v.get('first_loss')} -> {v.get('last_loss')}"
+                       for k, v in r.stages.items())
+    print(f"trained {stages} ({r.status}, actions as {'tool calls' if r.tools else 'text'}): {r.path}")
+    vid = round_["version_id"]
+    if round_["promoted"] is None:
+        print(f"version {vid}: candidate (not gated)")
+        return 0
+    d = round_.get("decision")
+    if d is None:
+        print(f"version {vid}: rejected (training stopped: {r.status})")
+        return 1
+    print(f"version {vid}: {'promoted' if d.promoted else 'rejected'} "
+          f"(held-out score {d.candidate_score:.3f} vs {d.current_score})")
     return 0
 
 

@@ -157,30 +157,40 @@ class LLMClient:
         on a wrong answer; the error goes back to the model and it answers again, up to
         `json_attempts` times. Any other exception from `validate` is a bug and propagates.
         """
+        return self.complete(messages, lambda text: validate(parse_json_object(text)))
+
+    def complete(
+        self, messages: list[dict[str, Any]], validate: Callable[[str], T], *, json_mode: bool = True,
+        tools: list[dict[str, Any]] | None = None,
+    ) -> tuple[T, Usage]:
+        """Ask until `validate` accepts the answer's text; `complete_json` for answers of any shape.
+
+        `json_mode` asks for `response_format={"type": "json_object"}`; `tools` offers function
+        schemas, and a tool call the model makes reaches `validate` as the JSON text
+        ``{"name": ..., "arguments": ...}``. Retries and errors as in `complete_json`.
+        """
         messages = list(messages)  # the caller's list stays as it was
         usage = Usage()
         start = time.monotonic()
         error, content = "", None
         try:
             for _ in range(self.config.json_attempts):
-                content = self._chat(messages, usage)
+                content = self._chat(messages, usage, json_mode=json_mode, tools=tools)
                 try:
-                    return validate(parse_json_object(content)), usage
+                    return validate(content), usage
                 except (ValueError, TypeError, KeyError) as e:
                     error = _shorten(f"{type(e).__name__}: {e}")
                 log.info("%s (model %s) gave an invalid answer: %s", self.endpoint, self.model, error)
+                fix = ("Answer again with only a JSON object that fixes this, no other text." if json_mode
+                       else "Answer again, fixing this.")
                 messages += [
                     {"role": "assistant", "content": content},
-                    {
-                        "role": "user",
-                        "content": f"Your answer was not valid: {error}. Answer again with only a JSON "
-                        "object that fixes this, no other text.",
-                    },
+                    {"role": "user", "content": f"Your answer was not valid: {error}. {fix}"},
                 ]
             raise InvalidAnswer(
-                f"{self.endpoint} (model {self.model}) gave no valid JSON answer in "
+                f"{self.endpoint} (model {self.model}) gave no valid {'JSON ' if json_mode else ''}answer in "
                 f"{self.config.json_attempts} attempts; last error: {error}. Check that the model "
-                "follows JSON instructions, or raise json_attempts.",
+                "follows the prompt's instructions, or raise json_attempts.",
                 attempts=self.config.json_attempts,
                 last_error=error,
                 last_content=content,
@@ -191,7 +201,8 @@ class LLMClient:
             with self._lock:
                 self.usage = self.usage + usage
 
-    def _chat(self, messages: list[dict[str, Any]], usage: Usage) -> str:
+    def _chat(self, messages: list[dict[str, Any]], usage: Usage, *, json_mode: bool = True,
+              tools: list[dict[str, Any]] | None = None) -> str:
         """One answer's text, retrying transport failures with backoff; counts calls and tokens."""
         cfg = self.config
         model = self._resolve_model()
@@ -200,8 +211,10 @@ class LLMClient:
             kwargs: dict[str, Any] = {"model": model, "messages": messages, "temperature": cfg.temperature}
             if cfg.max_tokens is not None:
                 kwargs["max_tokens"] = cfg.max_tokens
-            if self._json_mode:
+            if self._json_mode and json_mode:
                 kwargs["response_format"] = {"type": "json_object"}
+            if tools:
+                kwargs["tools"] = tools
             usage.calls += 1
             headers = None
             try:
@@ -229,8 +242,12 @@ class LLMClient:
                 if response.usage is not None:
                     usage.prompt_tokens += response.usage.prompt_tokens or 0
                     usage.completion_tokens += response.usage.completion_tokens or 0
-                # no choices or null content (refusal, tool call) reads as an empty, invalid answer
-                return (response.choices[0].message.content if response.choices else None) or ""
+                message = response.choices[0].message if response.choices else None
+                calls = getattr(message, "tool_calls", None) or []
+                if calls and not message.content and getattr(calls[0], "function", None) is not None:
+                    return json.dumps({"name": calls[0].function.name, "arguments": calls[0].function.arguments})
+                # no choices or null content (a refusal) reads as an empty, invalid answer
+                return (message.content if message is not None else None) or ""
 
             if retry >= cfg.max_retries:
                 raise kind(

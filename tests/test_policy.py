@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from types import SimpleNamespace as NS
 
@@ -84,13 +85,41 @@ def test_openai_policy_chooses_among_admissible(openai_server):
     from skillmem.llm import LLMConfig
     from skillmem.policy.openai_policy import OpenAIPolicy
 
-    openai_server.script([{"content": '{"action": 42}'}, {"content": '{"action": 5}'}])
+    # an answer naming no admissible action goes back with the error; the second one thinks, then acts
+    openai_server.script([{"content": "Action: fly to the moon"},
+                          {"content": f"Thought: heat it where heating works.\nAction: {ADM[5]}"}])
     policy = OpenAIPolicy(LLMConfig(base_url=openai_server.base_url, model="test-model", retry_base_delay=0))
     assert policy.act(GOAL, [("go to countertop 1", "You arrive.")], CTX, ADM) == ADM[5]
-    first = openai_server.requests[0]["messages"][-1]["content"]
-    assert "microwave, not the fridge" in first and "5. heat apple 1 with microwave 1" in first
+    first = openai_server.requests[0]["messages"]
+    assert "microwave, not the fridge" in first[1]["content"]
+    assert first[-1]["role"] == "user" and "- heat apple 1 with microwave 1" in first[-1]["content"]
+    assert "not one of the admissible actions" in openai_server.requests[1]["messages"][-1]["content"]
+    assert "response_format" not in openai_server.requests[0]
+    s = policy.stats
+    assert (s.decisions, s.valid_first, s.retries, s.invalid, s.calls) == (1, 0, 1, 0, 2)
+    # no valid answer at all: the last words go to the environment as they are, counted as invalid
+    openai_server.script([{"content": "Action: dance"}] * 3)
+    assert policy.act(GOAL, [], CTX, ADM) == "dance" and policy.stats.invalid == 1
     with pytest.raises(NotImplementedError):
         policy.action_logprobs(Prompt(GOAL), ADM)
+
+
+def test_openai_policy_tool_calls_and_json_mode(openai_server):
+    from skillmem.llm import LLMConfig
+    from skillmem.policy.openai_policy import OpenAIPolicy
+
+    cfg = LLMConfig(base_url=openai_server.base_url, model="test-model", retry_base_delay=0)
+    openai_server.script([{"content": '{"thought": "hot", "action": "%s"}' % ADM[5]}])
+    assert OpenAIPolicy(cfg, json_mode=True).act(GOAL, [], CTX, ADM) == ADM[5]
+    assert openai_server.requests[-1]["response_format"] == {"type": "json_object"}
+    openai_server.script([{"content": "Action: " + ADM[2]}])
+    tools = OpenAIPolicy(cfg, tools=True)
+    assert tools.act(GOAL, [(ADM[0], "You arrive.")], None, ADM) == ADM[2]
+    req = openai_server.requests[-1]
+    assert req["tools"][0]["function"]["name"] == "act"
+    call = req["messages"][2]["tool_calls"][0]["function"]  # history as tool calls, arguments as JSON text
+    assert call["name"] == "act" and json.loads(call["arguments"]) == {"command": ADM[0]}
+    assert req["messages"][3]["role"] == "tool"
 
 
 # --------------------------------------------------------------------------- HF LM policy

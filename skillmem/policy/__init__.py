@@ -27,7 +27,11 @@ def load_policy(path: str | Path) -> Any:
         from .hf import HFPolicy  # transformers is slow to import
 
         return HFPolicy.load(path)
-    raise ValueError(f"{meta_path}: unknown policy kind {kind!r} (expected 'cpu' or 'hf')")
+    if kind == "hf-chat":
+        from .hf_chat import HFChatPolicy
+
+        return HFChatPolicy.load(path)
+    raise ValueError(f"{meta_path}: unknown policy kind {kind!r} (expected 'cpu', 'hf' or 'hf-chat')")
 
 
 __all__ = ["Policy", "Prompt", "Hints", "hints_from_context", "make_prompt", "context_text", "history_pairs",

@@ -134,6 +134,18 @@ def chat_messages(goal: str, history: Sequence[tuple[str, str]], memory_text: st
     return msgs
 
 
+def for_api(messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The messages as the OpenAI API wants them: tool-call arguments as JSON strings (templates take dicts)."""
+    out = []
+    for m in messages:
+        if m.get("tool_calls"):
+            m = {**m, "tool_calls": [{**c, "function": {**c["function"], "arguments": json.dumps(
+                c["function"]["arguments"]) if not isinstance(c["function"]["arguments"], str)
+                else c["function"]["arguments"]}} for c in m["tool_calls"]]}
+        out.append(m)
+    return out
+
+
 # --------------------------------------------------------------------------- reading the answer
 
 _ACTION_LINE = re.compile(r"^\s*(?:\**\s*)?(?:action|command|next action)\s*(?:\d+\s*)?\**\s*[:=]\s*(.+?)\s*$",

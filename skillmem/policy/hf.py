@@ -34,7 +34,42 @@ class HFPolicyConfig:
     max_history: int = 6  # recent steps rendered into the prompt
     use_text: bool = True
     use_hints: bool = True
-    dtype: str = "float32"
+    dtype: str = "auto"  # auto: bfloat16 on a GPU that has it, float32 otherwise; or any torch dtype name
+    device: str = "auto"  # auto: cuda when there is one, cpu otherwise; or "cuda:1", "cpu", ...
+    gradient_checkpointing: bool = False  # trade compute for memory when training a larger model on a GPU
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """The device to place a model on: CUDA when asked for "auto" and there is one, the CPU otherwise."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    d = torch.device(device)
+    if d.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {device!r} asked for, but torch sees no CUDA GPU; use device='auto' or 'cpu'")
+    return d
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """bfloat16 on a GPU that supports it for "auto", float32 elsewhere (CPU training in bf16 is slow and lossy)."""
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+    if not isinstance(getattr(torch, dtype, None), torch.dtype):
+        raise ValueError(f"unknown dtype {dtype!r}: use auto, float32, bfloat16 or float16")
+    return getattr(torch, dtype)
+
+
+def load_causal_lm(path: str | Path, *, device: str = "auto", dtype: str = "auto",
+                   gradient_checkpointing: bool = False) -> Any:
+    """A local transformers causal LM on the user's device, in the dtype that suits it."""
+    from transformers import AutoModelForCausalLM
+
+    dev = resolve_device(device)
+    model = AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True, dtype=resolve_dtype(dtype, dev))
+    model.to(dev)
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()  # LoRA leaves the embeddings frozen; checkpointing needs a grad path
+    return model
 
 
 def render_prompt(p: Prompt, max_history: int = 6) -> str:
@@ -62,7 +97,7 @@ class HFPolicy:
 
     def __init__(self, config: HFPolicyConfig, *, adapter: Optional[str | Path] = None):
         from peft import LoraConfig, PeftModel, get_peft_model
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoTokenizer
 
         if not config.base_model or not Path(config.base_model).exists():
             raise FileNotFoundError(
@@ -70,8 +105,9 @@ class HFPolicy:
                 "convert a GGUF with skillmem.policy.hf.from_gguf() or save a model with save_pretrained()")
         self.config = config
         self.tokenizer = AutoTokenizer.from_pretrained(config.base_model, local_files_only=True)
-        base = AutoModelForCausalLM.from_pretrained(config.base_model, local_files_only=True,
-                                                    dtype=getattr(torch, config.dtype))
+        base = load_causal_lm(config.base_model, device=config.device, dtype=config.dtype,
+                              gradient_checkpointing=config.gradient_checkpointing)
+        self.device = base.device
         if adapter is not None:
             self.model = PeftModel.from_pretrained(base, str(adapter), is_trainable=True)
         else:
@@ -130,10 +166,12 @@ class HFPolicy:
             input_ids[i, :n] = torch.tensor(p + c)
             attn[i, :n] = 1
             keep[i, len(p) + skip: n] = True
+        input_ids, attn, keep = input_ids.to(self.device), attn.to(self.device), keep.to(self.device)
         logits = self.model(input_ids=input_ids, attention_mask=attn).logits.float()
         # token t is predicted by position t-1
         logp = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, input_ids[:, 1:, None]).squeeze(-1)
-        return (logp * keep[:, 1:]).sum(-1)
+        # Scores go back to the CPU (autograd follows): the trainer's labels and objectives live there.
+        return (logp * keep[:, 1:]).sum(-1).cpu()
 
     def _rows(self, prompt: Prompt, candidates: Sequence[str],
               exclude_prefix: Optional[Sequence[Optional[str]]]) -> list[tuple[list[int], list[int], int]]:

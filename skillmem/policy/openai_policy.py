@@ -1,61 +1,126 @@
-"""Any OpenAI-compatible chat model as a policy, for acting only (it is not trained here)."""
+"""Any OpenAI-compatible chat model as a policy (OpenAI, vLLM, Ollama, a llama.cpp server), for acting.
+
+A ReAct-style prompt (`skillmem.policy.chat`): the goal, retrieved memory as text, past steps as
+turns, the admissible actions when the environment gives them; the answer may think first and
+names its action in any of the usual shapes (``Action: ...``, JSON, a tool call, a number).
+An answer that names no admissible action goes back to the model with the error, up to the
+client's `json_attempts`; after that the last thing it said is passed to the environment as
+it is (which answers "Nothing happens." or an error, as it would to any agent) and counted
+as invalid in `stats`.
+
+    policy = OpenAIPolicy(LLMConfig(base_url="http://127.0.0.1:8080/v1", model="smollm2"))
+    action = policy.act(goal, history, memory.retrieve(goal), admissible)
+    policy.stats   # decisions, valid first time, retries, invalid, tokens, seconds
+"""
 
 from __future__ import annotations
 
+import re
+import threading
+from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
 import torch
 
-from ..llm import LLMClient, LLMConfig, Usage
-from .base import HistoryItem, Prompt, history_pairs, context_text
-
-SYSTEM = ("You act in a text household environment. Choose the next action from the numbered list of "
-          "admissible actions. Answer with only a JSON object: {\"action\": <number>}.")
+from ..llm import InvalidAnswer, LLMClient, LLMConfig, Usage
+from .base import HistoryItem, Prompt, context_text, history_pairs
+from .chat import ACT_TOOL, chat_messages, for_api, parse_action
 
 
-def render_messages(goal: str, history: Sequence[tuple[str, str]], lessons: str, admissible: Sequence[str],
-                    max_history: int = 10) -> list[dict[str, str]]:
-    """The chat messages for one decision."""
-    lines = [f"Goal: {goal}"]
-    if lessons:
-        lines += ["", "What memory says about tasks like this:", lessons]
-    if history:
-        lines += ["", "Recent steps:"]
-        lines += [f"> {a}\n{o}" if a else o for a, o in history[-max_history:]]
-    lines += ["", "Admissible actions:"] + [f"{i}. {a}" for i, a in enumerate(admissible)]
-    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "\n".join(lines)}]
+@dataclass
+class ActStats:
+    """How the model answered: counts over every decision this policy made."""
+
+    decisions: int = 0
+    valid_first: int = 0  # decisions whose first answer named an admissible action
+    retries: int = 0  # answers asked for again after an invalid one
+    invalid: int = 0  # decisions where no answer was valid: the last one went to the environment as is
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    calls: int = 0  # HTTP calls, transport retries included
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["valid_first_share"] = self.valid_first / self.decisions if self.decisions else None
+        d["seconds_per_call"] = self.seconds / self.calls if self.calls else None
+        return d
 
 
 class OpenAIPolicy:
-    """Chooses among the admissible actions by asking a chat model; memory reaches it as text."""
+    """Chooses an action by asking a chat model; memory reaches it as text. Not trained here."""
 
     kind = "openai"
 
-    def __init__(self, client: LLMClient | LLMConfig, *, use_text: bool = True, max_history: int = 10):
+    def __init__(self, client: LLMClient | LLMConfig, *, use_text: bool = True, max_history: int = 8,
+                 tools: bool = False, json_mode: bool = False):
         self.client = client if isinstance(client, LLMClient) else LLMClient(client)
         self.use_text = use_text
         self.max_history = max_history
-        self.usage = Usage()
+        self.tools = tools  # offer the `act` tool; many local servers do not support tool calls
+        self.json_mode = json_mode  # ask for response_format json_object (the answer is then {"action": ...})
+        self.stats = ActStats()
+        self._lock = threading.Lock()
+
+    @property
+    def usage(self) -> Usage:
+        s = self.stats
+        return Usage(s.prompt_tokens, s.completion_tokens, s.calls, s.seconds)
+
+    def messages(self, goal: str, history: Sequence[HistoryItem], context: Any,
+                 admissible: Sequence[str]) -> list[dict[str, Any]]:
+        """The chat messages for one decision."""
+        msgs = chat_messages(goal, history_pairs(history), context_text(context) if self.use_text else "",
+                             admissible, tools=self.tools, max_history=self.max_history)
+        if self.json_mode:
+            msgs[0] = {**msgs[0], "content": msgs[0]["content"] + ' Answer with only a JSON object: '
+                                                                  '{"thought": "...", "action": "<action>"}.'}
+        return for_api(msgs)
 
     def act(self, goal: str, history: Sequence[HistoryItem], context: Any, admissible: Sequence[str]) -> str:
-        if not admissible:
-            raise ValueError("act() needs at least one admissible action")
         admissible = list(admissible)
+        answers = 0
 
-        def validate(obj: dict[str, Any]) -> str:
-            choice = obj["action"]
-            if isinstance(choice, str) and choice in admissible:
-                return choice
-            i = int(choice)  # a non-number raises ValueError: the model is asked again
-            if not 0 <= i < len(admissible):
-                raise ValueError(f"action number {i} is not in 0..{len(admissible) - 1}")
-            return admissible[i]
+        def validate(text: str) -> str:
+            nonlocal answers
+            answers += 1
+            return parse_action(text, admissible or None)
 
-        messages = render_messages(goal, history_pairs(history), context_text(context) if self.use_text else "",
-                                   admissible, self.max_history)
-        action, usage = self.client.complete_json(messages, validate)
-        self.usage = self.usage + usage
+        msgs = self.messages(goal, history, context, admissible)
+        before = self.client.usage
+        invalid = False
+        try:
+            action, _ = self.client.complete(msgs, validate, json_mode=self.json_mode,
+                                             tools=[ACT_TOOL] if self.tools else None)
+        except InvalidAnswer as e:
+            invalid = True
+            action = _last_words(e.last_content)
+        used = _diff(self.client.usage, before)
+        with self._lock:
+            s = self.stats
+            s.decisions += 1
+            s.valid_first += answers == 1 and not invalid
+            s.retries += max(0, answers - 1)
+            s.invalid += invalid
+            s.prompt_tokens += used.prompt_tokens
+            s.completion_tokens += used.completion_tokens
+            s.calls += used.calls
+            s.seconds += used.seconds
         return action
 
     def action_logprobs(self, prompt: Prompt, candidates: Sequence[str], **_: Any) -> torch.Tensor:
-        raise NotImplementedError("OpenAIPolicy acts only; train a CPUPolicy or HFPolicy instead")
+        raise NotImplementedError("OpenAIPolicy acts only; train a CPUPolicy, HFPolicy or a chat model "
+                                  "(skillmem train --policy trl) instead")
+
+
+def _diff(after: Usage, before: Usage) -> Usage:
+    return Usage(after.prompt_tokens - before.prompt_tokens, after.completion_tokens - before.completion_tokens,
+                 after.calls - before.calls, after.seconds - before.seconds)
+
+
+def _last_words(text: str | None) -> str:
+    """What an invalid answer tried to do: its last 'Action:' line, else its last line (at most 200 characters)."""
+    text = (text or "").strip()
+    found = re.findall(r"action\s*[:=]\s*(.+)", text, re.IGNORECASE)
+    line = found[-1] if found else (text.splitlines()[-1] if text else "")
+    return line.strip().strip("\"'`*").strip()[:200]
