@@ -50,22 +50,24 @@ SYSTEM_TOOLS = (
 
 # --------------------------------------------------------------------------- actions as tool calls
 
-_CALL = re.compile(r"^[A-Za-z_][\w.]*\(.*\)$", re.DOTALL)
-
-
 def tool_call(action: str) -> dict[str, Any]:
-    """An action as {"name", "arguments"}: a recorded call ``name(k=v, ...)`` as itself, anything else as act."""
+    """An action as {"name", "arguments"}: a recorded call ``name(k=v, ...)`` as itself, anything else as act.
+
+    The call is recognized by the Domain's `parse_call`; its values become JSON values (``k=3`` an
+    integer, ``q='x'`` a string), as a chat template and an OpenAI-compatible server expect them.
+    """
+    from ..domain import parse_call
+
     action = action.strip()
-    if _CALL.match(action):
-        try:
-            node = ast.parse(action, mode="eval").body
-            if isinstance(node, ast.Call) and not node.args and isinstance(node.func, (ast.Name, ast.Attribute)):
-                name = ast.unparse(node.func)
-                args = {kw.arg: ast.literal_eval(kw.value) for kw in node.keywords if kw.arg}
-                if len(args) == len(node.keywords):
-                    return {"name": name, "arguments": args}
-        except (SyntaxError, ValueError):
-            pass  # a command that only looks like a call ("open (the) door") stays a command
+    call = parse_call(action)
+    if call is not None and all(k for k, _ in call[1]):
+        args: dict[str, Any] = {}
+        for k, v in call[1]:
+            try:
+                args[k] = ast.literal_eval(v)
+            except (SyntaxError, ValueError):
+                args[k] = v  # a bare word stays the text it was
+        return {"name": call[0], "arguments": args}
     return {"name": "act", "arguments": {"command": action}}
 
 
