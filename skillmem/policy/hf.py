@@ -67,7 +67,12 @@ def load_causal_lm(path: str | Path, *, device: str = "auto", dtype: str = "auto
     model = AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True, dtype=resolve_dtype(dtype, dev))
     model.to(dev)
     if gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        # transformers 5 renamed it; older versions know only the first name
+        enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+        try:
+            enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        except TypeError:
+            enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()  # LoRA leaves the embeddings frozen; checkpointing needs a grad path
     return model
 
