@@ -400,3 +400,27 @@ def test_stream_and_a_wrapped_agent_inside_another_graph(sqlite_url):
     g.compile().invoke({"ticket": "Refund order A1 again"})
     row = mem.get_episode(agent.last_episode_id)  # the agent's run is the episode, not the outer graph's
     assert row.goal == "Refund order A1 again" and row.num_steps == 5 and row.outcome.value == "success"
+
+
+def test_async_chat_model_loop_is_recorded(sqlite_url):
+    mem = SkillMemory(sqlite_url)
+    model = wrap(ScriptedChat(policy=_policy).bind_tools([lookup_order, refund]), mem, verifier=_refunded_msgs)
+    tools = {"lookup_order": lookup_order, "refund": refund}
+
+    async def loop():
+        msgs = [HumanMessage("Refund order A1")]
+        while True:
+            ai = await model.ainvoke(msgs)
+            msgs.append(ai)
+            if not ai.tool_calls:
+                return msgs
+            for c in ai.tool_calls:
+                try:
+                    out = await tools[c["name"]].ainvoke(c["args"])
+                    msgs.append(ToolMessage(out, tool_call_id=c["id"], name=c["name"]))
+                except ValueError as e:
+                    msgs.append(ToolMessage(f"Error: {e}", tool_call_id=c["id"], name=c["name"], status="error"))
+
+    asyncio.run(loop())
+    [ep] = mem.episodes()
+    assert ep.outcome.value == "success" and ep.num_steps == 5
