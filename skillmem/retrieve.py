@@ -137,30 +137,26 @@ def mmr(cands: list[tuple[str, int, float, np.ndarray]], k: int, lam: float = MM
     """Maximal marginal relevance: relevant, and unlike what is already chosen; ties go to the lower id."""
     if not cands or k <= 0:
         return []
-    # One matrix product, then plain Python over a few dozen floats: per-pick numpy calls
-    # would cost more than the arithmetic.
     vecs = np.array([c[3] for c in cands], dtype=np.float32)
-    sims = (vecs @ vecs.T).tolist()
-    rel = [lam * c[2] for c in cands]
-    ids = [c[1] for c in cands]
-    redundancy = [0.0] * len(cands)
-    free = set(range(len(cands)))
+    rel = lam * np.array([c[2] for c in cands], dtype=np.float64)
+    ids = np.array([c[1] for c in cands])
+    redundancy = np.zeros(len(cands))
+    blocked = np.zeros(len(cands), dtype=bool)
     chosen: list[int] = []
-    while len(chosen) < k:
-        best, best_key = -1, None
-        for i in free:
-            if redundancy[i] >= NEAR_COPY_COSINE:
-                continue
-            # Rounding makes ties exact, so equal inputs give the same order whatever the float noise.
-            key = (-round(rel[i] - (1 - lam) * redundancy[i], 6), ids[i])
-            if best_key is None or key < best_key:
-                best, best_key = i, key
-        if best < 0:
+    for _ in range(min(k, len(cands))):
+        # Rounding makes ties exact, so equal inputs give the same order whatever the float noise.
+        value = np.round(rel - (1 - lam) * redundancy, 6)
+        value[blocked | (redundancy >= NEAR_COPY_COSINE)] = -np.inf
+        best = int(np.argmax(value))
+        if value[best] == -np.inf:
             break
+        ties = np.flatnonzero(value == value[best])
+        if len(ties) > 1:
+            best = int(ties[np.argmin(ids[ties])])
         chosen.append(best)
-        free.discard(best)
-        row = sims[best]
-        redundancy = [r if r >= s else s for r, s in zip(redundancy, row)]
+        blocked[best] = True
+        # Only the chosen rows of the similarity matrix are ever needed: k products, not n.
+        np.maximum(redundancy, vecs @ vecs[best], out=redundancy)
     return [cands[i] for i in chosen]
 
 
@@ -182,7 +178,8 @@ def build_context(index: MemoryIndex, query: np.ndarray, *, namespace: str, task
     # says the namespace; the item check costs nothing and holds if partition names collide).
     picked: dict[str, list[tuple[Item, float]]] = {}
     for kind, cands, limit in ((LESSON, lesson_c, k), (DEMO, demo_c, k_demos)):
-        live = [(c, it) for c in cands for it in [index.item(kind, c[1])]
+        cached = index.items
+        live = [(c, it) for c in cands for it in [cached.get((kind, c[1]))]
                 if it is not None and it.namespace == namespace]
         by_id = {c[1]: it for c, it in live}
         picked[kind] = [(by_id[c[1]], c[2]) for c in mmr([c for c, _ in live], limit)]

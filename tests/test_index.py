@@ -406,3 +406,16 @@ def test_gpu_path_for_an_approximate_partition(monkeypatch):
     np.testing.assert_array_equal(gpu.search(P, q, 5)[1], cpu.search(P, q, 5)[1])
     gpu.remove(P, [int(gpu.search(P, q[:1], 1)[1][0, 0])])
     assert gpu.search(P, q[:1], 1)[1][0, 0] == cpu.search(P, q[:1], 2)[1][0, 1]
+
+
+def test_a_new_outlier_is_found_at_once_in_an_approximate_partition():
+    """Its own vector as the query finds it even if the lists the query probes are not its list."""
+    ix = VectorIndex(DIM, device="cpu", kind="ivf", nprobe=1)
+    ix.add(P, np.arange(4000), clustered(4000))
+    outliers = unit(50, seed=11)  # unlike the clusters: where k-means put no list
+    ix.add(P, np.arange(10_000, 10_050), outliers)
+    found = ix.search(P, outliers, 1)[1][:, 0]
+    np.testing.assert_array_equal(found, np.arange(10_000, 10_050))
+    ix.remove(P, [10_000])
+    assert ix.search(P, outliers[:1], 1)[1][0, 0] != 10_000
+    assert len(set(ix.search(P, outliers[1:2], 10)[1][0].tolist())) == 10  # each id once

@@ -60,6 +60,10 @@ RETRAIN_GROWTH = 4
 # Lists probed per query: 0.97-0.99 recall@5 on the benchmark's vectors at 100k-1M (measured there).
 DEFAULT_NPROBE = 24
 KINDS = ("auto", "exact", "ivf")
+# The last this-many vectors added to an inverted file are also kept in an exact buffer that
+# every search scans: a new item is found at once even when it lies far from the lists the
+# query probes (an outlier lesson, and its own text as the query, can fall in different lists).
+FRESH_MAX = 4096
 FEW_QUERIES = 16  # searches of up to this many queries run on the calling thread alone
 MIN_IVF = 64 * 40  # the fewest vectors an inverted file is trained on (64 lists x 40 points)
 
@@ -120,6 +124,22 @@ def _all_vectors(index: Any, dim: int) -> tuple[np.ndarray, np.ndarray]:
     n = int(index.ntotal)
     vecs = faiss.rev_swig_ptr(flat.get_xb(), n * dim).reshape(n, dim).copy() if n else np.zeros((0, dim), np.float32)
     return faiss.vector_to_array(index.id_map).astype(np.int64, copy=True), vecs
+
+
+def _merge_hits(s1: np.ndarray, i1: np.ndarray, s2: np.ndarray, i2: np.ndarray, k: int
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Top-`k` of two result sets per query, each id once (the buffer repeats the inverted file)."""
+    s_out = np.full((len(s1), k), -np.inf, dtype=np.float32)
+    i_out = np.full((len(s1), k), -1, dtype=np.int64)
+    for q in range(len(s1)):
+        best: dict[int, float] = {}
+        for sc, i in zip(np.concatenate([s1[q], s2[q]]).tolist(), np.concatenate([i1[q], i2[q]]).tolist()):
+            if i >= 0 and sc > best.get(i, -np.inf):
+                best[i] = sc
+        top = sorted(best.items(), key=lambda x: (-x[1], x[0]))[:k]
+        s_out[q, :len(top)] = [x[1] for x in top]
+        i_out[q, :len(top)] = [x[0] for x in top]
+    return s_out, i_out
 
 
 def nlist_for(n: int) -> int:
@@ -185,6 +205,7 @@ class VectorIndex:
         self.nprobe = int(nprobe)
         self._parts: dict[str, Any] = {}  # partition -> IndexIDMap2 (exact) or IndexIVFFlat
         self._trained: dict[str, int] = {}  # ivf partition -> vectors it was trained on
+        self._fresh: dict[str, tuple[Any, dict[int, None]]] = {}  # ivf partition -> (exact buffer, ids by age)
         # partition -> (GPU index, id of each row position or None); dropped on change, rebuilt on search.
         self._gpu: dict[str, tuple[Any, Any]] = {}
         self._lock = threading.RLock()
@@ -237,9 +258,30 @@ class VectorIndex:
                 index = self._parts[partition] = _new_partition(self.dim)
             else:
                 self._remove(index, ids)
+                self._unfresh(partition, ids)
             index.add_with_ids(vectors, ids)
+            if _is_ivf(index):
+                self._add_fresh(partition, ids, vectors)
             self._gpu.pop(partition, None)
             self._reshape(partition)
+
+    def _add_fresh(self, partition: str, ids: np.ndarray, vectors: np.ndarray) -> None:
+        buf, order = self._fresh.setdefault(partition, (_new_partition(self.dim), {}))
+        ids, vectors = ids[-FRESH_MAX:], vectors[-FRESH_MAX:]
+        buf.add_with_ids(vectors, ids)
+        order.update(dict.fromkeys(ids.tolist()))
+        if len(order) > FRESH_MAX:  # the oldest leave the buffer; the inverted file still holds them
+            old = np.array(list(order)[: len(order) - FRESH_MAX], dtype=np.int64)
+            buf.remove_ids(old)
+            for i in old.tolist():
+                del order[i]
+
+    def _unfresh(self, partition: str, ids: np.ndarray) -> None:
+        fresh = self._fresh.get(partition)
+        if fresh is not None:
+            fresh[0].remove_ids(ids)
+            for i in ids.tolist():
+                fresh[1].pop(i, None)
 
     def _remove(self, index: Any, ids: np.ndarray) -> int:
         if _is_ivf(index):
@@ -259,6 +301,7 @@ class VectorIndex:
             flat.add_with_ids(vecs, ids)
             self._parts[partition] = flat
             self._trained.pop(partition, None)
+            self._fresh.pop(partition, None)
         elif n > RETRAIN_GROWTH * self._trained.get(partition, n):
             log.info("skillmem index: re-cutting %s (%d vectors, trained at %d)", partition, n,
                      self._trained[partition])
@@ -268,6 +311,7 @@ class VectorIndex:
         ids, vecs = _all_vectors(index, self.dim)
         self._parts[partition] = _train_ivf(self.dim, ids, vecs)
         self._trained[partition] = len(ids)
+        self._fresh.pop(partition, None)  # the lists were just cut with every vector in view
         self._gpu.pop(partition, None)
 
     def remove(self, partition: str, ids: Sequence[int] | np.ndarray) -> int:
@@ -278,6 +322,7 @@ class VectorIndex:
             if index is None or len(ids) == 0:
                 return 0
             removed = self._remove(index, ids)
+            self._unfresh(partition, ids)
             if removed:
                 self._gpu.pop(partition, None)
                 self._reshape(partition)
@@ -313,21 +358,31 @@ class VectorIndex:
                 s, rows = gpu_index.search(queries, kk)
                 found = rows if row_ids is None else np.where(rows >= 0, row_ids[np.maximum(rows, 0)], -1)
             elif m <= FEW_QUERIES:
-                # A few queries gain nothing from OpenMP threads, and on a busy machine their
-                # barrier costs milliseconds (measured: 54 ms for one query over 200 vectors at
-                # load 40, 0.05 ms on one thread). The setting is this thread's only.
-                threads = faiss.omp_get_max_threads()
-                faiss.omp_set_num_threads(1)
-                try:
-                    s, found = index.search(queries, kk)
-                finally:
-                    faiss.omp_set_num_threads(threads)
+                s, found = self._search_one_thread(index, queries, kk)
             else:
                 s, found = index.search(queries, kk)
+            fresh = self._fresh.get(partition) if ivf else None
+            if fresh is not None and fresh[0].ntotal:
+                s, found = _merge_hits(s, found, *self._search_one_thread(fresh[0], queries, min(kk, fresh[0].ntotal)),
+                                       kk)
         scores[:, :kk] = s
         ids[:, :kk] = found
         scores[ids < 0] = -np.inf
         return scores, ids
+
+    @staticmethod
+    def _search_one_thread(index: Any, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        # A few queries gain nothing from OpenMP threads, and on a busy machine their barrier
+        # costs milliseconds (measured: 54 ms for one query over 200 vectors at load 40,
+        # 0.05 ms on one thread). The setting is this thread's only.
+        if len(queries) > FEW_QUERIES:
+            return index.search(queries, k)
+        threads = faiss.omp_get_max_threads()
+        faiss.omp_set_num_threads(1)
+        try:
+            return index.search(queries, k)
+        finally:
+            faiss.omp_set_num_threads(threads)
 
     def _gpu_mirror(self, partition: str) -> tuple[Any, Any]:
         """The GPU copy of a partition used for search, rebuilt after any change.
