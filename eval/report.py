@@ -303,9 +303,11 @@ def write_report(run_dir: Path) -> Path:
                                                      "example_lessons": examples}, indent=1))
     pngs = plots(summary, run_dir) if summary["conditions"] else []
     cfg = man.get("config", {})
+    rounds = (f"a learning curve (evaluated after {summary.get('experience')} experience episodes)"
+              if cfg.get("curve") else f"{cfg.get('rounds')} round(s)")
     md = [f"# skillmem run: {run_dir.name}", "",
           f"env `{cfg.get('env')}`, evaluation on `{cfg.get('eval_split')}`, seeds {cfg.get('seeds')}, "
-          f"{cfg.get('rounds')} round(s), policy `{cfg.get('policy')}`, git `{man.get('git_commit', '')[:10]}`", "",
+          f"{rounds}, policy `{cfg.get('policy')}`, git `{man.get('git_commit', '')[:10]}`", "",
           table(summary), ""]
     if summary.get("curve"):
         md += ["## Learning curve: held-out success (%, mean ± std over seeds) after each number of experience "
