@@ -100,9 +100,30 @@ class RunConfig:
     ray_address: str = ""  # "" starts a local Ray; "auto" or host:port joins a cluster
     embedder: str = "default"  # default (all-MiniLM-L6-v2) | hashing
     curve: bool = False  # rounds are a learning curve: 0, 1, 2, 4... up to train_tasks experience episodes
+    # The Domain reflection, hints, policy features and training data read the world with:
+    # "pack" = the household pack for household/alfworld, TextDomain elsewhere; "text" = TextDomain
+    # only (what skillmem knows of a world it has no pack for: the gap is the pack's share of a win).
+    domain: str = "pack"
 
 
-def write_memory(memory: SkillMemory, split: str, writer: Any = None, *, progress: bool = False) -> dict[str, int]:
+def make_domain(cfg: "RunConfig") -> Any:
+    """The Domain of this run, passed explicitly to reflection, policies and training (RunConfig.domain)."""
+    from skillmem.domain import TextDomain
+
+    if cfg.domain == "text":
+        return TextDomain()
+    if cfg.domain != "pack":
+        raise ValueError(f"--domain must be 'pack' or 'text', got {cfg.domain!r}")
+    envs = {cfg.env, cfg.train_env or cfg.env}
+    if envs <= {"household", "alfworld"}:
+        from skillmem.domains.alfworld import HouseholdDomain
+
+        return HouseholdDomain()
+    return TextDomain()
+
+
+def write_memory(memory: SkillMemory, split: str, writer: Any = None, *, progress: bool = False,
+                 domain: Any = None) -> dict[str, int]:
     """Reflect on the finished episodes of `split`: lessons from failures, demos from successes."""
     if split in EVAL_SPLITS:
         raise EvalSplitWriteError(f"refusing to write memory from evaluation split {split!r}: "
@@ -110,7 +131,7 @@ def write_memory(memory: SkillMemory, split: str, writer: Any = None, *, progres
     from skillmem.reflect.queue import reflect_pending
     from skillmem.reflect.writers import OfflineWriter
 
-    return reflect_pending(memory, writer or OfflineWriter(), progress=progress)
+    return reflect_pending(memory, writer or OfflineWriter(), progress=progress, domain=domain)
 
 
 # ----------------------------------------------------------------------------- policies
@@ -149,7 +170,7 @@ def make_base_policy(cfg: RunConfig, seed: int) -> Any:
         import torch
 
         torch.manual_seed(seed)
-        return CPUPolicy()
+        return CPUPolicy(domain=make_domain(cfg))
     return load_agent(cfg.policy)
 
 
@@ -462,7 +483,7 @@ def run(cfg: RunConfig, *, progress: bool = True, log: Callable[[str], None] = p
                     row["llm"] = llm_usage(trained or base, before)
                 r.record({**row, "seed": seed, "round": rnd, "phase": "train", "condition": "experience"})
             # 2. write memory (idempotent: episodes already reflected on are not redone)
-            stats = write_memory(memory, cfg.train_split)
+            stats = write_memory(memory, cfg.train_split, domain=make_domain(cfg))
             log_memory(r, {"seed": seed, "round": rnd, "experience": n_seen, "namespace": memory.namespace,
                            "reflected": stats.done, "lessons_written": stats.lessons,
                            "demonstrations_written": stats.demonstrations, "no_lesson": stats.no_lesson,
@@ -548,7 +569,7 @@ def play_job(job: tuple) -> dict[str, Any]:
         if policy_ref not in loaded:
             from skillmem.policy import load_policy
 
-            loaded[policy_ref] = load_policy(policy_ref)
+            loaded[policy_ref] = load_policy(policy_ref, make_domain(cfg))
             loaded[policy_ref].eval()
         policy = loaded[policy_ref]
     before = _stats(policy)
@@ -669,7 +690,7 @@ def train_policy(memory: SkillMemory, cfg: RunConfig, seed: int, rnd: int, paren
         return contexts[goal, task_type]
 
     examples = collect_examples(memory.engine, memory.namespace, seed=seed, max_history=cfg.step_limit,
-                                context_fn=lambda goal, tt: context(goal, "", tt))
+                                context_fn=lambda goal, tt: context(goal, "", tt), domain=make_domain(cfg))
     if not examples:
         return None
     out = Path(cfg.out) / f"policy-seed{seed}-round{rnd}"
@@ -709,10 +730,11 @@ def train_policy(memory: SkillMemory, cfg: RunConfig, seed: int, rnd: int, paren
         wins = [play(s, as_agent(policy), memory, cfg, retriever=None, policy_version=vid)["won"] for s in gate_specs]
         return sum(wins) / len(wins)
 
-    decision = gates.gate(memory.engine, vid, evaluate, baseline=parent)
+    decision = gates.gate(memory.engine, vid, evaluate, baseline=parent,
+                          load=lambda path: load_policy(path, make_domain(cfg)))
     if not decision.promoted:
         return None
-    policy = load_policy(result.path)
+    policy = load_policy(result.path, make_domain(cfg))
     policy.eval()
     policy.version_id = vid
     return policy

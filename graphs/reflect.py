@@ -33,8 +33,10 @@ class ReflectState(TypedDict, total=False):
     result: dict[str, Any]
 
 
-def build_reflect_graph(memory: Optional[SkillMemory] = None, writer: Any = None) -> Any:
-    """A compiled StateGraph over the reflection stages; memory and writer fixed, or from the config."""
+def build_reflect_graph(memory: Optional[SkillMemory] = None, writer: Any = None, domain: Any = None) -> Any:
+    """A compiled StateGraph over the reflection stages; memory and writer fixed, or from the config.
+
+    `domain` (or ``configurable["domain"]``) is the world's Domain; the default is TextDomain."""
 
     def mem(config: Any) -> SkillMemory:
         c = (config or {}).get("configurable", {})
@@ -62,7 +64,9 @@ def build_reflect_graph(memory: Optional[SkillMemory] = None, writer: Any = None
             ep_id = q.claim_next(m, me, namespace=state.get("namespace"))
             if ep_id is None:
                 return {"result": {"status": "empty", "reason": "no episode waits for reflection"}}
-        job = q.stage_load(m, q.Job(ep_id))
+        dom = domain if domain is not None else (config or {}).get("configurable", {}).get("domain") or \
+            getattr(wr(config), "domain", None)
+        job = q.stage_load(m, q.Job(ep_id, domain=dom))
         if job.skip_reason is None and q.already_stored(m, ep_id):
             job.result = {"status": "done", "action": "already stored"}
         return {"episode_id": ep_id, "job": job, "owner": me}

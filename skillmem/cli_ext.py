@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 import time
-from typing import Any
+from typing import Any, Optional
 
 from .cli import EXTENSIONS, command, print_rows
 
@@ -228,9 +228,25 @@ def _add_reflect(sub: Any) -> None:
     s.add_argument("--retry-failed", dest="retry_failed", action="store_true",
                    help="put episodes the writer gave up on back into the queue first")
     s.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    s.add_argument("--domain", default=None, metavar="MODULE:CLASS",
+                   help="the world's Domain, imported by path (default: the generic TextDomain)")
 
 
 EXTENSIONS.append(_add_reflect)
+
+
+def load_domain(ref: Optional[str]) -> Any:
+    """A Domain from "package.module:Class" (None: the generic default)."""
+    if not ref:
+        return None
+    import importlib
+
+    mod, _, name = ref.partition(":")
+    try:
+        obj = getattr(importlib.import_module(mod), name or "Domain")
+    except (ImportError, AttributeError) as exc:
+        raise SystemExit(f"--domain {ref!r}: cannot import it ({exc}); give MODULE:CLASS of a Domain") from exc
+    return obj() if isinstance(obj, type) else obj
 
 
 @command("reflect")
@@ -243,11 +259,16 @@ def cmd_reflect(a: argparse.Namespace) -> int:
         if a.retry_failed:
             print(f"{retry_failed(mem, a.namespace)} failed episode(s) back in the queue", file=sys.stderr)
         writer = OfflineWriter() if a.offline else default_writer()
-        report = reflect_pending(mem, writer, a.namespace, limit=a.limit, progress=a.progress)
+        report = reflect_pending(mem, writer, a.namespace, limit=a.limit, progress=a.progress,
+                                 domain=load_domain(getattr(a, "domain", None)))
     finally:
         mem.close()
     print(json.dumps({"writer": writer.name, "done": report.done, "lessons": report.lessons,
-                      "demonstrations": report.demonstrations, "skipped": report.skipped, "errors": report.errors}))
+                      "demonstrations": report.demonstrations, "no_lesson": report.no_lesson,
+                      "no_lesson_reasons": report.no_lesson_reasons, "skipped": report.skipped,
+                      "errors": report.errors}))
+    for why, n in sorted(report.no_lesson_reasons.items(), key=lambda kv: -kv[1]):
+        print(f"skillmem reflect: {n} failure(s) gave no lesson: {why}", file=sys.stderr)
     if report.errors:
         print(f"skillmem reflect: {report.errors} episode(s) stay queued after writer errors; see "
               "`skillmem sql \"SELECT id, reflection_error FROM episodes WHERE reflection_error IS NOT NULL\"` "

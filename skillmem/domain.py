@@ -185,8 +185,8 @@ class SlotMap:
                 if nouns:
                     out = re.sub(rf"(?<![\w\[]){re.escape(value)}(?![\w\]])", slot, out, flags=re.IGNORECASE)
             else:
-                out = re.sub(rf"(?<![\w\[-]){re.escape(value)}(?![\w\]-])", slot, out,
-                             flags=re.IGNORECASE if kind == "code" else 0)
+                # Codes and ids keep their case: 'usd' is not the goal's USD to a tool that checks.
+                out = re.sub(rf"(?<![\w\[-]){re.escape(value)}(?![\w\]-])", slot, out)
         return out
 
     def abstract(self, text: str) -> str:
@@ -204,9 +204,10 @@ class SlotMap:
         # A text command's first word is its verb: "clean" in "clean [noun] with ..." is not the goal's noun.
         return head + " " + self._sub_value(rest)
 
-    def abstract_prose(self, text: str) -> str:
-        """Free text (feedback, a goal) with the goal's values replaced, nouns included."""
-        return self._sub_value(text or "") if self.values else (text or "")
+    def abstract_prose(self, text: str, *, nouns: bool = False) -> str:
+        """Free text (feedback, a verifier's reason) with the goal's values replaced; the goal's nouns
+        too with `nouns` (a goal template, whose nouns a text command's slots refer to)."""
+        return self._sub_value(text or "", nouns=nouns) if self.values else (text or "")
 
     def fill(self, template: str, values: Optional[Mapping[str, str]] = None) -> str:
         """A slotted template with values put back (this map's own, or `values` of another goal)."""
@@ -279,6 +280,10 @@ class Domain(Protocol):
         """An action as compared with another (two wordings of one command compare equal)."""
         ...
 
+    def written(self, action: str) -> str:
+        """An action as a lesson or demonstration writes it (values and, for tools, case kept)."""
+        ...
+
     def slots(self, goal: str) -> SlotMap:
         """What the goal names, as slots."""
         ...
@@ -299,8 +304,9 @@ class Domain(Protocol):
         """What the failure teaches at its pivot, as rules over situations (first: the main one)."""
         ...
 
-    def policy_features(self, goal: str, history: Sequence[tuple[str, str]], candidate: str) -> list[str]:
-        """Feature names a trainable policy may cross with the candidate (the domain's state)."""
+    def policy_features(self, goal: str, history: Sequence[tuple[str, str]], candidates: Sequence[str]
+                        ) -> list[list[str]]:
+        """Feature names a trainable policy may cross with each candidate (the domain's state)."""
         ...
 
 
@@ -398,6 +404,9 @@ class TextDomain:
             return f"{name}(" + ", ".join(f"{k}={v}" if k else v for k, v in sorted(args)) + ")"
         return a.rstrip(".").lower()  # text parsers read commands without case
 
+    def written(self, action: str) -> str:
+        return " ".join((action or "").split())
+
     # ----------------------------------------------------------- goal and state
 
     def slots(self, goal: str) -> SlotMap:
@@ -455,37 +464,62 @@ class TextDomain:
         name = call_name(step.action)
         verdict = self.failure(step)
         when = ([f"about to call {name}"] if name else [f"about to '{_verb(step.action)}'"]) + sit
+        said = "; ".join(_clip(slots.abstract_prose(r), 160) for r in getattr(trace, "reasons", []) if r)
+        said = self.lesson_text(said, before, slots) if said else ""
+        expected = getattr(pivot, "expected", None)
+
+        def rule(fix: str, mistake: str, scope: str = "task", situation: Optional[list[str]] = None) -> Rule:
+            if said and said not in fix:
+                fix += f" ({said})"
+            return Rule(situation if situation is not None else when, bad, fix, scope, step=pivot.step,
+                        mistake=mistake)
+
         if pivot.corrected_action:
             fix = self.lesson_text(slots.abstract(pivot.corrected_action), before, slots)
-            diff = _argument_difference(step.action, pivot.corrected_action)
+            diff = _argument_difference(bad, fix)
             mistake = f"wrong argument {diff}" if diff else ("tool error" if verdict else "wrong action")
-            said = getattr(pivot, "evidence", "")
-            return [Rule(when, bad, _fix_sentence(fix, diff, verdict, said), "task", step=pivot.step, mistake=mistake)]
+            return [rule(_fix_sentence(fix, diff, verdict, ""), mistake)]
         if verdict:
             same_tool = [p for p in success_plan if name and call_name(p) == name]
             if same_tool:
-                diff = _argument_difference(slots.abstract(step.action), same_tool[0])
-                fix = self.lesson_text(same_tool[0], before, slots)
-                return [Rule(when, bad, _fix_sentence(fix, diff, verdict, ""), "task", step=pivot.step,
-                             mistake=f"wrong argument {diff}" if diff else "tool error")]
+                diff = _argument_difference(bad, same_tool[0])
+                return [rule(_fix_sentence(same_tool[0], diff, verdict, ""),
+                             f"wrong argument {diff}" if diff else "tool error")]
             hint = f"it failed ({verdict.signal}); read the error and change what it names before calling again"
-            return [Rule(when, bad, hint, "task", step=pivot.step, mistake="tool error" if name else "failed command")]
+            return [rule(hint, "tool error" if name else "failed command")]
         if pivot.reason == "loop" or "the last action changed nothing" in st.facts:
-            return [Rule(when, bad, "do not repeat a step that changed nothing; try the next step of the goal",
-                         "general", step=pivot.step, mistake="repeated a step that changed nothing")]
+            nxt = f"; the next step that worked elsewhere: {_fix_sentence(expected, '', Verdict(False), '')}" \
+                if expected else "; try the next step of the goal"
+            return [rule("do not repeat a step that changed nothing" + nxt, "repeated a step that changed nothing",
+                         "general" if not expected else "task")]
+        if expected:
+            stopped = pivot.reason == "stopped_short"
+            after = f"after calling {name}" if name else f"after '{_verb(step.action)}'"
+            fix = _fix_sentence(expected, "", Verdict(False), "")
+            if stopped:
+                return [rule(f"{fix} before finishing: the task is not done yet", f"skipped step {_verb_of(expected)}",
+                             situation=[after] + [x for x in sit if not x.startswith("after calling")])]
+            return [rule(f"{fix} instead", f"wrong step: {_verb_of(step.action)} where {_verb_of(expected)} was due")]
+        if said:
+            return [rule("meet the constraint the verifier names", "a constraint the verifier names")]
         return []
 
     def lesson_text(self, text: str, before: Sequence[StepView], slots: SlotMap) -> str:
         """A slotted action with the episode's other concrete values named by where they came from.
 
-        A value of an earlier tool's output reads ``[from lookup_order]``; any other id-like
-        value not in the goal reads ``[value]``: a lesson never quotes another episode's ids.
+        A value an earlier tool returned reads ``[lookup_order.total]`` (the tool, and the field
+        of its JSON output) or ``[from lookup_order]``; any other id-like value not in the goal
+        reads ``[value]``: a lesson never quotes another episode's ids, and a demonstration can
+        be replayed by reading the value where it came from (:func:`resolve`).
         """
         def source(value: str) -> str:
             for s in reversed(before):
                 if value and value in (s.feedback or ""):
                     n = call_name(s.action)
-                    return f"[from {n}]" if n else "[value]"
+                    if not n:
+                        return "[value]"
+                    key = _json_key_of(s.feedback, value)
+                    return f"[{n}.{key}]" if key else f"[from {n}]"
             return "[value]"
 
         call = parse_call(text)
@@ -498,24 +532,73 @@ class TextDomain:
                     v = source(raw)
                 out.append(f"{k}={v}" if k else v)
             return f"{name}(" + ", ".join(out) + ")"
-        return _ID.sub(lambda m: m.group(0) if m.group(0).startswith("[") else source(m.group(0)), text)
+        # In a text command a bare number is an instance ("door 3"): another episode's, never this one's.
+        def sub(m: re.Match[str]) -> str:
+            inside = m.string[:m.start()].rfind("[") > m.string[:m.start()].rfind("]")
+            return m.group(0) if inside else source(m.group(0))
+
+        return _NUMBER.sub(sub, _ID.sub(sub, text))
 
     # ----------------------------------------------------------- policy
 
-    def policy_features(self, goal: str, history: Sequence[tuple[str, str]], candidate: str) -> list[str]:
+    def policy_features(self, goal: str, history: Sequence[tuple[str, str]], candidates: Sequence[str]
+                        ) -> list[list[str]]:
         """Generic crosses: has this candidate been tried, did it fail then, does it name the goal's values."""
-        key = self.action_key(candidate)
-        tried = [fb for a, fb in history if self.action_key(a) == key]
-        failed = any(self.failure(StepView(candidate, fb)) for fb in tried)
-        names_goal = any(v and v.lower() in candidate.lower() for v in self.slots(goal).values.values())
-        kind = self.step_kind(StepView(candidate)).value
-        return [f"T:{kind}|tried{min(len(tried), 2)}|failed{int(failed)}", f"T:{kind}|goal{int(names_goal)}"]
+        values = [v.lower() for v in self.slots(goal).values.values() if v]
+        tried: dict[str, list[str]] = {}
+        for a, fb in history:
+            tried.setdefault(self.action_key(a), []).append(fb)
+        out = []
+        for c in candidates:
+            fbs = tried.get(self.action_key(c), [])
+            failed = any(self.failure(StepView(c, fb)) for fb in fbs)
+            names_goal = any(v in c.lower() for v in values)
+            kind = self.step_kind(StepView(c)).value
+            out.append([f"T:{kind}|tried{min(len(fbs), 2)}|failed{int(failed)}", f"T:{kind}|goal{int(names_goal)}"])
+        return out
 
     # ----------------------------------------------------------- privileged teacher moves
 
     def privileged_steps(self, steps: Sequence[StepView], pivot: int) -> set[int]:
         """Steps of a guided retry that only a teacher who sees everything could choose (none known here)."""
         return set()
+
+
+def _json_key_of(feedback: str, value: str) -> str:
+    """The key under which a flat JSON object holds `value` ("" when it is not one, or not there)."""
+    try:
+        obj = json.loads(feedback)
+    except (ValueError, TypeError):
+        return ""
+    if not isinstance(obj, dict):
+        return ""
+    num = _as_number(value)
+    for k, v in obj.items():
+        if str(v) == value or (num is not None and isinstance(v, (int, float)) and abs(float(v) - num) < 1e-9):
+            return str(k)
+    return ""
+
+
+def resolve(template: str, history: Sequence[StepView], values: Optional[Mapping[str, str]] = None) -> str:
+    """A demonstration step made concrete again: goal slots from `values`, ``[tool.key]`` from the
+    latest output of that tool in `history`. Unknown slots stay as they are."""
+    def sub(m: re.Match[str]) -> str:
+        name = m.group(1)
+        if values and f"[{name}]" in values:
+            return values[f"[{name}]"]
+        tool, _, key = name.partition(".")
+        for s in reversed(history):
+            if key and call_name(s.action) == tool:
+                try:
+                    obj = json.loads(s.feedback)
+                except (ValueError, TypeError):
+                    break
+                if isinstance(obj, dict) and key in obj:
+                    return str(obj[key])
+                break
+        return m.group(0)
+
+    return re.sub(r"\[([A-Za-z_][\w .]*?)\]", sub, template)
 
 
 def _clip(text: str, n: int) -> str:
@@ -525,6 +608,11 @@ def _clip(text: str, n: int) -> str:
 
 def _verb(action: str) -> str:
     return (action or "").split(" ")[0] if action else ""
+
+
+def _verb_of(action: str) -> str:
+    """A call's tool name, or a command's first word."""
+    return call_name(action) or _verb(action)
 
 
 def _argument_difference(bad: str, good: str) -> str:

@@ -140,7 +140,7 @@ class StepBase(SQLModel):
     index: int = Field(ge=0)
     observation: str = ""
     action: str = ""
-    # Next-state feedback: the tool output, error text or "Nothing happens." that the
+    # Next-state feedback: the tool output, error text or refusal ("I don't understand.") that the
     # action produced. The richest signal a failure has; never dropped.
     feedback: str = ""
     reward: float = 0.0
@@ -199,7 +199,7 @@ class LessonBase(SQLModel):
     scope: Scope = Scope.task
     task_type: str = Field(default="", index=True, max_length=200)
     trigger: str = Field(sa_type=Text)  # when it applies, in words a retriever matches
-    bad_action: str = ""  # with slots: "heat [object] with fridge 1"
+    bad_action: str = ""  # with slots: "refund(order_id='[id]', amount=[number])"
     fix: str = Field(sa_type=Text)  # what to do instead
     pivot_step: Optional[int] = None  # where the source episode went wrong
     source_episodes: list[str] = Field(default_factory=list, sa_column=Column(JSON))
@@ -212,7 +212,7 @@ class DemonstrationBase(SQLModel):
     """What a success shows: the concrete plan, object names abstracted into slots."""
 
     task_type: str = Field(default="", index=True, max_length=200)
-    goal_template: str = Field(default="", sa_type=Text)  # "put a [object] in [receptacle]"
+    goal_template: str = Field(default="", sa_type=Text)  # "refund order [id] in full"
     plan: list[str] = Field(default_factory=list, sa_column=Column(JSON))  # steps with slots
     slots: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON))  # slot → value in the source
     source_episodes: list[str] = Field(default_factory=list, sa_column=Column(JSON))

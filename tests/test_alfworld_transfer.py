@@ -7,7 +7,10 @@ from types import SimpleNamespace as NS
 import pytest
 
 from skillmem.policy import hints_from_context
-from skillmem.policy.base import goal_slots
+from skillmem.domains.alfworld import HouseholdDomain
+from skillmem.domains.alfworld.hints import goal_slots
+
+H = HouseholdDomain()
 
 
 @pytest.mark.parametrize("template,goal,want", [
@@ -35,7 +38,7 @@ def test_demo_in_one_wording_steers_a_goal_in_the_other():
                     "cool [object] with fridge", "go to [receptacle]", "move [object] to [receptacle]"])
     hist = [("go to countertop 1", "On the countertop 1, you see a cup 1, and a mug 2.")]
     adm = ["go to fridge 1", "take cup 1 from countertop 1", "take mug 2 from countertop 1"]
-    h = hints_from_context(NS(lessons=[], demonstrations=[demo]), "put a cool cup in microwave.", hist, adm)
+    h = hints_from_context(NS(lessons=[], demonstrations=[demo]), "put a cool cup in microwave.", hist, adm, H)
     assert h.bonus.get("take cup 1 from countertop 1", 0) > 0 and "take mug 2 from countertop 1" not in h.bonus
 
 
@@ -47,7 +50,7 @@ def test_exploration_tries_new_kinds_of_places_and_open_surfaces_first():
             ("open cabinet 1", "You open the cabinet 1. The cabinet 1 is open. In it, you see nothing."),
             ("go to countertop 1", "You arrive at countertop 1. On the countertop 1, you see a fork 1.")]
     adm = ["go to cabinet 2", "go to countertop 2", "go to drawer 1", "open cabinet 1"]
-    h = hints_from_context(NS(lessons=[], demonstrations=[demo]), "put a knife in drawer.", hist, adm)
+    h = hints_from_context(NS(lessons=[], demonstrations=[demo]), "put a knife in drawer.", hist, adm, H)
     assert h.bonus["go to drawer 1"] > h.bonus["go to countertop 2"] > h.bonus["go to cabinet 2"] > 0
 
 

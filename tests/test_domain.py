@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from skillmem.domain import Domain, SlotMap, StepKind, StepView, TextDomain, parse_call
+from skillmem.domain import Domain, SlotMap, StepKind, StepView, TextDomain, parse_call, resolve
 
 D = TextDomain()
 GOAL = "Refund order ORD-1004 in full and convert the 80.00 USD refund to 'EUR' for the customer"
@@ -44,12 +44,12 @@ def test_slots_are_the_goals_values_only_with_case_kept_and_argument_names_untou
     # A value the goal does not name stays verbatim, in its case; argument names never become slots.
     assert s.abstract("refund(order_id='ORD-2002', amount=12.5)") == "refund(order_id='ORD-2002', amount=12.5)"
     assert s.abstract("lookup_order(Order_Id='ord-1004')") == "lookup_order(Order_Id='ord-1004')"
-    # Numbers in error text that the goal does not name are left alone ("order" is a noun of the goal).
-    assert s.abstract_prose("amount 120.0 exceeds order total 80.0") == "amount 120.0 exceeds [noun] total [number]"
+    # Numbers in error text that the goal does not name are left alone.
+    assert s.abstract_prose("amount 120.0 exceeds order total 80.0") == "amount 120.0 exceeds order total [number]"
     # Back again, and onto another goal of the same shape.
     assert s.fill("refund(order_id='[id]', amount=[number])") == "refund(order_id='ORD-1004', amount=80.00)"
     other = "Refund order ORD-7 in full and convert the 12.50 USD refund to 'GBP' for the customer"
-    bound = s.bind(s.abstract_prose(GOAL), other)
+    bound = s.bind(s.abstract_prose(GOAL, nouns=True), other)
     assert bound["[id]"] == "ORD-7" and bound["[number]"] == "12.50" and bound["[text]"] == "GBP"
 
 
@@ -79,7 +79,13 @@ def test_state_and_situations():
 def test_lesson_text_names_where_a_value_came_from_never_the_value():
     before = [StepView("lookup_order(order_id='ORD-1004')", '{"order_id": "ORD-1004", "total": 80.0}')]
     s = SlotMap.from_goal("Refund order ORD-1004 in full")
-    assert D.lesson_text(s.abstract("refund(order_id='ORD-1004', amount=80.0)"), before, s) == \
+    written = D.lesson_text(s.abstract("refund(order_id='ORD-1004', amount=80.0)"), before, s)
+    assert written == "refund(order_id='[id]', amount=[lookup_order.total])"
+    # Replayed on another order: the goal's id from the new goal, the amount from the new lookup.
+    later = [StepView("lookup_order(order_id='ORD-7')", '{"order_id": "ORD-7", "total": 12.5}')]
+    assert resolve(written, later, {"[id]": "ORD-7"}) == "refund(order_id='ORD-7', amount=12.5)"
+    prose = [StepView("lookup_order(order_id='ORD-1004')", "Order ORD-1004 costs 80.0 in total")]
+    assert D.lesson_text("refund(order_id='[id]', amount=80.0)", prose, s) == \
         "refund(order_id='[id]', amount=[from lookup_order])"
     assert "ORD-9" not in D.lesson_text("refund(order_id='ORD-9')", [], s)
 
@@ -89,3 +95,59 @@ def test_parse_call():
         ("refund", [("order_id", "'ORD-1004'"), ("amount", "100.0")])
     assert parse_call("go to desk 1") is None
     assert parse_call("f()") == ("f", [])
+
+
+# --------------------------------------------------------------------------- the pivot is the mistake
+
+from skillmem.reflect.trace import Trace, TraceStep, analyse, localize_pivot  # noqa: E402
+
+
+def _trace(eid: str, steps: list[tuple[str, str]], outcome: str, task_id: str = "t1") -> Trace:
+    return Trace(eid, "put a mug in the cabinet", "put", task_id, outcome,
+                 [TraceStep(i, "", a, fb) for i, (a, fb) in enumerate(steps)]).read_with(D)
+
+
+def test_contrast_skips_thoughts_and_looks_and_never_blames_what_the_success_did():
+    ok = _trace("ok", [("go to desk 1", "You see a mug 1."), ("take mug 1 from desk 1", "You pick up the mug 1."),
+                       ("go to cabinet 1", "You arrive."), ("put mug 1 in cabinet 1", "You put the mug 1.")], "success")
+    bad = _trace("bad", [("think: the mug is probably on the desk", "OK."), ("look", "You are in a room."),
+                         ("go to desk 1", "You see a mug 1."), ("Think: now take it", "OK."),
+                         ("take mug 1 from desk 1", "You pick up the mug 1."), ("go to shelf 1", "You arrive."),
+                         ("go to cabinet 1", "You arrive.")], "failure")
+    p = localize_pivot(bad, ok, domain=D)
+    # Not the first thought (the first *textual* difference), not a look, not a step the success took.
+    assert p.step == 5 and p.reason == "diverged_from_same_task"
+    assert p.corrected_action == "put mug 1 in cabinet 1" or p.corrected_action == "go to cabinet 1"
+
+
+def test_a_directive_correction_always_yields_a_lesson():
+    from skillmem.reflect import OfflineWriter
+    from skillmem.reflect.trace import Directive
+
+    t = _trace("e", [("lookup_order(order_id='ORD-9')", '{"total": 5}'), ("send_email(to='x')", "sent")], "failure")
+    t.directives.append(Directive(1, "refund(order_id='ORD-9', amount=5)", "refund first", "human"))
+    lesson = OfflineWriter().write_lesson(analyse(t, None, D))
+    assert lesson is not None and "refund(" in lesson.fix and "ORD-9" not in lesson.fix
+    assert lesson.grounded_on_feedback and lesson.pivot_step == 1
+
+
+def test_llm_writer_prompt_is_domain_neutral_with_tools_reason_and_final_answer():
+    from skillmem.reflect import OfflineWriter, prompts
+
+    t = Trace("e", "Refund order ORD-5 in full.", "refund", "t5", "failure",
+              [TraceStep(0, "", "think: look it up first", "OK."),
+               TraceStep(1, "", "lookup_order(order_id='ORD-5')", '{"total": 7.5}'),
+               TraceStep(2, "", "refund(order_id='ORD-5', amount=9)", "", error="amount 9 exceeds the order total"),
+               TraceStep(3, "", "answer: I refunded the order.", "")],
+              reasons=["verifier: refunded more than the order total"]).read_with(D)
+    a = analyse(t, None, D)
+    assert a.pivot.step == 2 and a.pivot.reason == "failure_feedback"
+    schema = {"type": "function", "function": {"name": "refund", "description": "Refund an order",
+                                               "parameters": {"type": "object", "properties": {"amount": {}}}}}
+    msgs = prompts.lesson_messages(a.render(), OfflineWriter().draft(a), [schema])
+    system, user = msgs[0]["content"], msgs[1]["content"]
+    assert "[receptacle" not in system + user and "[object]" not in system + user
+    assert '"name": "refund"' in user and "Verifier's reason: verifier: refunded more" in user
+    assert "Final answer: answer: I refunded the order." in user and "[reasoning] think: look it up first" in user
+    assert "Situation at the pivot: after calling lookup_order" in user
+    assert "ORD-5" not in user.split("Slots:")[0]  # the goal is shown in slots

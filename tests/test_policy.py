@@ -10,7 +10,10 @@ import pytest
 import torch
 
 from skillmem.policy import CPUPolicy, Prompt, RandomPolicy, hints_from_context, load_policy, make_prompt
-from skillmem.policy.base import goal_slots
+from skillmem.domains.alfworld import HouseholdDomain
+from skillmem.domains.alfworld.hints import goal_slots
+
+H = HouseholdDomain()  # these are household commands: the pack reads them
 
 GOAL = "Your task is to: heat some apple and put it in countertop."
 ADM = ["go to microwave 1", "go to countertop 1", "go to fridge 1", "take apple 1 from countertop 1",
@@ -28,32 +31,32 @@ def test_goal_slots_read_off_the_goal():
 
 
 def test_hints_penalize_bad_action_and_prefer_fix_and_next_plan_step():
-    h = hints_from_context(CTX, GOAL, [], ADM)
+    h = hints_from_context(CTX, GOAL, [], ADM, H)
     assert h.bonus["heat apple 1 with fridge 1"] < 0
     assert h.bonus["heat apple 1 with microwave 1"] > 0
     # after going to the countertop where an apple is, the next plan step is taking *the goal's* object
     hist = [("go to countertop 1", "On the countertop 1, you see a apple 1, and a mug 1.")]
-    h = hints_from_context(CTX, GOAL, hist, ADM)
+    h = hints_from_context(CTX, GOAL, hist, ADM, H)
     assert h.bonus.get("take apple 1 from countertop 1", 0) > 0
     assert "take mug 1 from countertop 1" not in h.bonus
     # after taking it, the plan moves on to the microwave
     hist += [("take apple 1 from countertop 1", "You pick up the apple 1 from the countertop 1.")]
     at_countertop = ["go to microwave 1", "go to fridge 1", "inventory", "move apple 1 to countertop 1"]
-    h = hints_from_context(CTX, GOAL, hist, at_countertop)
+    h = hints_from_context(CTX, GOAL, hist, at_countertop, H)
     assert max(h.bonus, key=h.bonus.get) == "go to microwave 1"
     # at the microwave, heating is the step; the fridge (the lesson's bad action) is penalized
     hist += [("go to microwave 1", "You arrive at microwave 1. The microwave 1 is closed.")]
-    h = hints_from_context(CTX, GOAL, hist, ADM)
+    h = hints_from_context(CTX, GOAL, hist, ADM, H)
     assert max(h.bonus, key=h.bonus.get) == "heat apple 1 with microwave 1"
 
 
 def test_no_context_no_hints():
-    assert not hints_from_context(None, GOAL, [], ADM)
-    assert make_prompt(GOAL, [], None, ADM).hints is None
+    assert not hints_from_context(None, GOAL, [], ADM, H)
+    assert make_prompt(GOAL, [], None, ADM, domain=H).hints is None
 
 
 def test_cpu_policy_is_steered_by_hints_before_training_and_fast():
-    policy = CPUPolicy()
+    policy = CPUPolicy(domain=H)
     hist = [("go to countertop 1", "On the countertop 1, you see a apple 1, and a mug 1.")]
     assert policy.act(GOAL, hist, CTX, ADM) == "take apple 1 from countertop 1"
     policy.config.use_hints = False  # text alone does not steer an untrained policy reliably; hints do
@@ -63,14 +66,14 @@ def test_cpu_policy_is_steered_by_hints_before_training_and_fast():
 
 
 def test_cpu_policy_logprobs_normalized_and_save_load(tmp_path):
-    policy = CPUPolicy()
-    p = make_prompt(GOAL, [], CTX, ADM)
+    policy = CPUPolicy(domain=H)
+    p = make_prompt(GOAL, [], CTX, ADM, domain=H)
     lp = policy.action_logprobs(p, ADM)
     assert lp.shape == (len(ADM),) and torch.isclose(lp.exp().sum(), torch.tensor(1.0), atol=1e-5)
     lp.sum().backward()
     assert policy.hint_weight.grad is not None
     policy.save(tmp_path / "p")
-    again = load_policy(tmp_path / "p")
+    again = load_policy(tmp_path / "p", H)
     assert torch.allclose(again.action_logprobs(p, ADM), lp.detach())
 
 

@@ -21,6 +21,7 @@ import pytest
 from eval.bench.reflection import play_walkthrough
 from eval.envs.alfworld_env import AlfworldEnv, games_root, list_tasks
 from skillmem import SkillMemory
+from skillmem.domains.alfworld import HouseholdDomain
 from skillmem.embed import HashingEmbedder
 from skillmem.reflect import OfflineWriter, analyse, load_trace, nearest_success, reflect_pending
 
@@ -29,6 +30,7 @@ pytest.importorskip("textworld")
 if not (games_root() / "train").is_dir():
     pytest.skip(f"no ALFWorld games under {games_root()}", allow_module_level=True)
 
+H = HouseholdDomain()  # real ALFWorld games: the household pack reads them
 _CONCRETE = re.compile(r"\b[a-z]+ \d+\b")
 FRIDGE_GAME = "train/pick_heat_then_place_in_recep-Mug-None-CoffeeMachine-7/trial_T20190908_123421_558588"
 
@@ -66,14 +68,14 @@ def test_offline_writer_on_real_alfworld_failures(tmp_path):
             assert feedback[k].startswith("You arrive at ") and "microwave" not in feedback[k].split(".")[0]
         failures.append((ep, truth, feedback, kind))
 
-    report = reflect_pending(memory, OfflineWriter(), progress=False)
+    report = reflect_pending(memory, OfflineWriter(domain=H), progress=False)
     assert report.errors == 0 and report.lessons >= 1, report.results
     lessons = memory.lessons()
     assert lessons and all(l.provenance["writer"] == "offline" for l in lessons)
     for ep, truth, feedback, kind in failures:
-        trace = load_trace(memory, ep)
+        trace = load_trace(memory, ep, H)
         assert [s.feedback for s in trace.steps] == feedback, "the store keeps the game's text verbatim"
-        a = analyse(trace, nearest_success(memory, trace))  # what the queue analysed
+        a = analyse(trace, nearest_success(memory, trace, domain=H))  # what the queue analysed
         assert a.pivot.step == truth, (kind, a.pivot, [s.action for s in trace.steps])
         assert a.pivot.reason == ("failure_feedback" if kind == "wrong_object" else "diverged_from_same_task")
         # The game's own words reach the writer, slotted: the feedback at the pivot and after it.

@@ -1,6 +1,6 @@
 """How well reflection localizes the pivot of a failure, and how small its lessons and demos are.
 
-    python -m eval.bench.reflection [--episodes 120] [--seed 0] [--alfworld 100]
+    python -m eval.bench.reflection [--episodes 120] [--seed 0] [--alfworld 100] [--domain pack|text]
 
 Plays household tasks with a perturbed expert (the expert's action, or with probability
 `--eps` a random admissible command, or with probability `--garble` a command the world refuses),
@@ -31,7 +31,18 @@ is the ground truth: the first step where the action left the walkthrough. Pertu
 Games are list_tasks' balanced order (the six task types interleaved). Conditions as above;
 same_task_success is the walkthrough of the same game played to its win, type_success that of
 another game of the same type, expert_directive the env's expert (the walkthrough while on it).
-Prints a JSON object last.
+
+`--agentlike` (on by default) scores the same games again as an LLM agent's log reads: `think:`
+steps answered "OK." (recorded, never sent to the game) before a third of the commands and
+before the mistake, and the mistakes such agents make: a look-alike object (wrong_object), a
+wrong place, the older grammar ("put X in Y"), going back to a place already searched
+(revisit), an object that is not there (hallucinated). The ground truth is the recorded index
+of the replaced step.
+
+`--domain` reads every episode with the household pack (default) or with the generic
+TextDomain only: the difference is what the pack's knowledge adds to localizing mistakes.
+`lessons_about_the_known_mistake` is the share of written lessons read at the true pivot or
+whose bad action is the true pivot's action. Prints a JSON object last.
 """
 
 from __future__ import annotations
@@ -100,7 +111,8 @@ def alfworld_walkthroughs(root: Path, n: int, rng: random.Random) -> dict:
     another action of that game (the same-task-success rule; exact by construction unless the
     replacement is ambiguous).
     """
-    from skillmem.reflect.trace import SlotMap, Trace, TraceStep, localize_pivot
+    from skillmem.domains.alfworld import HouseholdDomain, HouseholdSlots as SlotMap
+    from skillmem.reflect.trace import Trace, TraceStep, localize_pivot
 
     games = sorted(root.glob("*/*/game.tw-pddl"))
     if not games:
@@ -123,7 +135,8 @@ def alfworld_walkthroughs(root: Path, n: int, rng: random.Random) -> dict:
         wrong = next((b for b in reversed(walk) if b != walk[k]), "look")
         bad = Trace(f"bad{i}", goal, task_type, f"alf{i}", "failure",
                     [TraceStep(j, "", a, "") for j, a in enumerate(walk[:k] + [wrong])])
-        hits += localize_pivot(bad, ok).step == k
+        d = HouseholdDomain()
+        hits += localize_pivot(bad.read_with(d), ok.read_with(d), domain=d).step == k
     return {"games": len(games), "goal_template_parsed": round(parsed / len(games), 3),
             "plan_steps_with_concrete_names": round(leftover / max(1, steps), 4),
             "demo_tokens_mean": round(statistics.mean(demo_tokens), 1),
@@ -134,27 +147,40 @@ def alfworld_walkthroughs(root: Path, n: int, rng: random.Random) -> dict:
 CONDITIONS = ("trace_only", "type_success", "same_task_success", "expert_directive")
 
 
+def make_domain(name: str):
+    """The Domain the analysis reads episodes with: the household pack, or TextDomain only."""
+    if name == "text":
+        from skillmem.domain import TextDomain
+
+        return TextDomain()
+    from skillmem.domains.alfworld import HouseholdDomain
+
+    return HouseholdDomain()
+
+
 def score_failures(memory: SkillMemory, cases: Sequence[tuple[str, int, list[str | None], str | None, str | None]],
-                   groups: Sequence[str] | None = None) -> dict:
+                   groups: Sequence[str] | None = None, domain=None) -> dict:
     """Pivot accuracy per condition and lesson size, over (episode, true pivot, expert per step,
     same-task success, same-type success) cases; directive feedback is added to the episodes.
     With `groups` (a label per case), exact accuracy is also broken down by label."""
-    writer = OfflineWriter()
+    d = domain if domain is not None else make_domain("pack")
+    writer = OfflineWriter(domain=d)
     hits: Counter[str] = Counter()
+    at_mistake = 0
     reasons: dict[str, Counter[str]] = {c: Counter() for c in CONDITIONS}
     off_by: dict[str, list[int]] = {c: [] for c in CONDITIONS}
     lesson_tok, raw_tok, ratios, concrete, no_lesson, refused = [], [], [], 0, 0, 0
     for ep, truth, experts, same_ok, type_ok in cases:
-        trace = load_trace(memory, ep)
+        trace = load_trace(memory, ep, d)
         conds = {
-            "trace_only": analyse(trace, None),
-            "type_success": analyse(trace, load_trace(memory, type_ok) if type_ok else None),
-            "same_task_success": analyse(trace, load_trace(memory, same_ok) if same_ok else None),
+            "trace_only": analyse(trace, None, d),
+            "type_success": analyse(trace, load_trace(memory, type_ok, d) if type_ok else None, d),
+            "same_task_success": analyse(trace, load_trace(memory, same_ok, d) if same_ok else None, d),
         }
         for i, s in enumerate(trace.steps):  # the expert corrects every non-optimal step it has an action for
             if i < len(experts) and experts[i] is not None and i >= truth and s.action != experts[i]:
                 memory.feedback(ep, i, corrected_action=experts[i], source="expert", text="")
-        conds["expert_directive"] = analyse(load_trace(memory, ep), None)
+        conds["expert_directive"] = analyse(load_trace(memory, ep, d), None, d)
         for c, a in conds.items():
             hits[c] += a.pivot.step == truth
             reasons[c][a.pivot.reason] += 1
@@ -170,6 +196,11 @@ def score_failures(memory: SkillMemory, cases: Sequence[tuple[str, int, list[str
             continue
         text = " ".join([lesson.trigger, lesson.bad_action, lesson.fix])
         concrete += bool(_ENTITY.search(text))
+        # Correct when it is about the known mistake: read at the true pivot, or its bad action is that step's.
+        a = conds["type_success"]
+        truth_action = a.slots.abstract(d.written(trace.steps[truth].action)) if truth < len(trace.steps) else ""
+        step = lesson.provenance.get("rule_step", lesson.pivot_step)
+        at_mistake += step == truth or (bool(lesson.bad_action) and lesson.bad_action == truth_action)
         lt = count_tokens(text)
         lesson_tok.append(lt)
         ratios.append(lt / max(1, trace.raw_tokens))
@@ -186,7 +217,9 @@ def score_failures(memory: SkillMemory, cases: Sequence[tuple[str, int, list[str
         "pivot_early_late": {c: {"early": sum(d < 0 for d in off_by[c]), "late": sum(d > 0 for d in off_by[c])}
                              for c in CONDITIONS},
         "pivot_reasons": {c: dict(reasons[c]) for c in CONDITIONS},
+        "domain": d.name,
         "lessons_written": len(lesson_tok), "no_transferable_lesson": no_lesson,
+        "lessons_about_the_known_mistake": round(at_mistake / max(1, len(lesson_tok)), 3),
         "lessons_refused_by_safety_check": refused,
         "lessons_with_concrete_names": concrete,
         "lesson_tokens_mean": round(statistics.mean(lesson_tok), 1) if lesson_tok else None,
@@ -221,25 +254,69 @@ def wrong_command(planned: str, kind: str, admissible: Sequence[str], rng: rando
     return rng.choice(others)
 
 
-def play_walkthrough(memory: SkillMemory, env, perturb: tuple[str, int] | None, rng: random.Random
-                     ) -> tuple[str, bool, int | None, list[str | None], list[str]]:
+# What LLM agents get wrong on these games (besides look-alike objects and wrong places): the older
+# grammar ("put X in Y"), going back to a place already searched, an object that is not there.
+AGENT_PERTURBATIONS = ("wrong_object", "wrong_place", "old_grammar", "revisit", "hallucinated")
+THOUGHTS = ("think: I need to find the {o} first.", "think: Now I take it to the right place.",
+            "think: Let me check where I have not looked yet.", "think: The task is to {g}")
+
+
+def agent_perturbation(walk: Sequence[str], rng: random.Random) -> tuple[str, int]:
+    """An agent-like mistake and the walkthrough step it replaces."""
+    kind = rng.choice(AGENT_PERTURBATIONS)
+    gos = [i for i, a in enumerate(walk) if a.startswith("go to ")]
+    where = {"old_grammar": [i for i, a in enumerate(walk) if a.startswith("move ")],
+             "revisit": gos[1:], "hallucinated": list(range(len(walk)))}.get(kind)
+    if where is None:
+        return perturbation(walk, rng)
+    if not where:
+        kind, where = "hallucinated", list(range(len(walk)))
+    return kind, rng.choice(where)
+
+
+def agent_wrong(planned: str, kind: str, admissible: Sequence[str], visited: Sequence[str], rng: random.Random) -> str:
+    if kind == "old_grammar":
+        return re.sub(r"^move (.+) to (.+)$", r"put \1 in \2", planned)
+    if kind == "revisit" and visited:
+        return "go to " + rng.choice(sorted(set(visited)))
+    if kind == "hallucinated":
+        here = next((v for v in reversed(visited)), "countertop 1")
+        return f"take {rng.choice(['spoon', 'keychain', 'ladle'])} 9 from {here}"
+    return wrong_command(planned, kind, admissible, rng)
+
+
+def play_walkthrough(memory: SkillMemory, env, perturb: tuple[str, int] | None, rng: random.Random,
+                     *, agentlike: bool = False) -> tuple[str, bool, int | None, list[str | None], list[str]]:
     """One recorded real ALFWorld game: its walkthrough, with step `perturb[1]` replaced by a wrong command.
 
     The step limit is the walkthrough's length, so after the wrong step the rest of the walkthrough
-    is played as is. Returns (episode id, won, true pivot, the env's expert action per step,
-    the game's feedback per step)."""
+    is played as is. `agentlike`: as a ReAct agent's log reads: `think:` steps answered "OK."
+    (recorded, never sent to the game) before about a third of the commands and before the
+    mistake. Returns (episode id, won, true pivot (a recorded step index), the env's expert
+    action per recorded step, the game's feedback per recorded step)."""
     obs, info = env.reset()
     walk = env.walkthrough
     env.step_limit = len(walk)
     rec = memory.start_episode(goal=info["goal"], task_type=info["task_type"], task_id=info["task_id"],
                                split=info["split"], environment="alfworld")
     truth, experts, feedback, done = None, [], [], False
+    visited: list[str] = []
+    obj = (re.findall(r"\b(?:a|an|some|two) (?:clean |hot |cool )?(\w+)", info["goal"]) or ["object"])[0]
     for i, planned in enumerate(walk):
         action = planned
-        if perturb is not None and i == perturb[1]:
-            action = wrong_command(planned, perturb[0], info["admissible_commands"], rng)
+        wrong = perturb is not None and i == perturb[1]
+        if wrong:
+            action = agent_wrong(planned, perturb[0], info["admissible_commands"], visited, rng) if agentlike \
+                else wrong_command(planned, perturb[0], info["admissible_commands"], rng)
+        if agentlike and (wrong or rng.random() < 0.33):
+            thought = rng.choice(THOUGHTS).format(o=obj, g=info["goal"].rstrip("."))
+            rec.step(observation=obs, action=thought, feedback="OK.")
+            experts.append(None)
+            feedback.append("OK.")
         if truth is None and action != planned:
-            truth = i
+            truth = len(experts)
+        if action.startswith("go to "):
+            visited.append(action[6:])
         experts.append(info["expert_action"])
         fb, reward, done, info = env.step(action)
         rec.step(observation=obs, action=action, feedback=fb, reward=reward)
@@ -251,7 +328,8 @@ def play_walkthrough(memory: SkillMemory, env, perturb: tuple[str, int] | None, 
     return rec.id, bool(info["won"]), truth, experts, feedback
 
 
-def alfworld_games(n: int, seed: int = 0, root: Path | None = None, max_games: int | None = None) -> dict:
+def alfworld_games(n: int, seed: int = 0, root: Path | None = None, max_games: int | None = None,
+                   *, agentlike: bool = False, domain=None) -> dict:
     """Pivot accuracy and lesson size on n failed real ALFWorld train games (module doc)."""
     from eval.envs.alfworld_env import AlfworldEnv, list_tasks
 
@@ -270,8 +348,8 @@ def alfworld_games(n: int, seed: int = 0, root: Path | None = None, max_games: i
             env = AlfworldEnv(spec.task_id, root=root)
             try:
                 env.reset()
-                kind, k = perturbation(env.walkthrough, rng)
-                ep, won, truth, experts, _ = play_walkthrough(memory, env, (kind, k), rng)
+                kind, k = (agent_perturbation if agentlike else perturbation)(env.walkthrough, rng)
+                ep, won, truth, experts, _ = play_walkthrough(memory, env, (kind, k), rng, agentlike=agentlike)
                 ok_id, ok_won, _, _, _ = play_walkthrough(memory, env, None, rng)
             finally:
                 env.close()
@@ -292,13 +370,17 @@ def alfworld_games(n: int, seed: int = 0, root: Path | None = None, max_games: i
             oks = by_type[tt]
             other = oks[(oks.index(ok_id) + 1) % len(oks)]
             cases.append((ep, truth, experts, ok_id, other if other != ok_id else None))
-        scores = score_failures(memory, cases, labels)
+        scores = score_failures(memory, cases, labels, domain)
         memory.close()
-    return {"environment": "alfworld (real games, train)", "failed_episodes": len(cases),
+    return {"environment": "alfworld (real games, train)" + (", agent-like traces" if agentlike else ""),
+            "failed_episodes": len(cases),
             "task_types": dict(Counter(tt for *_, tt in played)), "perturbations": dict(kinds),
             "perturbed_but_won": won_anyway,
-            "policy": "walkthrough with one step replaced (wrong_object | wrong_place | admissible), "
-                      "then the rest of the walkthrough; step limit = walkthrough length",
+            "policy": ("walkthrough with one step replaced (" + " | ".join(AGENT_PERTURBATIONS if agentlike else
+                                                                         PERTURBATIONS) + "), then the rest of the "
+                       "walkthrough; step limit = walkthrough length" +
+                       ("; think: steps answered 'OK.' before a third of the commands and the mistake"
+                        if agentlike else "")),
             **scores, "seconds": round(time.time() - t0, 1)}
 
 
@@ -311,7 +393,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--slack", type=float, default=1.3, help="step limit = slack x expert plan length")
     p.add_argument("--alfworld", type=int, default=100, help="failed real ALFWorld train games to analyse (0: none)")
     p.add_argument("--alfworld-dir", default=str(Path(__file__).resolve().parents[3] / "shared" / "alfworld" / "train"))
+    p.add_argument("--domain", choices=("pack", "text"), default="pack",
+                   help="read episodes with the household pack, or with the generic TextDomain only")
+    p.add_argument("--agentlike", action=argparse.BooleanOptionalAction, default=True,
+                   help="also score agent-like real ALFWorld traces (think: steps, old grammar, revisits, ...)")
     args = p.parse_args(argv)
+    domain = make_domain(args.domain)
     rng = random.Random(args.seed)
     t0 = time.time()
     with tempfile.TemporaryDirectory() as tmp:
@@ -341,12 +428,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             env = HouseholdEnv(split="train", seed=10**6 + i, task_type=tt, step_limit=200)
             type_success[tt], _, _, _ = play(memory, env, rng, 0, 0, perturb=False)
         for ok_id in list(same_task.values())[:60] + list(type_success.values()):
-            d = demo_from_trace(load_trace(memory, ok_id))
+            d = demo_from_trace(load_trace(memory, ok_id, domain))
             demos.append(compaction(d))
 
         cases = [(ep, truth, experts, same_task[ep], type_success[ALFWORLD_TASK_TYPES[sd % 6]])
                  for ep, truth, experts, sd in failures]
-        scores = score_failures(memory, cases)
+        scores = score_failures(memory, cases, domain=domain)
         memory.close()
     result = {
         "bench": "reflection", "environment": "household", "failed_episodes": len(failures),
@@ -359,7 +446,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if importlib.util.find_spec("alfworld") is None:  # the game engine is optional
             result["alfworld"] = alfworld_walkthroughs(Path(args.alfworld_dir), args.alfworld, rng)
         else:
-            result["alfworld"] = alfworld_games(args.alfworld, seed=args.seed, root=Path(args.alfworld_dir).parent)
+            root = Path(args.alfworld_dir).parent
+            result["alfworld"] = alfworld_games(args.alfworld, seed=args.seed, root=root, domain=domain)
+            if args.agentlike:
+                result["alfworld_agentlike"] = alfworld_games(args.alfworld, seed=args.seed, root=root,
+                                                              agentlike=True, domain=domain)
     print(json.dumps(result))
     return 0
 

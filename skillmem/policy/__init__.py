@@ -15,18 +15,21 @@ from .cpu import CPUPolicy, CPUPolicyConfig
 from .random import RandomPolicy
 
 
-def load_policy(path: str | Path) -> Any:
-    """The policy saved in directory `path`, whatever its kind (policy.json says)."""
+def load_policy(path: str | Path, domain: Any = None) -> Any:
+    """The policy saved in directory `path`, whatever its kind (policy.json says), reading the world through
+    `domain` (the one it was trained with; default TextDomain)."""
     meta_path = Path(path) / "policy.json"
     if not meta_path.exists():
         raise FileNotFoundError(f"no policy at {path} (policy.json missing); train one with `skillmem train`")
     kind = json.loads(meta_path.read_text()).get("kind")
     if kind == "cpu":
-        return CPUPolicy.load(path)
+        return CPUPolicy.load(path, domain=domain)
     if kind == "hf":
         from .hf import HFPolicy  # transformers is slow to import
 
-        return HFPolicy.load(path)
+        policy = HFPolicy.load(path)
+        policy.domain = domain
+        return policy
     if kind == "hf-chat":
         from .hf_chat import HFChatPolicy
 

@@ -18,7 +18,7 @@ from typing import Any, Mapping, Optional, Protocol, Sequence, runtime_checkable
 
 import torch
 
-from .hints import Hints, goal_slots, hints_from_context  # noqa: F401  (re-exported)
+from .hints import Hints, hints_from_context  # noqa: F401  (re-exported)
 
 # A history item: (action, observation) pair, a mapping with "action" and
 # "observation"/"feedback", or a plain string (an observation with no action).
@@ -96,8 +96,9 @@ def context_text(context: Any) -> str:
 
 
 def make_prompt(goal: str, history: Sequence[HistoryItem] | None, context: Any, admissible: Sequence[str],
-                *, use_text: bool = True, use_hints: bool = True) -> Prompt:
-    """The prompt for one decision, with memory as text and/or hints as asked."""
+                *, use_text: bool = True, use_hints: bool = True, domain: Any = None) -> Prompt:
+    """The prompt for one decision, with memory as text and/or hints (read by `domain`) as asked."""
     pairs = history_pairs(history)
-    hints = hints_from_context(context, goal, pairs, admissible) if (use_hints and context is not None) else None
+    hints = hints_from_context(context, goal, pairs, admissible, domain) \
+        if (use_hints and context is not None) else None
     return Prompt(goal=goal, history=pairs, lessons=context_text(context) if use_text else "", hints=hints)

@@ -2,17 +2,17 @@
 
 Each candidate is scored from hashed features — words of the goal, the recent history,
 the last observation and the retrieved lessons (the context bag), words and verb of the
-candidate, and crosses that generalize across objects ("a word of this `take` action
-appears in the goal") — plus dense features, among them the memory hints. A linear
-term also reads the episode's state as the whole history tells it (what is held, which
-places were visited or opened, where goal words were seen, what the task asks for)
-crossed with the candidate's verb and arguments: what memory-guided play does ("explore
-places not yet visited, take the goal's object when it is seen, bring it to the
-appliance the task names") is then a linear rule the trainer can distill into weights.
-Those weights start at zero, so the untrained policy is steered by hints alone. No
-tokenizer, no download; thousands of decisions per second on one core.
+candidate, and crosses that generalize across objects ("a word of this action appears in
+the goal") — plus dense features, among them the memory hints. A linear term also reads
+the features the `Domain` derives from the whole history, crossed with the candidate
+(TextDomain: was it tried, did it fail, does it name the goal's values; a world pack adds
+its own state: what is held, which places were visited...), so what memory-guided play
+does becomes a linear rule the trainer can distill into weights. Those weights start at
+zero, so the untrained policy is steered by hints alone. No tokenizer, no download;
+thousands of decisions per second on one core.
 
     policy = CPUPolicy()                       # untrained; memory hints still steer it
+    policy = CPUPolicy(domain=my_domain)       # a world's features and hints
     action = policy.act(goal, history, context, admissible)
     policy.save("runs/p1"); CPUPolicy.load("runs/p1")
 """
@@ -37,14 +37,6 @@ from .base import HistoryItem, Prompt, make_prompt
 _WORD = re.compile(r"[a-z]+")
 N_DENSE = 9
 _CACHE_SIZE = 4096  # prompts whose features are kept (a few kB each)
-# ALFWorld-grammar commands: verb, object, receptacle ("take mug 1 from cabinet 2").
-_CMD = re.compile(r"^(go to|open|close|take|move|heat|cool|clean|slice|use|examine)\s+(.+?)"
-                  r"(?:\s+(?:from|to|with)\s+(.+))?$")
-# The goal's task, read off its words: what the held object must go through before it is placed.
-_TASK_WORDS = {"hot": "heat", "heat": "heat", "warm": "heat", "cool": "cool", "cold": "cool", "chill": "cool",
-               "clean": "clean", "wash": "clean", "rinse": "clean", "two": "two"}
-
-
 @dataclass
 class CPUPolicyConfig:
     """Knobs of the CPU policy; saved next to its weights."""
@@ -57,6 +49,7 @@ class CPUPolicyConfig:
     use_text: bool = True  # read retrieved memory as text (its words in the context bag)
     use_hints: bool = True  # use retrieved memory as hints on actions
     seed: int = 0
+    domain: str = "text"  # the name of the Domain it was built with (the object is passed to load())
 
 
 @lru_cache(maxsize=1 << 16)
@@ -70,79 +63,21 @@ def _words(text: str) -> tuple[str, ...]:
     return tuple(_WORD.findall(text.lower()))
 
 
-def _kind(name: str) -> str:
-    return " ".join(w for w in name.split() if not w.isdigit())
-
-
-def _parse(action: str) -> tuple[str, str, str]:
-    """(verb, object, receptacle) of a command; "go to X" and "open X" name a receptacle."""
-    m = _CMD.match(action.strip().lower())
-    if not m:
-        return (_words(action) or ("",))[0], "", ""
-    verb, a, b = m.group(1), m.group(2), m.group(3) or ""
-    if verb in ("go to", "open", "close"):
-        return verb.split()[0], "", a
-    return verb, a, b
-
-
-def _episode_state(history: Sequence[tuple[str, str]], goal: set[str]) -> dict[str, Any]:
-    """What the whole history says about the episode: held object, visited/opened places,
-    goal words seen at each place, whether the held object has been through the task's step."""
-    task = next((_TASK_WORDS[w] for w in goal if w in _TASK_WORDS), "")
-    if not task and any("lamp" in w or w == "light" for w in goal):
-        task = "look"
-    held, processed, here = "", False, ""
-    visited, opened, placed, used = set(), set(), set(), False
-    seen: dict[str, set[str]] = {}
-    for action, obs in history:
-        if not action or obs.startswith("Nothing happens"):
-            continue
-        verb, obj, rec = _parse(action)
-        if verb == "go":
-            here = rec
-            visited.add(rec)
-        elif verb == "open":
-            opened.add(rec)
-        elif verb == "take":
-            held, processed = obj, False
-        elif verb == "move":
-            placed.add(obj)
-            held, processed = "", False
-        elif verb in ("heat", "cool", "clean") and obj == held:
-            processed = True
-        elif verb == "use":
-            used = True
-        if verb in ("go", "open") and rec:
-            seen[rec] = set(_words(obs)) - set(rec.split())
-    hold = "E" if not held else ("G" if set(_kind(held).split()) & goal else "O")
-    phase = f"{task or 'put'}|{hold}|{int(processed or (task == 'look' and used))}|{int(bool(placed))}"
-    return {"task": task or "put", "held": held, "phase": phase, "here": here, "visited": visited,
-            "opened": opened, "placed": placed, "seen": seen}
-
-
-def _state_features(cand: str, verb: str, times: int, info: dict[str, Any]) -> list[str]:
-    """The candidate against the episode's state, as feature names for the linear term."""
-    v, obj, rec = _parse(cand)
-    goal, phase = info["goal"], info["phase"]
-    held_kind = set(_kind(info["held"]).split())
-    okind, rkind = _kind(obj), _kind(rec)
-    of = "".join(str(int(x)) for x in (bool(obj) and bool(set(okind.split()) & goal), bool(obj) and obj == info["held"],
-                                       obj in info["placed"]))
-    seen_goal = bool(rec) and bool((info["seen"].get(rec, set()) & goal) - held_kind - set(rkind.split()))
-    rf = "".join(str(int(x)) for x in (bool(rec) and bool(set(rkind.split()) & goal), rec in info["visited"],
-                                       rec in info["opened"], bool(rec) and rec == info["here"], seen_goal))
-    return [f"S:{phase}|{v}", f"S:{phase}|{v}|o{of}|r{rf}", f"S:{phase}|{v}|o{of}", f"S:{phase}|{v}|r{rf}",
-            f"K:{phase}|{v}|{rkind}|r{rf[:2]}", f"K:{phase}|{v}|{okind}", f"R:{v}|{min(times, 2)}|{int(info['last'] == cand)}"]
-
-
 class CPUPolicy(nn.Module):
     """Scores (context, candidate) pairs with hashed bags, a bilinear term, an MLP and the hints."""
 
     kind = "cpu"
 
-    def __init__(self, config: Optional[CPUPolicyConfig] = None):
+    def __init__(self, config: Optional[CPUPolicyConfig] = None, *, domain: Any = None):
         super().__init__()
+        from ..domain import TextDomain
+
         self.config = config or CPUPolicyConfig()
+        self.domain = domain if domain is not None else TextDomain()
+        if self.config.domain not in ("text", self.domain.name):
+            raise ValueError(f"this policy was built with domain {self.config.domain!r}; load it with that domain "
+                             f"(got {self.domain.name!r})")
+        self.config.domain = self.domain.name
         c = self.config
         # Same seed, same initial weights: runs and their resumptions are comparable.
         with torch.random.fork_rng(devices=[]):
@@ -176,12 +111,12 @@ class CPUPolicy(nn.Module):
             "goal": set(goal), "obs": set(last_obs), "lessons": set(lessons),
             "done": [a for a, _ in p.history], "last": p.history[-1][0] if p.history else "",
             "prev_verb": (_words(p.history[-1][0]) or ("none",))[0] if p.history else "start",
-            "goal_words": goal[:12],
+            "goal_words": goal[:12], "goal_text": p.goal, "history": p.history,
         }
-        info.update(_episode_state(p.history, set(goal)))
         return feats or [0], info
 
-    def _candidate_features(self, cand: str, info: dict[str, Any], hint: float) -> tuple[list[int], list[float]]:
+    def _candidate_features(self, cand: str, info: dict[str, Any], hint: float, world: Sequence[str] = ()
+                            ) -> tuple[list[int], list[int], list[float]]:
         B = self.config.buckets
         ws = _words(cand)
         verb = ws[0] if ws else ""
@@ -195,7 +130,7 @@ class CPUPolicy(nn.Module):
                 if g == w:
                     feats.append(_h(f"gw:{verb}|{i}|{g}", B))
         times = sum(1 for a in info["done"] if a == cand)
-        feats_lin = feats + [_h(f, B) for f in _state_features(cand, verb, times, info)]
+        feats_lin = feats + [_h(f, B) for f in world]
         n = max(1, len(ws) - 1)
         dense = [hint, float(hint > 0), float(hint < 0), min(times, 5) / 5.0, float(info["last"] == cand),
                  sum(w in info["goal"] for w in ws[1:]) / n, sum(w in info["obs"] for w in ws[1:]) / n,
@@ -212,9 +147,10 @@ class CPUPolicy(nn.Module):
         if hit is not None:
             return hit
         feats, info = self._context_features(p)
+        world = self.domain.policy_features(p.goal, p.history, list(cands))
         cf, co, lf, lo, dense = array("i"), array("i"), array("i"), array("i"), array("f")
-        for c in cands:
-            f, fl, d = self._candidate_features(c, info, 0.0)
+        for c, w in zip(cands, world):
+            f, fl, d = self._candidate_features(c, info, 0.0, w)
             co.append(len(cf))
             cf.extend(f)
             lo.append(len(lf))
@@ -273,7 +209,7 @@ class CPUPolicy(nn.Module):
         if not admissible:
             raise ValueError("act() needs at least one admissible action")
         prompt = make_prompt(goal, history, context, admissible,
-                             use_text=self.config.use_text, use_hints=self.config.use_hints)
+                             use_text=self.config.use_text, use_hints=self.config.use_hints, domain=self.domain)
         with torch.no_grad():
             logp = self.action_logprobs(prompt, admissible)
         if sample:
@@ -292,11 +228,12 @@ class CPUPolicy(nn.Module):
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "CPUPolicy":
+    def load(cls, path: str | Path, domain: Any = None) -> "CPUPolicy":
+        """The policy saved at `path`; `domain` must be the one it was built with (its name is saved)."""
         path = Path(path)
         meta = json.loads((path / "policy.json").read_text())
         if meta.get("kind") != cls.kind:
             raise ValueError(f"{path} holds a {meta.get('kind')!r} policy, not a CPU policy; use load_policy()")
-        policy = cls(CPUPolicyConfig(**meta["config"]))
+        policy = cls(CPUPolicyConfig(**meta["config"]), domain=domain)
         policy.load_state_dict(torch.load(path / "weights.pt", weights_only=True))
         return policy

@@ -197,8 +197,8 @@ class HFPolicy:
         """Summed token log-probs of each candidate after the prompt, shape [C].
 
         `exclude_prefix[i]`, when given, is another action whose shared leading tokens with
-        candidate i are left out of its sum: negative reinforcement on "heat apple with
-        fridge 1" must not push down "heat apple with", which the right action shares.
+        candidate i are left out of its sum: negative reinforcement on "refund(order_id='A',
+        amount=9)" must not push down "refund(order_id='A', ", which the right action shares.
         """
         return self._score(self._rows(prompt, candidates, exclude_prefix))
 
@@ -218,8 +218,8 @@ class HFPolicy:
     def act(self, goal: str, history: Sequence[HistoryItem], context: Any, admissible: Sequence[str]) -> str:
         if not admissible:
             raise ValueError("act() needs at least one admissible action")
-        prompt = make_prompt(goal, history, context, admissible,
-                             use_text=self.config.use_text, use_hints=self.config.use_hints)
+        prompt = make_prompt(goal, history, context, admissible, use_text=self.config.use_text,
+                             use_hints=self.config.use_hints, domain=getattr(self, "domain", None))
         with torch.no_grad():
             scores = self.action_logprobs(prompt, admissible)
         return admissible[int(torch.argmax(scores))]

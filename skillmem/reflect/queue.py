@@ -55,6 +55,7 @@ class Job:
     lesson: Optional[LessonBase] = None
     demo: Optional[DemonstrationBase] = None
     result: dict[str, Any] = field(default_factory=dict)
+    domain: Any = None  # the world's Domain; None: TextDomain
 
 
 # --------------------------------------------------------------------------- stages
@@ -71,14 +72,14 @@ def stage_load(memory: Any, job: Job) -> Job:
     elif ep.num_steps == 0:
         job.skip_reason = "no steps recorded"
     if job.skip_reason is None:
-        job.trace = load_trace(memory, job.episode_id)
+        job.trace = load_trace(memory, job.episode_id, job.domain)
     return job
 
 
 def stage_analyse(memory: Any, job: Job) -> Job:
     """A failure is analysed against its nearest success; a success needs no analysis."""
     if job.trace is not None and job.trace.outcome == "failure":
-        job.analysis = analyse(job.trace, nearest_success(memory, job.trace))
+        job.analysis = analyse(job.trace, nearest_success(memory, job.trace, domain=job.domain), job.domain)
     return job
 
 
@@ -114,8 +115,12 @@ def stage_store(memory: Any, job: Job) -> Job:
     if already_stored(memory, job.episode_id):
         job.result = {"status": "done", "action": "already stored"}
     elif job.analysis is not None and job.lesson is None:
-        # The writer found nothing that transfers (the correction was the teacher's privileged knowledge).
-        job.result = {"status": "done", "kind": "none", "action": "no transferable lesson"}
+        # The writer found no mistake it can name: say why, so `skillmem reflect` can report it.
+        a = job.analysis
+        why = (f"no failure signal: the pivot fell back to {a.pivot.reason!r} (no error, correction, loop or "
+               f"success to contrast with)") if a.pivot.reason in ("last_step", "none") else \
+            f"the writer found no rule at the pivot ({a.pivot.reason})"
+        job.result = {"status": "done", "kind": "none", "action": "no lesson", "reason": why}
     elif job.lesson is not None:
         item_id, action = _store_lesson(memory, job.lesson, namespace=ns, episode_id=job.episode_id)
         job.result = {"status": "done", "kind": "lesson", "id": item_id, "action": action}
@@ -126,9 +131,13 @@ def stage_store(memory: Any, job: Job) -> Job:
     return job
 
 
-def reflect_episode(memory: Any, writer: Any, episode_id: str) -> dict[str, Any]:
-    """Run every stage for one (claimed) episode; returns what happened. Writer errors propagate."""
-    job = stage_load(memory, Job(episode_id))
+def reflect_episode(memory: Any, writer: Any, episode_id: str, domain: Any = None) -> dict[str, Any]:
+    """Run every stage for one (claimed) episode; returns what happened. Writer errors propagate.
+
+    `domain` says what the world is (step kinds, failures, slots, situations); the default is
+    `TextDomain`, right for any agent whose actions are strings or tool calls.
+    """
+    job = stage_load(memory, Job(episode_id, domain=domain if domain is not None else getattr(writer, "domain", None)))
     if job.skip_reason is None and already_stored(memory, episode_id):
         return stage_store(memory, job).result  # a crash after storing: only the mark was missing
     job = stage_analyse(memory, job)
@@ -276,13 +285,14 @@ class DrainReport:
     errors: int = 0
     lessons: int = 0
     demonstrations: int = 0
-    no_lesson: int = 0  # failures whose correction held nothing that transfers
+    no_lesson: int = 0  # failures that gave no lesson (each with its reason in `no_lesson_reasons`)
+    no_lesson_reasons: dict[str, int] = field(default_factory=dict)
     results: list[dict[str, Any]] = field(default_factory=list)
 
 
 def reflect_pending(memory: Any, writer: Any = None, namespace: Optional[str] = None, limit: Optional[int] = None,
                     progress: bool = True, *, stale_after: timedelta = timedelta(minutes=10),
-                    max_attempts: int = MAX_ATTEMPTS, owner: Optional[str] = None) -> DrainReport:
+                    max_attempts: int = MAX_ATTEMPTS, owner: Optional[str] = None, domain: Any = None) -> DrainReport:
     """Drain the reflection queue: claim, reflect and mark episodes until none is left (or `limit`)."""
     from tqdm.auto import tqdm
 
@@ -303,7 +313,7 @@ def reflect_pending(memory: Any, writer: Any = None, namespace: Optional[str] = 
                 break
             tried.add(ep_id)  # an episode that failed now is not retried in the same drain
             try:
-                result = reflect_episode(memory, writer, ep_id)
+                result = reflect_episode(memory, writer, ep_id, domain)
             except (LLMError, UnsafeLesson, ValueError) as exc:
                 msg = f"{type(exc).__name__}: {exc}"
                 log.warning("reflection of episode %s failed, it stays queued: %s", ep_id, msg)
@@ -317,6 +327,9 @@ def reflect_pending(memory: Any, writer: Any = None, namespace: Optional[str] = 
                     report.done += 1
                     report.lessons += result.get("kind") == "lesson"
                     report.no_lesson += result.get("kind") == "none"
+                    if result.get("kind") == "none":
+                        why = result.get("reason", "")
+                        report.no_lesson_reasons[why] = report.no_lesson_reasons.get(why, 0) + 1
                     report.demonstrations += result.get("kind") == "demonstration"
             report.results.append({"episode_id": ep_id, **result})
             bar.update(1)
@@ -329,10 +342,12 @@ def reflect_pending(memory: Any, writer: Any = None, namespace: Optional[str] = 
 class ReflectionWorker:
     """Drains the queue in a background thread while agents run; woken by each finished episode."""
 
-    def __init__(self, memory: Any, writer: Any = None, *, namespace: Optional[str] = None, poll: float = 5.0):
+    def __init__(self, memory: Any, writer: Any = None, *, namespace: Optional[str] = None, poll: float = 5.0,
+                 domain: Any = None):
         from .writers import default_writer
 
         self.memory = memory
+        self.domain = domain
         self.writer = writer if writer is not None else default_writer()
         self.namespace = namespace
         self.poll = poll
@@ -359,7 +374,7 @@ class ReflectionWorker:
 
     def _drain(self) -> None:
         try:
-            report = reflect_pending(self.memory, self.writer, self.namespace, progress=False)
+            report = reflect_pending(self.memory, self.writer, self.namespace, progress=False, domain=self.domain)
             if report.results:
                 self.reports.append(report)
         except Exception:  # the worker must outlive a bad episode or a database hiccup

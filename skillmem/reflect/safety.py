@@ -88,7 +88,7 @@ URL_PATTERN = re.compile(r"\b(?:https?|ftp|file|data|javascript)://\S+|\b(?:http
 EMAIL_PATTERN = re.compile(r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b")
 CODE_PATTERN = re.compile(
     # Python imports: "from x import" anywhere, "import x" only as a whole line or statement, since
-    # prose says "Import the CSV before ..." and household text "take [object] from fridge".
+    # prose says "Import the CSV before ..." and a text game "take [object] from box".
     r"```|<\s*script|\bfrom\s+[\w.]+\s+import\s+[\w*]|^\s*import\s+[a-z_][\w.]*(?:\s+as\s+\w+)?\s*(?:;|$)|"
     r"\bdef \w+\(|\b(?:eval|exec|__import__|popen)\s*\(|\bos\.(?:system|popen|exec)|"
     r"\bsubprocess\b|\brm\s+-[rf]{1,2}\b|\$\(|`[^`\n]*`\s*\||\bcurl\b|\bwget\b|\bInvoke-WebRequest\b|\biwr\b|"

@@ -20,7 +20,7 @@ from ..llm import LLMClient, LLMConfig, Usage
 from . import prompts
 from .demos import demo_from_trace
 from .safety import SafetyConfig, check_lesson, has_injection
-from .trace import EXPLORE_FIX, Analysis, Trace
+from .trace import Analysis, Trace
 
 
 class Writer(Protocol):
@@ -33,32 +33,6 @@ class Writer(Protocol):
     def write_demo(self, trace: Trace) -> DemonstrationBase: ...
 
     def merge(self, existing: LessonBase, new: LessonBase) -> LessonBase: ...
-
-
-# Why an action fails in ALFWorld-like worlds, by verb: the offline writer's only knowledge.
-PRECONDITIONS = {
-    "take": "[object] must be in view at the place you are (go to where you saw it; open it if closed) "
-            "and your hands must be empty",
-    "move": "you must hold the object and stand at the target receptacle, opened if it is closed",
-    "put": "you must hold the object and stand at the target receptacle, opened if it is closed",
-    "heat": "hold the object and stand at the microwave first",
-    "cool": "hold the object and stand at the fridge first",
-    "clean": "hold the object and stand at the sinkbasin first",
-    "slice": "hold a knife and stand where the object is",
-    "use": "stand at the lamp first (go to the place where it is)",
-    "open": "stand at the receptacle first; it must be closed",
-    "close": "stand at the receptacle first; it must be open",
-    "go": "go only to places listed in the admissible commands",
-    "examine": "stand where the thing is first",
-}
-
-
-# A few words for the task type in a task-scoped trigger (the retriever matches them to goals).
-TASK_WORDS = {
-    "pick_and_place_simple": "put task", "pick_clean_then_place_in_recep": "clean task",
-    "pick_heat_then_place_in_recep": "heat task", "pick_cool_then_place_in_recep": "cool task",
-    "look_at_obj_in_light": "look-under-lamp task", "pick_two_obj_and_place": "put-two task",
-}
 
 
 def _safe(text: Optional[str]) -> str:
@@ -89,14 +63,17 @@ class OfflineWriter:
 
     name = "offline"
 
-    def __init__(self, safety: Optional[SafetyConfig] = None):
+    def __init__(self, safety: Optional[SafetyConfig] = None, *, domain: Any = None):
         self.safety = safety or SafetyConfig()
+        self.domain = domain  # the world's Domain the queue reads episodes with (None: TextDomain)
 
     def draft(self, a: Analysis) -> LessonDraft:
         """The lesson's words: trigger from the situation, fix from the strongest evidence."""
         bad = _safe(a.bad_action)
         prev = _safe(a.before_pivot[-1]) if a.before_pivot else ""
         kind = a.trace.task_type.replace("_", " ") if a.trace.task_type else "this kind of task"
+        d = a.domain
+        task_words = (d.task_words(a.trace.task_type) if hasattr(d, "task_words") else "") or kind
         goal = _safe(a.goal_template) or kind
         trigger = f"Task '{goal}' ({kind})"
         trigger += f", after '{prev}'," if prev else ", at the start,"
@@ -110,7 +87,14 @@ class OfflineWriter:
         if r is not None:
             # A correction: the rule it stands for, in situation words (see trace.generalize).
             sit = ", ".join(r.situation) or "always"
-            trigger = sit if r.scope == "general" else f"{TASK_WORDS.get(a.trace.task_type, kind)}: {sit}"
+            trigger = sit if r.scope == "general" else f"{task_words}: {sit}"
+            if not r.transferable:
+                # Nothing more general holds: the correction itself, verbatim, in its exact situation.
+                trigger = f"Task '{goal}' ({kind})" + (f", after '{prev}'" if prev else ", at the start") + \
+                    (f", {sit}" if r.situation else "")
+                fix = f"do '{fix_action or r.fix}' instead of '{bad or r.bad_action}'"
+                return LessonDraft(trigger=trigger[:400], bad_action=(bad or r.bad_action)[:200], fix=fix[:800],
+                                   scope="task")
             return LessonDraft(trigger=trigger[:400], bad_action=r.bad_action[:200], fix=r.fix[:800], scope=r.scope)
         if reason == "directive":
             d = next((d for d in a.trace.directives if d.step_index == a.pivot.step), None)
@@ -123,12 +107,13 @@ class OfflineWriter:
             fix += f" The successful run went on: {rest}." if rest else ""
         elif reason == "failure_feedback":
             fix = f"'{bad}' failed" + (f" ({fb})" if fb and len(fb) < 80 else "") + "."
-            if verb in PRECONDITIONS:
-                fix += f" Before '{verb}', {PRECONDITIONS[verb]}."
+            advice = d.advice(verb) if hasattr(d, "advice") else ""
+            if advice:
+                fix += f" Before '{verb}', {advice}."
                 scope = "general" if not fix_action else "task"
             if fix_action and fix_action != bad:
                 fix += f" A successful run of this task did '{fix_action}'."
-            if verb not in PRECONDITIONS and not fix_action:
+            if not advice and not fix_action:
                 fix += " Choose a command from the admissible commands that moves toward the goal."
         elif reason == "diverged_from_task_type":
             nxt = a.success_plan[a.pivot.step] if a.pivot.step is not None and a.pivot.step < len(a.success_plan) else ""
@@ -145,18 +130,28 @@ class OfflineWriter:
         return LessonDraft(trigger=trigger[:400], bad_action=bad[:200], fix=fix[:800], scope=scope)
 
     def write_lesson(self, analysis: Analysis) -> Optional[LessonBase]:
-        """The lesson, or None when the correction only restates what the teacher alone could know.
+        """The lesson, or None when the failure shows no mistake the analysis can name.
 
-        Of the rules the failure teaches, the first that is not "explore" wins: every failure of
-        an untrained agent teaches exploring, few show what to do once the object is found.
+        A correction always gives a lesson: its rule when one transfers, else the corrected action
+        verbatim in its situation. Of several rules the domain's preferred one wins (a pack may
+        prefer any rule over its most common one, which every failure of an untrained agent teaches).
         """
         rules = analysis.rules
-        if rules and not rules[0].transferable:
-            return None
-        rule = next((r for r in rules if r.fix != EXPLORE_FIX), rules[0] if rules else None)
+        d = analysis.domain
+        pick = getattr(d, "preferred_rule", None)
+        rule = pick(rules) if pick is not None else (rules[0] if rules else None)
+        if rule is not None and not rule.transferable:
+            rule = rules[0]
+        if rule is None and analysis.pivot.reason in ("last_step", "none"):
+            return None  # no signal at all: a lesson would be filler
         a = replace(analysis, rules=[rule] if rule is not None else [])
         provenance = {"writer": self.name, "model": None, "pivot_reason": analysis.pivot.reason,
-                      "success_episode": analysis.success_episode, "prompt_version": None}
+                      "success_episode": analysis.success_episode, "prompt_version": None,
+                      "domain": getattr(d, "name", None)}
+        if rule is not None:
+            provenance["mistake"] = rule.mistake or None
+            if not rule.transferable:
+                provenance["transferable"], provenance["why_not"] = False, rule.why_not
         lesson = _fill(self.draft(a), a, provenance)
         if rule is not None:
             provenance["rule_step"] = rule.step
@@ -198,10 +193,13 @@ class LLMWriter:
 
     name = "llm"
 
-    def __init__(self, client: LLMClient, *, safety: Optional[SafetyConfig] = None):
+    def __init__(self, client: LLMClient, *, safety: Optional[SafetyConfig] = None, tools: Any = None,
+                 domain: Any = None):
         self.client = client
+        self.domain = domain
+        self.tools = list(tools or [])  # the agent's tool schemas, shown to the model
         self.safety = safety or SafetyConfig()
-        self.offline = OfflineWriter(self.safety)
+        self.offline = OfflineWriter(self.safety, domain=domain)
 
     def _provenance(self, usage: Usage, **extra: Any) -> dict[str, Any]:
         return {"writer": self.name, "model": self.client.model, "endpoint": self.client.endpoint,
@@ -211,9 +209,9 @@ class LLMWriter:
 
     def write_lesson(self, analysis: Analysis) -> LessonBase:
         draft = self.offline.draft(analysis)
-        messages = prompts.lesson_messages(analysis.render(), draft)
+        messages = prompts.lesson_messages(analysis.render(), draft, self.tools)
         base = {"writer": self.name, "pivot_reason": analysis.pivot.reason,
-                "success_episode": analysis.success_episode}
+                "success_episode": analysis.success_episode, "domain": getattr(analysis.domain, "name", None)}
 
         def validate(obj: dict[str, Any]) -> LessonBase:
             return check_lesson(_fill(LessonDraft.model_validate(obj), analysis, base), self.safety)

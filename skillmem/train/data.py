@@ -1,8 +1,8 @@
 """Training examples read from the store: every kind of signal as one `Example` shape.
 
 * ``demo``: each step of a successful episode (SFT; amplified as a positive), except, in a
-  guided retry, the teacher's searching moves after the pivot: its "go to" with empty hands
-  went straight to where the object was hidden, which the agent could not have known;
+  guided retry, the moves after the pivot that only a teacher who sees everything could make
+  (the domain says which: a pack knows when a teacher walked straight to what was hidden);
 * ``negative``: the bad action at a failed episode's pivot (pushed down); the steps before
   the pivot — the prefix the failure shares with a good run — give no negative example;
 * ``directive``: a corrected action from directive feedback at a step (SFT);
@@ -106,31 +106,22 @@ def _candidates(admissible: Optional[Sequence[str]], target: str, extra: Sequenc
     return cands
 
 
-def _privileged_steps(rows: Sequence[Any], pivot: int) -> set[int]:
-    """Steps of a guided retry from `pivot` on where the teacher walked somewhere with empty
-    hands: it knew where hidden objects were, so these steps teach guessing, not skill."""
-    out, holding = set(), False
-    for i, r in enumerate(rows):
-        action, fb = (r[3] or "").lower(), (r[4] or "")
-        if i >= pivot and not holding and action.startswith("go to "):
-            out.add(i)
-        if fb.startswith("You pick up"):
-            holding = True
-        elif fb.startswith("You move") or fb.startswith("You put"):
-            holding = False
-    return out
-
-
 def collect_examples(engine: Any, namespace: str = "default", *, splits: Sequence[str] = TRAIN_SPLITS,
                      max_history: int = 6, max_candidates: int = 32, min_group_size: int = 2,
                      context_fn: Optional[Callable[[str, str], Any]] = None, distill: bool = True,
-                     seed: int = 0) -> list[Example]:
+                     seed: int = 0, domain: Any = None) -> list[Example]:
     """Every training example the store holds for `namespace`, from episodes in `splits` only.
+
+    `domain` reads the steps (which failed, which moves of a guided retry only a teacher who
+    sees everything could make) and gives the distill examples' hints; default TextDomain.
 
     `context_fn(goal, task_type)` gives the memory a distill example's teacher reads
     (e.g. ``lambda g, t: memory.retrieve(g, task_type=t)``); by default the active
     lessons and demonstrations of the task type, read from SQL.
     """
+    from ..domain import StepView, TextDomain
+
+    d = domain if domain is not None else TextDomain()
     rng = random.Random(seed)
     with engine.connect() as conn:
         split_list = ",".join(f"'{s}'" for s in splits if s.isidentifier())
@@ -190,7 +181,8 @@ def collect_examples(engine: Any, namespace: str = "default", *, splits: Sequenc
                 examples.append(make("directive", i, action))
         if ep.outcome == "success":
             meta = json.loads(ep.meta) if isinstance(ep.meta, str) else (ep.meta or {})
-            privileged = _privileged_steps(rows, int(meta.get("pivot", 0))) if meta.get("guided_retry_of") else set()
+            privileged = d.privileged_steps([StepView(r[3] or "", r[4] or "") for r in rows], int(meta.get("pivot", 0))) \
+                if meta.get("guided_retry_of") else set()
             examples += [make("demo", i, r[3]) for i, r in enumerate(rows) if r[3] and i not in privileged]
         elif ep.outcome == "failure":
             pivot = pivots.get(ep.id)
@@ -198,7 +190,7 @@ def collect_examples(engine: Any, namespace: str = "default", *, splits: Sequenc
                 fixed = [i for (e, i) in corrections if e == ep.id]
                 pivot = min(fixed) if fixed else None
             if pivot is None:  # no lesson or feedback says where: the first action the world refused
-                pivot = next((i for i, r in enumerate(rows) if (r[4] or "").startswith("Nothing happens")), None)
+                pivot = next((i for i, r in enumerate(rows) if d.failure(StepView(r[3] or "", r[4] or ""))), None)
             if pivot is not None and pivot < len(rows) and rows[pivot][3]:
                 good = corrections.get((ep.id, pivot))
                 if good != rows[pivot][3]:
@@ -213,7 +205,7 @@ def collect_examples(engine: Any, namespace: str = "default", *, splits: Sequenc
                     continue
                 ex = make("distill", i, r[3])
                 ex.memory_text = mem_text
-                ex.memory_hints = hints_from_context(ctx, ep.goal, ex.history, ex.candidates)
+                ex.memory_hints = hints_from_context(ctx, ep.goal, ex.history, ex.candidates, d)
                 if ex.memory_text or ex.memory_hints:
                     examples.append(ex)
     return examples

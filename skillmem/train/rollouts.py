@@ -15,7 +15,7 @@ only what the agent saw, memory's hints and the verified outcome.
 
     examples = rollout_examples(envs, teacher, context_fn, student=None)
 
-`envs` are zero-argument callables returning an environment with the ALFWorld-like
+`envs` are zero-argument callables returning an environment with the harness's text-game
 protocol: ``reset() -> (observation, info)`` and ``step(action) -> (observation, reward,
 done, info)``, where `info` has ``goal``, ``task_type``, ``admissible_commands`` and ``won``.
 """
@@ -40,10 +40,11 @@ def _candidates(admissible: list[str], target: str, limit: int, rng: random.Rand
 
 def play_and_label(make_env: Callable[[], Any], teacher: Any, context_fn: Callable[[str, str, str], Any], *,
                    student: Any = None, step_limit: int = 40, max_candidates: int = 32, group: str = "",
-                   rng: Optional[random.Random] = None) -> tuple[list[Example], bool]:
+                   rng: Optional[random.Random] = None, domain: Any = None) -> tuple[list[Example], bool]:
     """Play one episode (the teacher with memory acts, or `student` without it) and label every
     state with the teacher's memory; returns (examples, won). Won teacher episodes add `demo` rows."""
     rng = rng or random.Random(0)
+    domain = domain if domain is not None else getattr(teacher, "domain", None)  # the hints the teacher reads
     env = make_env()
     obs, info = env.reset()
     goal, task_type = info["goal"], info.get("task_type", "")
@@ -54,7 +55,7 @@ def play_and_label(make_env: Callable[[], Any], teacher: Any, context_fn: Callab
         if not admissible:
             break
         ctx = context_fn(goal, obs, task_type)
-        hints = hints_from_context(ctx, goal, history, admissible)
+        hints = hints_from_context(ctx, goal, history, admissible, domain)
         teacher_action = teacher.act(goal, history, ctx, admissible)
         action = teacher_action if student is None else student.act(goal, history, None, admissible)
         if hints:
@@ -62,7 +63,7 @@ def play_and_label(make_env: Callable[[], Any], teacher: Any, context_fn: Callab
                          candidates=_candidates(admissible, teacher_action, max_candidates, rng),
                          target=teacher_action, group=group, task_type=task_type, step_index=t)
             ex.memory_text = context_text(ctx)
-            ex.memory_hints = hints_from_context(ctx, goal, history, ex.candidates)
+            ex.memory_hints = hints_from_context(ctx, goal, history, ex.candidates, domain)
             distill.append(ex)
         steps.append((list(history), admissible, action))
         obs, _, done, info = env.step(action)
