@@ -503,7 +503,7 @@ def run(cfg: RunConfig, *, progress: bool = True, log: Callable[[str], None] = p
                     row = play(spec, deployed, own, cfg, retriever=None, expert_feedback=cfg.expert_feedback,
                                policy_version=str(getattr(trained, "version_id", "") or ""))
                     r.record({**row, "seed": seed, "round": rnd, "phase": "train", "condition": "own_experience"})
-                stats = write_memory(own, cfg.train_split)
+                stats = write_memory(own, cfg.train_split, domain=make_domain(cfg))
                 log_memory(r, {"seed": seed, "round": rnd, "experience": n_seen, "namespace": own.namespace,
                                "reflected": stats.done, "lessons_written": stats.lessons,
                                "demonstrations_written": stats.demonstrations, "no_lesson": stats.no_lesson,
