@@ -381,6 +381,9 @@ def test_cli_reflect_drains_the_queue(tmp_path, capsys):
     memory = memory_at(db)
     episodes = record_household(memory, 4, eps=0.5)
     memory.close()
-    assert main(["--db", db, "reflect", "--offline", "--no-progress"]) == 0
+    assert main(["--db", db, "reflect", "--offline", "--no-progress",
+                 "--domain", "skillmem.domains.alfworld:HouseholdDomain"]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["done"] == len(episodes) and out["writer"] == "offline"
+    assert out["lessons"] + out["demonstrations"] + out["no_lesson"] == len(episodes)
+    assert sum(out["no_lesson_reasons"].values()) == out["no_lesson"]

@@ -14,6 +14,7 @@ from skillmem import SkillMemory
 from skillmem.embed import HashingEmbedder
 from skillmem.episode import LessonBase
 from skillmem.llm import LLMClient, LLMConfig
+from skillmem.domains.alfworld import HouseholdDomain
 from skillmem.reflect import LLMWriter, reflect_pending
 
 GOOD = json.dumps({"trigger": "heating [object] for [receptacle] while holding it away from the microwave",
@@ -23,7 +24,8 @@ GOOD = json.dumps({"trigger": "heating [object] for [receptacle] while holding i
 
 def writer_for(server, **overrides) -> LLMWriter:
     knobs = dict(model="test-model", timeout=2.0, retry_base_delay=0.01, retry_max_delay=0.05, max_retries=1)
-    return LLMWriter(LLMClient(LLMConfig(base_url=server.base_url, **{**knobs, **overrides})))
+    # The episodes are household games: the household pack reads them.
+    return LLMWriter(LLMClient(LLMConfig(base_url=server.base_url, **{**knobs, **overrides})), domain=HouseholdDomain())
 
 
 @pytest.fixture
