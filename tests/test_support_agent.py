@@ -101,8 +101,8 @@ def run(memory: SkillMemory, goal: str, task_type: str, script: list[tuple[str, 
     # A tool's exception reaches the model as an error-status ToolMessage, as in a deployed agent.
     agent = create_react_agent(ScriptedChat(script=msgs), ToolNode(TOOLS, handle_tool_errors=True))
     out = agent.invoke({"messages": [HumanMessage(goal)]})
-    rec = record_messages(memory, out["messages"], goal=goal, task_type=task_type)
-    rec.finish(success=verdict, source="verifier")
+    rec = record_messages(memory, out["messages"], goal=goal, task_type=task_type, split="train",
+                          success=verdict, source="verifier")
     if reason:
         memory.feedback(rec.id, text=reason, source="verifier")
     return rec.id

@@ -6,8 +6,8 @@ the OpenAI-compatible policy (acting), `skillmem export` (TRL datasets) and the 
 * ``tools=True``: every past action is an assistant **tool call** and its feedback the tool's
   answer, in the chat format that transformers' templates and OpenAI-compatible servers share.
   An action recorded from a tool-calling agent (``search(query='x')``) becomes that call; a
-  plain command (``go to fridge 1``) becomes a call of the one tool ``act(command=...)``.
-* ``tools=False``: the same turns as plain text (``Action: go to fridge 1``), for templates and
+  plain command (``open door 1``) becomes a call of the one tool ``act(command=...)``.
+* ``tools=False``: the same turns as plain text (``Action: open door 1``), for templates and
   servers without tool calls.
 
     messages = chat_messages(goal, history, memory_text, admissible)

@@ -5,7 +5,7 @@ turns, the admissible actions when the environment gives them; the answer may th
 names its action in any of the usual shapes (``Action: ...``, JSON, a tool call, a number).
 An answer that names no admissible action goes back to the model with the error, up to the
 client's `json_attempts`; after that the last thing it said is passed to the environment as
-it is (which answers "Nothing happens." or an error, as it would to any agent) and counted
+it is (which refuses it or answers with an error, as it would to any agent) and counted
 as invalid in `stats`.
 
     policy = OpenAIPolicy(LLMConfig(base_url="http://127.0.0.1:8080/v1", model="smollm2"))

@@ -91,9 +91,14 @@ class Trace:
     def read_with(self, domain: Optional[Domain]) -> "Trace":
         """Mark every step as the domain reads it (kind, failed, signal); returns self."""
         d = _domain(domain)
+        # In a tool-calling agent's episode, a step that calls no tool is a message (its final answer,
+        # a remark), not an action: the world only changes through the tools.
+        tools = any(call_name(s.action) for s in self.steps)
         for s in self.steps:
             v = s.view
             s.kind = d.step_kind(v).value
+            if tools and s.kind == StepKind.action.value and not call_name(s.action):
+                s.kind = StepKind.reasoning.value
             verdict = d.failure(v) if s.kind != StepKind.reasoning.value else None
             s.failed, s.signal = (bool(verdict), verdict.signal) if verdict is not None else (False, "")
         self.domain = d
