@@ -13,6 +13,7 @@ BENCHES = {
     "embed": "eval.bench.embed_index",
     "reflection": "eval.bench.reflection",
     "trainer": "eval.bench.trainer",
+    "curation": "eval.bench.curation",
 }
 
 USAGE = """usage: python -m eval COMMAND [args]

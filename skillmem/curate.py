@@ -4,15 +4,28 @@ Every change is one SQL transaction that also appends a `lesson_events` row (cre
 merge, edit, retire, restore, approve, quarantine) with the item before and after. The
 vector index follows those events (see :class:`skillmem.retrieve.MemoryIndex`).
 
-Near-duplicates: a new lesson whose cosine similarity to an active lesson of the same
-namespace, scope and task type is at least `DUPLICATE_COSINE` (0.92, all-MiniLM-L6-v2:
-paraphrases of one rule score ~0.93-0.99, distinct rules about the same object ~0.6-0.85)
-is merged into it through the memory's merge hook, or skipped when its text is identical.
+Duplicates of a lesson are decided on what it says, field by field, never on the whole
+rendered line: "When X: avoid Y; instead Z" shares so much template that two lessons with
+opposite advice embed at cosine 0.96 (all-MiniLM-L6-v2). A new lesson is one with an active
+lesson of the same namespace, scope and task type when its situation (trigger), bad action
+and fix each say the same thing (:func:`same_advice`):
+
+- an *exact repeat* (the same words, up to case, spacing and end punctuation) adds support
+  and the source episode to the stored lesson (action "repeated", a `merge` event);
+- a *paraphrase* (every field embeds within `FIELD_COSINE` of the other's, with the same
+  negation, the same numbers, slots and quoted names, and no opposite words such as
+  open/closed or ascending/descending) is merged through the memory's merge hook;
+- anything else is kept as its own lesson: when in doubt two lessons stay apart, because a
+  merge that drops one side's advice loses what an episode taught.
+
+A demonstration is a near-duplicate of one with the same goal template whose goal and
+plan embed within `DUPLICATE_COSINE`; the stored plan is kept and gains support.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Sequence
 
@@ -38,7 +51,13 @@ from .store import EmbeddingRow, LessonEventRow
 if TYPE_CHECKING:
     from .memory import SkillMemory
 
-DUPLICATE_COSINE = 0.92
+DUPLICATE_COSINE = 0.92  # demonstrations: goal + plan (paraphrased plans ~0.93-0.99)
+# Lesson fields, each embedded alone: paraphrases of one situation or fix score ~0.82-1.0,
+# different advice about the same thing ~0.0-0.8 (eval/bench/curation.py measures both).
+FIELD_COSINE = 0.85
+# Only lessons this close as whole lines are compared field by field: paraphrases of a
+# lesson stay above ~0.89, so this only saves embedding fields of unrelated lessons.
+CANDIDATE_COSINE = 0.8
 MIN_USES = 10  # episodes a lesson must have been retrieved into before it can be retired
 WILSON_Z = 1.6449  # one-sided 95% = two-sided 90% interval
 _PG_CURATION_LOCK = 7214392
@@ -102,6 +121,112 @@ def _plain(v: Any) -> Any:
     return v.value if hasattr(v, "value") and not isinstance(v, (int, float)) else v
 
 
+# --------------------------------------------------------------------------- what a lesson says
+#
+# The words that flip or pin down advice, in any domain: an embedding model places "X is
+# in sight" next to "X is not in sight", "sort ascending" next to "sort descending" and
+# "retry after 5 s" next to "retry after 60 s". These checks are about English, not about
+# any world; what they cannot tell apart they keep apart.
+
+NEGATIONS = frozenset({"not", "no", "never", "nowhere", "nothing", "none", "neither", "nor", "without",
+                       "cannot", "avoid"})
+_OPPOSITE_PAIRS = [
+    ("open", "closed"), ("open", "close"), ("opened", "closed"), ("enabled", "disabled"), ("enable", "disable"),
+    ("visible", "hidden"), ("shown", "hidden"), ("show", "hide"), ("ascending", "descending"), ("asc", "desc"),
+    ("newest", "oldest"), ("latest", "earliest"), ("first", "last"), ("accept", "reject"), ("accepted", "rejected"),
+    ("allow", "deny"), ("allowed", "denied"), ("up", "down"), ("pass", "fail"), ("passed", "failed"),
+    ("passes", "fails"), ("success", "failure"), ("succeeded", "failed"), ("succeeds", "fails"), ("free", "taken"),
+    ("free", "busy"), ("more", "less"), ("more", "fewer"), ("most", "least"), ("above", "below"), ("over", "under"),
+    ("before", "after"), ("add", "remove"), ("add", "delete"), ("added", "removed"), ("include", "exclude"),
+    ("true", "false"), ("on", "off"), ("yes", "no"), ("min", "max"), ("minimum", "maximum"), ("increase", "decrease"),
+    ("start", "stop"), ("empty", "full"), ("always", "never"), ("all", "none"), ("can", "cannot"),
+    ("present", "absent"), ("found", "missing"), ("unused", "missing"), ("inside", "outside"),
+    ("higher", "lower"), ("larger", "smaller"), ("longer", "shorter"), ("in", "out"),
+    ("lock", "unlock"), ("upper", "lower"), ("left", "right"), ("next", "previous"), ("buy", "sell"),
+]
+OPPOSITES: dict[str, frozenset[str]] = {}
+for _a, _b in _OPPOSITE_PAIRS:
+    OPPOSITES[_a] = OPPOSITES.get(_a, frozenset()) | {_b}
+    OPPOSITES[_b] = OPPOSITES.get(_b, frozenset()) | {_a}
+_NEGATING_PREFIXES = ("un", "in", "dis", "non", "im", "ir", "il")
+
+_WORD = re.compile(r"[a-z0-9]+")
+# Names advice is pinned to: quoted strings, [slots], numbers, code-like tokens (snake_case, calls, flags).
+_NAME = re.compile(r"(?<!\w)'[^']*'(?!\w)|\"[^\"]*\"|`[^`]*`|\[[^\]]+\]|\d+(?:\.\d+)*|\S*[_(=/]\S*|(?<!\S)--?\w[\w-]*")
+
+
+def normalize(s: str) -> str:
+    """Case, spacing, contractions and end punctuation do not change what a text says."""
+    s = " ".join((s or "").lower().replace("n't", " not").replace("’", "'").split())
+    return s.strip(" .,;:!?")
+
+
+def _words(s: str) -> list[str]:
+    return _WORD.findall(s)
+
+
+def _names(s: str) -> frozenset[str]:
+    return frozenset(m.strip(" .,;:!?") for m in _NAME.findall(s))
+
+
+def _opposed(only_a: set[str], only_b: set[str]) -> Optional[tuple[str, str]]:
+    for w in only_a:
+        for v in only_b:
+            if v in OPPOSITES.get(w, ()) or any(v == p + w or w == p + v for p in _NEGATING_PREFIXES):
+                return w, v
+    return None
+
+
+def field_conflict(a: str, b: str) -> Optional[str]:
+    """Why two normalized texts of one lesson field cannot say the same thing, by their words; None if they might."""
+    if a == b:
+        return None
+    if not a or not b:
+        return "one is empty"
+    wa, wb = _words(a), _words(b)
+    if sum(w in NEGATIONS for w in wa) % 2 != sum(w in NEGATIONS for w in wb) % 2:
+        return "one is negated"
+    na, nb = _names(a), _names(b)
+    if na and nb and na != nb:
+        return f"different names ({', '.join(sorted(na ^ nb))})"
+    pair = _opposed(set(wa) - set(wb), set(wb) - set(wa))
+    if pair:
+        return f"opposite words ({pair[0]} / {pair[1]})"
+    return None
+
+
+LESSON_PARTS = ("trigger", "bad_action", "fix")
+
+
+def lesson_parts(row: Any) -> tuple[str, ...]:
+    """What a lesson says, normalized: (situation, bad action, fix)."""
+    return tuple(normalize(getattr(row, f)) for f in LESSON_PARTS)
+
+
+def same_advice(a: Sequence[str], b: Sequence[str], vectors: Callable[[Sequence[str]], np.ndarray],
+                threshold: float = FIELD_COSINE) -> tuple[bool, str]:
+    """Do two lessons' normalized parts (:func:`lesson_parts`) give the same advice? (yes?, why).
+
+    Each part must pass :func:`field_conflict` and, unless identical, embed (alone,
+    through `vectors`) at cosine >= `threshold` with its counterpart.
+    """
+    pending = []
+    for name, x, y in zip(LESSON_PARTS, a, b):
+        why = field_conflict(x, y)
+        if why:
+            return False, f"{name}: {why}"
+        if x != y:
+            pending.append((name, x, y))
+    if not pending:
+        return True, "same words"
+    vecs = vectors([t for _, x, y in pending for t in (x, y)])
+    for i, (name, _, _) in enumerate(pending):
+        cos = float(np.dot(vecs[2 * i], vecs[2 * i + 1]))
+        if cos < threshold:
+            return False, f"{name}: cosine {cos:.2f} < {threshold}"
+    return True, "paraphrase"
+
+
 # --------------------------------------------------------------------------- insert
 
 
@@ -124,13 +249,14 @@ def _canon_goal(template: str) -> str:
     return " ".join((template or "").lower().split())
 
 
-def _nearest(memory: "SkillMemory", kind: str, row: Any, vec: np.ndarray) -> tuple[Optional[Any], float]:
-    """The closest active item that curation compares `row` with (same namespace, scope, task type)."""
+def _comparable(memory: "SkillMemory", kind: str, row: Any, vec: np.ndarray) -> list[tuple[Any, float]]:
+    """Active items curation compares `row` with (same namespace, scope, task type), closest first."""
     cands = memory._index.candidates([partition_of(kind, row)], vec, 16)
     if not cands:
-        return None, -1.0
+        return []
     with memory.read_engine.connect() as conn:
         rows = fetch_rows(conn, kind, [c[1] for c in cands], namespace=row.namespace, active_only=True)
+    out = []
     for _, item_id, score, _ in cands:
         other = rows.get(item_id)
         if other is None or other.task_type != row.task_type:
@@ -139,16 +265,49 @@ def _nearest(memory: "SkillMemory", kind: str, row: Any, vec: np.ndarray) -> tup
             continue
         if kind != LESSON and _canon_goal(other.goal_template) != _canon_goal(row.goal_template):
             # A differently worded goal is what lets a demonstration bind a new task's
-            # slots ("put a clean [object] in ..." vs "clean some [object] and put it in ..."):
-            # both are kept.
+            # slots: both wordings are kept.
             continue
-        return other, score
-    return None, -1.0
+        out.append((other, score))
+    return out
+
+
+def _duplicate(memory: "SkillMemory", kind: str, row: Any, vec: np.ndarray) -> tuple[Optional[Any], str, str]:
+    """The stored item `row` repeats or paraphrases: (item, "repeated" | "merged", why), or (None, "created", why)."""
+    near = _comparable(memory, kind, row, vec)
+    if kind != LESSON:
+        for other, score in near[:1]:
+            if other.text_hash == row.text_hash:
+                return other, "repeated", "exact repeat"
+            if score >= memory.duplicate_cosine:
+                return other, "merged", f"near-duplicate (cosine {score:.2f}) merged on insert"
+        return None, "created", ""
+    mine = lesson_parts(row)
+    near = [(o, sc) for o, sc in near if sc >= CANDIDATE_COSINE]
+    for other, _ in near:  # a repeat anywhere among the candidates beats a closer paraphrase
+        if other.text_hash == row.text_hash or lesson_parts(other) == mine:
+            return other, "repeated", "exact repeat"
+    threshold = memory.field_cosine
+
+    def vectors(texts: Sequence[str]) -> np.ndarray:
+        return embed_texts(memory.engine, memory.embedder, texts, memory.read_engine)[0]
+
+    kept_apart = []
+    for other, score in near:
+        same, why = same_advice(lesson_parts(other), mine, vectors, threshold)
+        if same:
+            return other, "merged", f"{why} (whole-line cosine {score:.2f}) merged on insert"
+        kept_apart.append(f"#{other.id}: {why}")
+    return None, "created", "; ".join(kept_apart)
 
 
 def add_item(memory: "SkillMemory", kind: str, item: Any, *, namespace: Optional[str],
              episode_id: Optional[str]) -> tuple[int, str]:
-    """Insert a lesson or demonstration, or merge it into / skip it for a near-duplicate."""
+    """Insert a lesson or demonstration, or fold it into the stored item it repeats or paraphrases.
+
+    Returns (id, "created" | "merged" | "repeated" | "skipped"); a merge or repeat adds support
+    and the source episode to the stored item and writes a `merge` event saying why; "skipped"
+    is an untrusted namespace repeating an approved item (nothing changes).
+    """
     base_model = LessonBase if kind == LESSON else DemonstrationBase
     base = _checked(memory, kind, _validate(base_model, item))
     if episode_id and episode_id not in base.source_episodes:
@@ -166,29 +325,36 @@ def add_item(memory: "SkillMemory", kind: str, item: Any, *, namespace: Optional
         # Plan outside the write lock (the merge hook may call an LLM), commit only if nothing moved.
         memory._index.sync()
         seen = memory._index.mark
-        near, score = _nearest(memory, kind, row, vecs[0])
-        action, merged, merged_key = "created", None, None
-        if near is not None and near.text_hash == row.text_hash:
-            action = "skipped"
-        elif near is not None and score >= memory.duplicate_cosine and not untrusted:
-            action = "merged"
+        near, action, why = _duplicate(memory, kind, row, vecs[0])
+        merged, merged_key = None, None
+        if near is not None and untrusted:
+            # An untrusted item never rewrites a trusted one nor adds to its support: a repeat
+            # is dropped, anything else waits in quarantine on its own.
+            if action == "repeated":
+                return near.id, "skipped"
+            near, action, why = None, "created", ""
+        if action == "merged":
             merged = _merge(memory, kind, near, base)
             _, mk = embed_texts(memory.engine, emb, [item_text(kind, merged)], memory.read_engine)
             merged_key = mk[0]
+        elif action == "repeated":  # the stored words stay; the repeat adds its support and episode
+            merged = _validate(LessonBase if kind == LESSON else DemonstrationBase, near)
+            merged.source_episodes = union(near.source_episodes, base.source_episodes)
+            merged_key = near.text_hash
         last = attempt == _OPTIMISTIC_TRIES - 1
         with write_txn(memory) as conn:
             if head_event_id(conn) != seen and not last:
                 continue  # someone changed memory meanwhile: plan again
-            if action == "skipped":
-                return near.id, action
-            if action == "merged":
-                return _apply_merge(conn, kind, near, merged, merged_key, emb.name, episode_id), action
+            if action in ("merged", "repeated"):
+                return _apply_merge(conn, kind, near, merged, merged_key, emb.name, episode_id, why,
+                                    new_version=action == "merged"), action
             values = {k: _plain(v) for k, v in row.model_dump().items() if k != "id"}
             values.update(created_at=utcnow(), updated_at=utcnow())
             t = table_model.__table__
             row.id = int(conn.execute(insert(t).returning(t.c.id), values).scalar())
             _event(conn, kind, row, "create", after=snapshot(row), episode_id=episode_id,
-                   reason="new from an untrusted namespace" if untrusted else "")
+                   reason="new from an untrusted namespace" if untrusted else
+                   (f"kept apart from {why}" if why else ""))
             if untrusted:
                 _event(conn, kind, row, "quarantine", after={"status": "quarantined"}, episode_id=episode_id,
                        reason=f"namespace {ns!r} is untrusted: approve with `skillmem lessons approve {row.id}`")
@@ -209,16 +375,16 @@ def _merge(memory: "SkillMemory", kind: str, existing: Any, new: Any) -> Any:
 
 
 def _apply_merge(conn: Connection, kind: str, existing: Any, merged: Any, key: str, model: str,
-                 episode_id: Optional[str]) -> int:
+                 episode_id: Optional[str], reason: str, *, new_version: bool = True) -> int:
     fields = LESSON_FIELDS if kind == LESSON else DEMO_FIELDS
     t = KIND_TABLE[kind].__table__
     values = {f: _plain(getattr(merged, f)) for f in fields}
-    values.update(support=existing.support + 1, version=existing.version + 1, text_hash=key,
+    values.update(support=existing.support + 1, version=existing.version + int(new_version), text_hash=key,
                   embedding_model=model, updated_at=utcnow())
     conn.execute(update(t).where(t.c.id == existing.id).values(**values))
     after = fetch_rows(conn, kind, [existing.id])[existing.id]
     _event(conn, kind, existing, "merge", before=snapshot(existing), after=snapshot(after), episode_id=episode_id,
-           reason="near-duplicate merged on insert")
+           reason=reason)
     return existing.id
 
 

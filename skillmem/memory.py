@@ -26,7 +26,7 @@ from .episode import (
     utcnow,
 )
 from . import curate
-from .curate import DUPLICATE_COSINE, MIN_USES, MergeHook, default_merge
+from .curate import DUPLICATE_COSINE, FIELD_COSINE, MIN_USES, MergeHook, default_merge
 from .episode import DemonstrationBase, LessonBase
 from .record import EpisodeRecorder, MalformedInput, Verifier
 from .retrieve import (
@@ -66,7 +66,8 @@ class SkillMemory:
     def __init__(self, db: Any = None, *, namespace: str = DEFAULT_NAMESPACE, embedder: Any = None,
                  index_dir: Any = None, untrusted_namespaces: tuple[str, ...] = (),
                  reap_after: timedelta = timedelta(hours=1), duplicate_cosine: float = DUPLICATE_COSINE,
-                 save_interval: float = 30.0, index_kind: Optional[str] = None):
+                 field_cosine: float = FIELD_COSINE, save_interval: float = 30.0,
+                 index_kind: Optional[str] = None):
         self.url = resolve_url(db)
         self.engine = make_engine(self.url)
         init_schema(self.engine)
@@ -81,7 +82,8 @@ class SkillMemory:
         self._finished_hooks: list[Callable[[str], None]] = []
         # Lessons and demonstrations (second half): the index is opened on first use.
         self.merge_hook: MergeHook = default_merge
-        self.duplicate_cosine = duplicate_cosine
+        self.duplicate_cosine = duplicate_cosine  # demonstrations (see skillmem.curate)
+        self.field_cosine = field_cosine  # each part of a lesson (see skillmem.curate.same_advice)
         self.read_engine = reader_engine(self.engine)
         # index_kind (or SKILLMEM_INDEX): "auto" searches a partition exactly up to 20,000 items
         # and approximately (FAISS IVF) above; "exact" or "ivf" force one (skillmem.index.vector).
@@ -240,7 +242,8 @@ class SkillMemory:
 
     def add_lesson(self, lesson: LessonBase, *, namespace: Optional[str] = None,
                    episode_id: Optional[str] = None) -> tuple[int, str]:
-        """Add a lesson, or merge it into / skip it for a near-duplicate: (id, "created"|"merged"|"skipped")."""
+        """Add a lesson, or fold it into the stored lesson that says the same thing:
+        (id, "created"|"merged"|"repeated"|"skipped"); see :func:`skillmem.curate.add_item`."""
         return curate.add_item(self, LESSON, lesson, namespace=namespace, episode_id=episode_id)
 
     def add_demonstration(self, demo: DemonstrationBase, *, namespace: Optional[str] = None,

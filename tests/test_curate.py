@@ -27,12 +27,16 @@ def L(trigger="the microwave is closed", fix="open microwave 1 first", **kw) -> 
     return Lesson(trigger=trigger, fix=fix, **kw)
 
 
-def test_identical_text_is_skipped(mem):
+def test_exact_repeat_adds_support_and_the_source_episode(mem):
     a = mem.add_lesson(L(), episode_id="e1")
-    b = mem.add_lesson(L(), episode_id="e2")
-    assert a == (a[0], "created") and b == (a[0], "skipped")
-    assert [e[0] for e in events(mem, a[0])] == ["create"]
-    assert len(mem.lessons()) == 1
+    b = mem.add_lesson(L(trigger="The microwave is closed.", fix="Open microwave 1 first"), episode_id="e2")
+    assert a == (a[0], "created") and b == (a[0], "repeated")
+    row = mem.lessons()[0]
+    assert len(mem.lessons()) == 1 and row.support == 2 and row.source_episodes == ["e1", "e2"]
+    assert row.version == 1 and row.trigger == "the microwave is closed"  # the stored words stay
+    action, before, after, reason, ep = events(mem, a[0])[-1]
+    assert [e[0] for e in events(mem, a[0])] == ["create", "merge"]
+    assert ep == "e2" and reason == "exact repeat" and before["support"] == 1 and after["support"] == 2
 
 
 def test_near_duplicate_is_merged_with_an_audited_event(mem):
@@ -120,12 +124,12 @@ def test_retire_restore_and_edit_are_audited(mem):
 def test_demonstrations_dedupe(mem):
     d = Demonstration(task_type="heat", goal_template="heat [object]", plan=["take [object]", "heat [object]"])
     a = mem.add_demonstration(d, episode_id="e1")
-    assert mem.add_demonstration(d, episode_id="e2") == (a[0], "skipped")
+    assert mem.add_demonstration(d, episode_id="e2") == (a[0], "repeated")
     d2 = Demonstration(task_type="heat", goal_template="heat [object]", plan=["take [object]", "heat [object] now"])
     assert mem.add_demonstration(d2, episode_id="e3") == (a[0], "merged")
     row = mem.demonstrations()[0]
-    assert row.support == 2 and row.plan == d.plan and row.source_episodes == ["e1", "e3"]
-    assert [e[0] for e in events(mem, a[0], "demonstration")] == ["create", "merge"]
+    assert row.support == 3 and row.plan == d.plan and row.source_episodes == ["e1", "e2", "e3"]
+    assert [e[0] for e in events(mem, a[0], "demonstration")] == ["create", "merge", "merge"]
 
 
 # --------------------------------------------------------------------------- utility
@@ -198,3 +202,106 @@ def test_paraphrase_is_merged_with_the_real_model(tmp_path):
     assert m.add_lesson(Lesson(trigger="the apple is warm", bad_action="put apple in fridge 1",
                                fix="cool the apple with fridge 1", task_type="cool"))[1] == "created"
     m.close()
+
+
+# --------------------------------------------------------------------------- what a lesson says
+#
+# With the real default embedder (all-MiniLM-L6-v2): the whole-line texts of these pairs embed
+# at cosine 0.93-1.0, which merged them before curation compared lessons part by part.
+
+
+@pytest.fixture
+def real_mem(db_url, tmp_path):
+    from skillmem.embed import default_embedder
+
+    m = open_memory(db_url, tmp_path, embedder=default_embedder())
+    yield m
+    m.close()
+
+
+def test_opposite_situations_are_kept_apart(real_mem):
+    # The real ALFWorld case: "in sight: take it" was merged into "not in sight: explore".
+    take = Lesson(trigger="hands empty, the [object] is in sight", bad_action="go to [receptacle2]",
+                  fix="take [object] from [receptacle2]")
+    explore = Lesson(trigger="hands empty, the [object] is not in sight", bad_action="examine [receptacle2]",
+                     fix="go to a place not yet visited")
+    a, _ = real_mem.add_lesson(take, episode_id="e1")
+    b, action = real_mem.add_lesson(explore, episode_id="e2")
+    assert action == "created" and a != b
+    assert sorted(r.fix for r in real_mem.lessons()) == ["go to a place not yet visited",
+                                                         "take [object] from [receptacle2]"]
+    reason = events(real_mem, b)[0][3]
+    assert reason.startswith(f"kept apart from #{a}: trigger: one is negated"), reason
+
+
+@pytest.mark.parametrize("a, b", [
+    # swapped bad action and fix: the same words, opposite advice
+    (("the page asks to confirm the purchase", "click cancel", "click confirm"),
+     ("the page asks to confirm the purchase", "click confirm", "click cancel")),
+    # another number
+    (("the refund tool times out", "give up", "retry refund once after 5 seconds"),
+     ("the refund tool times out", "give up", "retry refund once after 60 seconds")),
+    # opposite words, no negation
+    (("the list must be sorted newest first", "sort by date", "sort by date in descending order"),
+     ("the list must be sorted oldest first", "sort by date", "sort by date in ascending order")),
+], ids=["swapped", "number", "antonyms"])
+def test_differing_advice_is_never_merged(real_mem, a, b):
+    first, _ = real_mem.add_lesson(Lesson(trigger=a[0], bad_action=a[1], fix=a[2]), episode_id="e1")
+    second, action = real_mem.add_lesson(Lesson(trigger=b[0], bad_action=b[1], fix=b[2]), episode_id="e2")
+    assert action == "created" and first != second
+    assert {(r.bad_action, r.fix) for r in real_mem.lessons()} == {a[1:], b[1:]}
+
+
+def test_a_paraphrase_is_merged_and_keeps_both_episodes(real_mem):
+    a, _ = real_mem.add_lesson(Lesson(trigger="the tests fail with ImportError",
+                                      fix="install the missing package and rerun the tests"), episode_id="e1")
+    b, action = real_mem.add_lesson(Lesson(trigger="the tests fail with an ImportError",
+                                           fix="install the missing package, then rerun the tests"), episode_id="e2")
+    assert (b, action) == (a, "merged")
+    row = real_mem.lessons()[0]
+    assert row.support == 2 and row.source_episodes == ["e1", "e2"] and row.version == 2
+    assert events(real_mem, a)[-1][3].startswith("paraphrase")
+
+
+def test_the_benchmark_pairs(sqlite_url, tmp_path):
+    # A slice of eval/bench/curation.py's pairs (the whole set: python -m eval bench curation).
+    from eval.bench.curation import measure
+    from eval.bench.curation_pairs import DIFFERENT, HELDOUT_DIFFERENT, SAME
+    from skillmem.embed import default_embedder
+
+    from skillmem.reflect.safety import SafetyConfig
+
+    m = open_memory(sqlite_url, tmp_path, embedder=default_embedder())
+    m.safety = SafetyConfig(allow_code=True)  # the shell agent's pairs name shell commands
+    different = DIFFERENT[::3] + HELDOUT_DIFFERENT[::3]
+    assert [r for r in measure(m, different, "diff") if r["folded"]] == []
+    same = measure(m, SAME[::4], "same")
+    assert sum(r["folded"] for r in same) >= len(same) - 2
+    m.close()
+
+
+def test_field_conflicts_name_what_differs():
+    from skillmem.curate import field_conflict, normalize
+
+    def conflict(a: str, b: str):
+        return field_conflict(normalize(a), normalize(b))
+
+    assert conflict("The form isn't visible.", "the form is not visible") is None
+    assert conflict("avoid match statements", "do not use match statements") is None
+    assert conflict("the form is visible", "the form is not visible") == "one is negated"
+    assert conflict("retry after 5 s", "retry after 60 s") == "different names (5, 60)"
+    assert conflict("call refund(order_id)", "call lookup_order(order_id)").startswith("different names")
+    assert conflict("the drawer is open", "the drawer is closed") == "opposite words (open / closed)"
+    assert conflict("the field is valid", "the field is invalid") == "opposite words (valid / invalid)"
+    assert conflict("the microwave is closed", "the microwave 1 is closed") is None  # an instance named
+    assert conflict("", "look") == "one is empty"
+
+
+def test_the_core_rules_name_no_world():
+    from pathlib import Path
+
+    import skillmem.curate as curate
+
+    src = Path(curate.__file__).read_text().lower()
+    for word in ("microwave", "fridge", "receptacle", "countertop", "cabinet", "drawer", "apple", "alfworld"):
+        assert word not in src, word

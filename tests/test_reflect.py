@@ -147,7 +147,7 @@ def test_offline_writer_on_household_failures_localizes_pivots(tmp_path):
     with memory.engine.begin() as c:
         c.execute(text("UPDATE episodes SET reflection_status = 'pending'"))
     again = reflect_pending(memory, OfflineWriter(domain=H), progress=False)
-    # (An exact copy of a stored general rule is skipped and leaves no marker: it is looked at again, never added.)
+    # (An exact copy of a stored rule added support and its episode the first time: it is not added again.)
     assert again.done == len(episodes) and again.demonstrations == 0
     assert all(r.get("action") in ("already stored", "skipped", "no transferable lesson") for r in again.results)
     with memory.engine.connect() as c:
