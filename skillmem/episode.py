@@ -7,6 +7,7 @@ the store adds only ids, namespaces and bookkeeping.
 
 from __future__ import annotations
 
+import math
 import uuid
 from datetime import datetime, timezone
 from enum import Enum
@@ -81,6 +82,33 @@ class Split(str, Enum):
 
 
 EVAL_SPLITS = frozenset({Split.valid_seen.value, Split.valid_unseen.value, Split.test.value})
+SPLITS = tuple(s.value for s in Split)
+
+
+def check_split(value: Any) -> str:
+    """A split name exactly as the harness spells it; anything else is refused, never guessed.
+
+    "VALID_UNSEEN", "Test" or "valid_unseen " would otherwise read as a training split and
+    feed evaluation tasks into memory (DESIGN principle 6).
+    """
+    if isinstance(value, Split):
+        return value.value
+    if not isinstance(value, str) or value not in SPLITS:
+        hint = ""
+        if isinstance(value, str) and value.strip().lower() in SPLITS:
+            hint = f" (write it {value.strip().lower()!r}: split names are lower case, without spaces)"
+        raise ValueError(f"split {value!r} is not one of {', '.join(SPLITS)}{hint}")
+    return value
+
+
+def check_label(success: Any, what: str = "success") -> Optional[bool]:
+    """An outcome label: True, False or None; "false", 1.0 or a list are refused, never read as true."""
+    if success is None or isinstance(success, bool):
+        return success
+    if type(success).__name__ == "bool_" or (type(success) is int and success in (0, 1)):
+        return bool(success)  # numpy's bool or a 0/1 flag from an environment
+    raise TypeError(f"{what} must be True, False or None, got {type(success).__name__} {success!r}; "
+                    "convert the environment's or verifier's answer to a bool first")
 
 
 class FeedbackKind(str, Enum):
@@ -133,6 +161,17 @@ class EpisodeBase(SQLModel):
     def _text(cls, v: Any, info: Any) -> str:
         return clean_text(v, info.field_name)
 
+    @field_validator("split", mode="before")
+    @classmethod
+    def _split(cls, v: Any) -> str:
+        return check_split(v)
+
+
+def _finite(v: Any, field: str) -> Any:
+    if isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isfinite(v):
+        raise ValueError(f"{field} must be a finite number, got {v!r} (a NaN or infinite reward cannot be summed)")
+    return v
+
 
 class StepBase(SQLModel):
     """One action of an episode and everything the world said back."""
@@ -162,6 +201,11 @@ class StepBase(SQLModel):
     def _text(cls, v: Any, info: Any) -> str:
         return clean_text(v, info.field_name)
 
+    @field_validator("reward", mode="after")
+    @classmethod
+    def _reward(cls, v: float) -> float:
+        return _finite(v, "reward")
+
     @field_validator("error", mode="before")
     @classmethod
     def _error(cls, v: Any) -> Optional[str]:
@@ -186,6 +230,11 @@ class FeedbackBase(SQLModel):
     step_index: Optional[int] = Field(default=None, ge=0)
     source: str = Field(default="human", max_length=200)  # "human", "expert", "verifier", a user id...
     score: Optional[float] = None  # evaluative feedback's value, when it has one
+
+    @field_validator("score", mode="after")
+    @classmethod
+    def _score(cls, v: Optional[float]) -> Optional[float]:
+        return None if v is None else _finite(v, "score")
 
     @field_validator("text", mode="before")
     @classmethod

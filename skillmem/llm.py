@@ -26,8 +26,14 @@ from typing import Any, TypeVar
 
 import openai
 
+try:  # the SDK's HTTP layer: httpx2 in current openai releases, httpx before
+    import httpx2 as _http
+except ImportError:  # pragma: no cover - older openai
+    import httpx as _http
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+ECHO_CHARS = 2000  # of an invalid answer sent back to the model when asking again
 
 
 class LLMError(RuntimeError):
@@ -100,6 +106,10 @@ class LLMConfig:
     """First backoff in seconds; doubles on each retry."""
     retry_max_delay: float = 10.0
     """Cap on any backoff, a server's Retry-After included."""
+    total_timeout: float = 180.0
+    """Seconds one answer may take in all, retries and backoff included (SKILLMEM_LLM_TOTAL_TIMEOUT)."""
+    max_response_bytes: int = 4_000_000
+    """Largest HTTP answer read; a bigger one is an LLMError (SKILLMEM_LLM_MAX_RESPONSE_BYTES)."""
 
     def __post_init__(self) -> None:
         if self.api_key is None and self.base_url:
@@ -107,10 +117,12 @@ class LLMConfig:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> LLMConfig | None:
-        """Read SKILLMEM_LLM_BASE_URL, SKILLMEM_LLM_API_KEY and SKILLMEM_LLM_MODEL.
+        """Read SKILLMEM_LLM_BASE_URL, SKILLMEM_LLM_API_KEY and SKILLMEM_LLM_MODEL, and the limits
+        SKILLMEM_LLM_TIMEOUT, SKILLMEM_LLM_TOTAL_TIMEOUT, SKILLMEM_LLM_MAX_RETRIES,
+        SKILLMEM_LLM_MAX_RESPONSE_BYTES.
 
-        Returns None when none of them is set: the offline default. OPENAI_API_KEY alone
-        does not switch the client on (it is often set for other tools); it only supplies
+        Returns None when none of the first three is set: the offline default. OPENAI_API_KEY
+        alone does not switch the client on (it is often set for other tools); it only supplies
         the key once a SKILLMEM_LLM_* variable is set.
         """
         env = os.environ if env is None else env
@@ -125,7 +137,21 @@ class LLMConfig:
                 "SKILLMEM_LLM_MODEL is set but there is no API key for OpenAI: set SKILLMEM_LLM_API_KEY "
                 "or OPENAI_API_KEY, or set SKILLMEM_LLM_BASE_URL to use a local server"
             )
-        return cls(base_url=base_url, api_key=api_key, model=model)
+        limits: dict[str, Any] = {}
+        for name, knob, kind in (("TIMEOUT", "timeout", float), ("TOTAL_TIMEOUT", "total_timeout", float),
+                                 ("MAX_RETRIES", "max_retries", int),
+                                 ("MAX_RESPONSE_BYTES", "max_response_bytes", int)):
+            raw = env.get(f"SKILLMEM_LLM_{name}")
+            if raw:
+                try:
+                    value = kind(raw)
+                except ValueError:
+                    raise ValueError(f"SKILLMEM_LLM_{name}={raw!r} is not a{'n integer' if kind is int else ' number'}"
+                                     ) from None
+                if value < 0 or (value == 0 and knob != "max_retries"):
+                    raise ValueError(f"SKILLMEM_LLM_{name}={raw!r} must be positive")
+                limits[knob] = value
+        return cls(base_url=base_url, api_key=api_key, model=model, **limits)
 
 
 class LLMClient:
@@ -139,8 +165,10 @@ class LLMClient:
                 "no API key for OpenAI: set LLMConfig.api_key (or SKILLMEM_LLM_API_KEY / OPENAI_API_KEY), "
                 "or set base_url to a local server"
             )
+        self._limits = _Limits(config.max_response_bytes)
         self._sdk = openai.OpenAI(
-            base_url=config.base_url, api_key=api_key, timeout=config.timeout, max_retries=0
+            base_url=config.base_url, api_key=api_key, timeout=config.timeout, max_retries=0,
+            http_client=openai.DefaultHttpxClient(transport=_LimitedTransport(self._limits)),
         )
         self.endpoint = str(self._sdk.base_url).rstrip("/")
         self.model = config.model
@@ -172,11 +200,14 @@ class LLMClient:
         messages = list(messages)  # the caller's list stays as it was
         usage = Usage()
         start = time.monotonic()
+        deadline = start + self.config.total_timeout
         error, content = "", None
         try:
             for _ in range(self.config.json_attempts):
-                content = self._chat(messages, usage, json_mode=json_mode, tools=tools)
+                content = self._chat(messages, usage, deadline, json_mode=json_mode, tools=tools)
                 try:
+                    if isinstance(content, _NotText):  # never handed to a lenient validator as if text
+                        raise ValueError(str(content))
                     return validate(content), usage
                 except (ValueError, TypeError, KeyError) as e:
                     error = _shorten(f"{type(e).__name__}: {e}")
@@ -184,7 +215,8 @@ class LLMClient:
                 fix = ("Answer again with only a JSON object that fixes this, no other text." if json_mode
                        else "Answer again, fixing this.")
                 messages += [
-                    {"role": "assistant", "content": content},
+                    # A long wrong answer is not sent back whole: the model needs only its start.
+                    {"role": "assistant", "content": _shorten(content, ECHO_CHARS)},
                     {"role": "user", "content": f"Your answer was not valid: {error}. {fix}"},
                 ]
             raise InvalidAnswer(
@@ -201,13 +233,25 @@ class LLMClient:
             with self._lock:
                 self.usage = self.usage + usage
 
-    def _chat(self, messages: list[dict[str, Any]], usage: Usage, *, json_mode: bool = True,
-              tools: list[dict[str, Any]] | None = None) -> str:
-        """One answer's text, retrying transport failures with backoff; counts calls and tokens."""
+    def _chat(self, messages: list[dict[str, Any]], usage: Usage, deadline: float | None = None, *,
+              json_mode: bool = True, tools: list[dict[str, Any]] | None = None) -> str:
+        """One answer's text, retrying transport failures with backoff; counts calls and tokens.
+
+        Every HTTP answer must arrive whole before `timeout` (a server that drips bytes is
+        cut off) and the whole call, retries included, before `deadline`.
+        """
         cfg = self.config
+        deadline = deadline if deadline is not None else time.monotonic() + cfg.total_timeout
         model = self._resolve_model()
         retry = 0
         while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise LLMTimeout(
+                    f"{self.endpoint} (model {model}): no usable answer within the total limit of "
+                    f"{cfg.total_timeout:g} s ({usage.calls} calls). Check the server, or raise "
+                    "SKILLMEM_LLM_TOTAL_TIMEOUT / LLMConfig.total_timeout.")
+            call_timeout = min(cfg.timeout, remaining)
             kwargs: dict[str, Any] = {"model": model, "messages": messages, "temperature": cfg.temperature}
             if cfg.max_tokens is not None:
                 kwargs["max_tokens"] = cfg.max_tokens
@@ -218,7 +262,8 @@ class LLMClient:
             usage.calls += 1
             headers = None
             try:
-                response = self._sdk.chat.completions.create(**kwargs)
+                self._limits.deadline.value = time.monotonic() + call_timeout
+                response = self._sdk.chat.completions.create(**kwargs, timeout=call_timeout)
             except openai.BadRequestError as e:
                 if self._json_mode and "response_format" in f"{e.message} {e.body}":
                     log.warning("%s rejects response_format; asking without it from now on", self.endpoint)
@@ -226,8 +271,10 @@ class LLMClient:
                     continue
                 raise LLMError(f"{self.endpoint} (model {model}) rejected the request: {e.message}") from e
             except openai.APITimeoutError as e:
-                kind, what, cause = LLMTimeout, f"no answer within {cfg.timeout:g} s", e
+                kind, what, cause = LLMTimeout, f"no answer within {call_timeout:g} s", e
             except openai.APIConnectionError as e:
+                if isinstance(e.__cause__, ResponseTooLarge):
+                    raise LLMError(f"{self.endpoint} (model {model}): {e.__cause__}") from e
                 kind, what, cause = LLMUnavailable, f"cannot connect ({e.__cause__ or e})", e
             except openai.RateLimitError as e:
                 kind, what, cause, headers = LLMRateLimited, "rate limited (429)", e, e.response.headers
@@ -238,23 +285,21 @@ class LLMClient:
                     f"{self.endpoint} (model {model}) refused the request: {e.message}. "
                     "Check the base URL, API key and model name."
                 ) from e
+            except openai.OpenAIError as e:  # anything else the SDK raises is still the endpoint's fault
+                raise LLMError(f"{self.endpoint} (model {model}) failed: {type(e).__name__}: {e}") from e
+            except ValueError as e:  # a body that says it is JSON and is not (an HTML error page)
+                raise LLMError(f"{self.endpoint} (model {model}) answered with a body that is not JSON "
+                               f"({type(e).__name__}: {e}). Check that the base URL points at an "
+                               "OpenAI-compatible server.") from e
             else:
-                if response.usage is not None:
-                    usage.prompt_tokens += response.usage.prompt_tokens or 0
-                    usage.completion_tokens += response.usage.completion_tokens or 0
-                message = response.choices[0].message if response.choices else None
-                calls = getattr(message, "tool_calls", None) or []
-                if calls and not message.content and getattr(calls[0], "function", None) is not None:
-                    return json.dumps({"name": calls[0].function.name, "arguments": calls[0].function.arguments})
-                # no choices or null content (a refusal) reads as an empty, invalid answer
-                return (message.content if message is not None else None) or ""
+                return _answer_text(response, usage, f"{self.endpoint} (model {model})")
 
             if retry >= cfg.max_retries:
                 raise kind(
                     f"{self.endpoint} (model {model}): {what}, after {retry + 1} tries. "
                     "Check that the server is up and not overloaded, or raise timeout / max_retries."
                 ) from cause
-            delay = self._backoff(retry, headers)
+            delay = min(self._backoff(retry, headers), max(0.0, deadline - time.monotonic()))
             log.warning("%s: %s; retry %d/%d in %.2f s", self.endpoint, what, retry + 1, cfg.max_retries, delay)
             time.sleep(delay)
             retry += 1
@@ -276,6 +321,7 @@ class LLMClient:
         if self.model:
             return self.model
         try:
+            self._limits.deadline.value = time.monotonic() + self.config.timeout
             ids = [m.id for m in self._sdk.models.list()]
         except openai.OpenAIError as e:
             raise LLMUnavailable(f"no model configured and {self.endpoint}/models failed: {e}") from e
@@ -286,6 +332,90 @@ class LLMClient:
             )
         self.model = ids[0]
         return self.model
+
+
+class _NotText(str):
+    """What stands for an answer whose content was a number, list or object instead of text."""
+
+
+def _answer_text(response: Any, usage: Usage, who: str) -> str:
+    """The assistant's text from a chat completion; LLMError when the body is not one (an HTML page).
+
+    No choices or null content (a refusal, a tool call) read as an empty answer, which the
+    caller's validation refuses and asks again. A number or list where text belongs is an
+    answer that is not what was asked: said so, so the model can be asked again too.
+    """
+    choices = getattr(response, "choices", None)
+    if not isinstance(choices, list):
+        body = response if isinstance(response, str) else type(response).__name__
+        raise LLMError(f"{who} answered with something that is not a chat completion: {_shorten(str(body), 200)!r}. "
+                       "Check that the base URL ends in /v1 and points at an OpenAI-compatible server.")
+    u = getattr(response, "usage", None)
+    if u is not None:
+        for name in ("prompt_tokens", "completion_tokens"):
+            value = getattr(u, name, 0)
+            if isinstance(value, int) and value > 0:
+                setattr(usage, name, getattr(usage, name) + value)
+    if not choices:
+        return ""
+    message = getattr(choices[0], "message", None)
+    content = getattr(message, "content", None)
+    calls = getattr(message, "tool_calls", None) or []
+    if calls and not content and getattr(calls[0], "function", None) is not None:
+        return json.dumps({"name": calls[0].function.name, "arguments": calls[0].function.arguments})
+    if content is None:
+        return ""
+    if not isinstance(content, str):
+        return _NotText(f"<not text: a JSON {type(content).__name__} where the answer's text belongs>")
+    return content
+
+
+class ResponseTooLarge(_http.TransportError):
+    """The HTTP answer grew past LLMConfig.max_response_bytes."""
+
+
+class _Limits:
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self.deadline = threading.local()  # per thread: several threads may share one client
+
+
+class _LimitedStream(_http.SyncByteStream):
+    """The body of one answer, cut off past its deadline or its size limit, whatever the server's pace."""
+
+    def __init__(self, inner: Any, limits: _Limits, deadline: float, request: Any):
+        self.inner, self.limits, self.deadline, self.request = inner, limits, deadline, request
+
+    def __iter__(self) -> Any:
+        n = 0
+        for chunk in self.inner:
+            n += len(chunk)
+            if n > self.limits.max_bytes:
+                raise ResponseTooLarge(f"the answer is larger than {self.limits.max_bytes} bytes; raise "
+                                       "SKILLMEM_LLM_MAX_RESPONSE_BYTES or lower max_tokens", request=self.request)
+            if time.monotonic() > self.deadline:
+                raise _http.ReadTimeout("the answer did not arrive in time (the server sends too slowly)",
+                                        request=self.request)
+            yield chunk
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class _LimitedTransport(_http.BaseTransport):
+    def __init__(self, limits: _Limits):
+        self.limits = limits
+        self.inner = _http.HTTPTransport()
+
+    def handle_request(self, request: Any) -> Any:
+        deadline = getattr(self.limits.deadline, "value", None) or time.monotonic() + 600
+        response = self.inner.handle_request(request)
+        return _http.Response(status_code=response.status_code, headers=response.headers,
+                              stream=_LimitedStream(response.stream, self.limits, deadline, request),
+                              extensions=response.extensions)
+
+    def close(self) -> None:
+        self.inner.close()
 
 
 _FENCE = re.compile(r"```(?:json|JSON)?\s*\n?(.*?)```", re.DOTALL)

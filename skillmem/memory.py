@@ -23,6 +23,7 @@ from .episode import (
     Outcome,
     OutcomeSource,
     ReflectionStatus,
+    check_label,
     utcnow,
 )
 from . import curate
@@ -145,7 +146,12 @@ class SkillMemory:
 
     def set_outcome(self, episode_id: str, success: Optional[bool], *, source: str = "human") -> None:
         """Settle an episode's outcome after the fact (a person, a verifier run later)."""
-        src = OutcomeSource(source)
+        try:
+            success = check_label(success)
+            src = OutcomeSource(source)
+        except (TypeError, ValueError) as exc:
+            raise MalformedInput(f"outcome not settled: {exc}; the source must be one of environment, "
+                                 "verifier, human") from None
         outcome = Outcome.unknown if success is None else (Outcome.success if success else Outcome.failure)
         with self.engine.begin() as conn:
             n = conn.execute(update(EpisodeRow.__table__).where(EpisodeRow.__table__.c.id == episode_id).values(
@@ -163,10 +169,19 @@ class SkillMemory:
         """Record feedback on an episode (optionally at a step); returns the feedback row id.
 
         Directive when it says what to do instead (`corrected_action` or kind="directive"),
-        evaluative otherwise. `success=` also settles the outcome, with `source` as its source
-        if that is one of environment/verifier/human.
+        evaluative otherwise. `success=` also settles the outcome; `source` must then be a
+        verified one (environment, verifier, human), else nothing is written.
         """
+        try:
+            success = check_label(success)
+        except TypeError as exc:
+            raise MalformedInput(f"malformed feedback, nothing written: {exc}") from None
         kind = kind or (FeedbackKind.directive.value if corrected_action else FeedbackKind.evaluative.value)
+        if success is not None and source not in {s.value for s in OutcomeSource}:
+            # Feedback from anyone may be recorded; only a verified source may label the episode.
+            raise MalformedInput(f"feedback from source {source!r} cannot settle the outcome (success=); "
+                                 "only environment, verifier or human can: record it without success= "
+                                 "or give the verified source")
         try:
             fb = FeedbackBase.model_validate(dict(kind=kind, text=text, corrected_action=corrected_action,
                                                   step_index=step, source=source, score=score))
@@ -181,8 +196,7 @@ class SkillMemory:
             values.update(namespace=ns, episode_id=episode_id, created_at=utcnow())
             fid = conn.execute(insert(FeedbackRow.__table__).returning(FeedbackRow.__table__.c.id), values).scalar()
         if success is not None:
-            src = source if source in {s.value for s in OutcomeSource} else "human"
-            self.set_outcome(episode_id, success, source=src)
+            self.set_outcome(episode_id, success, source=source)
         return int(fid)
 
     def _on_episode_finished(self, episode_id: str) -> None:

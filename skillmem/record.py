@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence
 from pydantic import ValidationError
 from sqlalchemy import insert, text, update
 
-from .episode import Outcome, OutcomeSource, Status, StepBase, utcnow
+from .episode import Outcome, OutcomeSource, Status, StepBase, check_label, utcnow
 from .store import EpisodeRow, StepRow
 
 if TYPE_CHECKING:
@@ -25,6 +25,13 @@ Verifier = Callable[..., Optional[bool]]
 
 class MalformedInput(ValueError):
     """A step, feedback or episode that does not fit the data model; nothing was written."""
+
+
+def _label(value: Any, what: str) -> Optional[bool]:
+    try:
+        return check_label(value, what)
+    except TypeError as exc:
+        raise MalformedInput(f"{exc}; the episode stays open") from None
 
 
 def _validated_step(fields: Mapping[str, Any]) -> StepBase:
@@ -98,14 +105,20 @@ class EpisodeRecorder:
         """
         if self.done:
             return Outcome.unknown
+        success = _label(success, "finish(success=...)")
         if success is None and self.verifier is not None:
-            success = _call_verifier(self.verifier, self, verifier_kwargs)
+            success = _label(_call_verifier(self.verifier, self, verifier_kwargs), "the verifier's answer")
             source = source or OutcomeSource.verifier
         if success is not None and source is None:
             raise ValueError("an outcome needs its source: 'environment', 'verifier' or 'human' "
                              "(the agent's own claim goes in self_reported=)")
         outcome = Outcome.unknown if success is None else (Outcome.success if success else Outcome.failure)
-        src = OutcomeSource(source).value if success is not None else None
+        try:
+            src = OutcomeSource(source).value if success is not None else None
+        except ValueError:
+            raise MalformedInput(f"outcome source {source!r} is not one of environment, verifier, human: "
+                                 "only a verified source labels an episode (the agent's claim goes in "
+                                 "self_reported=)") from None
         with self.memory.engine.begin() as conn:
             conn.execute(
                 update(self._episodes_table).where(self._episodes_table.c.id == self.id).values(
@@ -212,7 +225,7 @@ class RecordedNode:
         if state.get("done"):
             won = state.get("won")
             # The verifier (when the environment gave no word) sees the final state: the answer is in it.
-            rec.finish(success=None if won is None else bool(won),
+            rec.finish(success=won,
                        source=OutcomeSource.environment if won is not None else None,
                        self_reported=state.get("self_reported_success"), state=dict(state))
             self._open.pop(rec.id, None)

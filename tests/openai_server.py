@@ -12,6 +12,8 @@ Behaviours, taken one per chat request from the front of the script:
     {"status": 429, "retry_after": 0}   error status; "retry_after" sets the Retry-After header
     {"status": 500}                     any status >= 400; "body" (dict or str) replaces the error body
     {"hang": 5.0}                       wait that long before answering (to outlast a client timeout)
+    {"raw": "<html>..."}                200 whose body is that text as is ("content_type" sets its type)
+    {"drip": 8.0, "content": "..."}     send the body at that many bytes per second (headers at once)
 
 Optional keys on a 200: "usage" ({"prompt_tokens": .., "completion_tokens": ..}; by default
 word counts) and "finish_reason" ("stop"). Once the script is empty, `set_responder(fn)`
@@ -106,7 +108,7 @@ class OpenAIServer:
     def _completion(self, request: dict[str, Any], b: Behaviour) -> dict[str, Any]:
         content = b.get("content")
         prompt_words = sum(len(str(m.get("content") or "").split()) for m in request.get("messages", []))
-        usage = {"prompt_tokens": prompt_words, "completion_tokens": len((content or "").split())}
+        usage = {"prompt_tokens": prompt_words, "completion_tokens": len(str(content or "").split())}
         usage.update(b.get("usage", {}))
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
         return {
@@ -141,22 +143,33 @@ class _Handler(BaseHTTPRequestHandler):
             return  # server closing: nobody is listening any more
         status = b.get("status", 200)
         headers = {"Retry-After": str(b["retry_after"])} if "retry_after" in b else {}
+        if status == 200 and "raw" in b:
+            return self._send(200, b["raw"], content_type=b.get("content_type", "text/html"))
         if status == 200:
             body: Any = self.fake._completion(request, b)
         else:
             kind = "rate_limit_exceeded" if status == 429 else "server_error" if status >= 500 else "invalid_request_error"
             body = b.get("body", error_body(f"scripted status {status}", kind))
-        self._send(status, body, headers)
+        self._send(status, body, headers, drip=b.get("drip"))
 
-    def _send(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+    def _send(self, status: int, body: Any, headers: dict[str, str] | None = None, *,
+              content_type: str = "application/json", drip: float | None = None) -> None:
         data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
         try:
             self.send_response(status)
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(data)))
             for name, value in (headers or {}).items():
                 self.send_header(name, value)
             self.end_headers()
+            if drip:
+                step = max(1, int(drip // 4))
+                for i in range(0, len(data), step):
+                    if self.fake._closing.wait(step / drip):
+                        return
+                    self.wfile.write(data[i:i + step])
+                    self.wfile.flush()
+                return
             self.wfile.write(data)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client gave up (timed out), which is what a hang test wants

@@ -65,7 +65,7 @@ def stage_load(memory: Any, job: Job) -> Job:
     """Read the episode; decide whether it may be reflected on at all."""
     ep = memory.get_episode(job.episode_id)
     outcome = getattr(ep.outcome, "value", ep.outcome)
-    if ep.split in EVAL_SPLITS:
+    if str(ep.split).strip().lower() in EVAL_SPLITS:  # rows written before split names were checked
         job.skip_reason = f"evaluation split {ep.split!r}: never written to memory"
     elif outcome not in ("success", "failure") or ep.outcome_source is None:
         job.skip_reason = "no verified outcome (the agent's own claim is not a label)"
