@@ -110,9 +110,21 @@ def _lesson_action(a: argparse.Namespace) -> int:
     if fn is None:
         print(f"skillmem lessons {a.action}: not available in this version", file=sys.stderr)
         return 2
-    for i in a.ids:
-        fn(int(i), reason=a.reason or f"cli {a.action}")
-        print(f"lesson {i}: {a.action}d")
+    from .curate import CurationError
+
+    try:
+        for i in a.ids:
+            if not str(i).isdigit():
+                print(f"skillmem lessons {a.action}: {i!r} is not a lesson id", file=sys.stderr)
+                return 2
+            # Scoped to -n: an id from another tenant's namespace is refused, never changed.
+            fn(int(i), reason=a.reason or f"cli {a.action}", namespace=a.namespace)
+            print(f"lesson {i}: {a.action}d")
+    except CurationError as exc:
+        print(f"skillmem lessons {a.action}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        mem.close()
     return 0
 
 

@@ -433,15 +433,21 @@ TRANSITIONS = {
 }
 
 
+def _in_namespace(kind: str, item_id: int, row: Any, namespace: Optional[str]) -> Any:
+    """The row if it exists (and is in `namespace`, when one is given); CurationError otherwise."""
+    if row is None or (namespace is not None and row.namespace != namespace):
+        where = f" in namespace {namespace!r}" if namespace is not None else ""
+        raise CurationError(f"no {kind} with id {item_id}{where}; list them with `skillmem lessons -n NAMESPACE`")
+    return row
+
+
 def set_status(memory: "SkillMemory", kind: str, item_id: int, action: str, reason: str,
-               after_extra: Optional[dict[str, Any]] = None) -> Any:
-    """retire | restore | approve one item; an event row records it. Returns the row after."""
+               after_extra: Optional[dict[str, Any]] = None, *, namespace: Optional[str] = None) -> Any:
+    """retire | restore | approve one item (only in `namespace`, if given); an event row records it."""
     allowed, target = TRANSITIONS[action]
     t = KIND_TABLE[kind].__table__
     with write_txn(memory) as conn:
-        row = fetch_rows(conn, kind, [item_id]).get(int(item_id))
-        if row is None:
-            raise CurationError(f"no {kind} with id {item_id}; list them with `skillmem lessons`")
+        row = _in_namespace(kind, item_id, fetch_rows(conn, kind, [item_id]).get(int(item_id)), namespace)
         if row.status not in allowed:
             raise CurationError(
                 f"{kind} {item_id} is {row.status.value}; {action} applies only to "
@@ -454,22 +460,21 @@ def set_status(memory: "SkillMemory", kind: str, item_id: int, action: str, reas
     return row
 
 
-def edit(memory: "SkillMemory", kind: str, item_id: int, changes: dict[str, Any], reason: str) -> Any:
-    """Change fields of an item (version + 1, re-embedded); the event holds before and after."""
+def edit(memory: "SkillMemory", kind: str, item_id: int, changes: dict[str, Any], reason: str, *,
+         namespace: Optional[str] = None) -> Any:
+    """Change fields of an item (only in `namespace`, if given; version + 1, re-embedded)."""
     fields = LESSON_FIELDS if kind == LESSON else DEMO_FIELDS
     unknown = set(changes) - set(fields)
     if unknown:
         raise CurationError(f"cannot edit {sorted(unknown)} of a {kind}; editable fields: {', '.join(fields)}")
     base_model = LessonBase if kind == LESSON else DemonstrationBase
     with memory.read_engine.connect() as conn:
-        current = fetch_rows(conn, kind, [item_id]).get(int(item_id))
-    if current is None:
-        raise CurationError(f"no {kind} with id {item_id}; list them with `skillmem lessons`")
+        current = _in_namespace(kind, item_id, fetch_rows(conn, kind, [item_id]).get(int(item_id)), namespace)
     new = _checked(memory, kind, _validate(base_model, {**current.model_dump(), **changes}))
     _, keys = embed_texts(memory.engine, memory.embedder, [item_text(kind, new)], memory.read_engine)
     t = KIND_TABLE[kind].__table__
     with write_txn(memory) as conn:
-        before = fetch_rows(conn, kind, [item_id])[int(item_id)]
+        before = _in_namespace(kind, item_id, fetch_rows(conn, kind, [item_id]).get(int(item_id)), namespace)
         values = {f: _plain(getattr(new, f)) for f in changes}
         values.update(version=before.version + 1, text_hash=keys[0], embedding_model=memory.embedder.name,
                       updated_at=utcnow())

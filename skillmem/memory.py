@@ -294,21 +294,24 @@ class SkillMemory:
 
         return await asyncio.to_thread(self.retrieve, goal, observation, **options)
 
-    def retire_lesson(self, lesson_id: int, reason: str = "") -> LessonRow:
+    # `namespace=`: change the lesson only if it is in that namespace (the CLI always passes -n).
+
+    def retire_lesson(self, lesson_id: int, reason: str = "", *, namespace: Optional[str] = None) -> LessonRow:
         """Stop retrieving a lesson; it stays in SQL and `restore_lesson` brings it back."""
-        return curate.set_status(self, LESSON, lesson_id, "retire", reason)
+        return curate.set_status(self, LESSON, lesson_id, "retire", reason, namespace=namespace)
 
-    def restore_lesson(self, lesson_id: int, reason: str = "") -> LessonRow:
+    def restore_lesson(self, lesson_id: int, reason: str = "", *, namespace: Optional[str] = None) -> LessonRow:
         """Make a retired lesson retrievable again."""
-        return curate.set_status(self, LESSON, lesson_id, "restore", reason)
+        return curate.set_status(self, LESSON, lesson_id, "restore", reason, namespace=namespace)
 
-    def approve_lesson(self, lesson_id: int, reason: str = "") -> LessonRow:
+    def approve_lesson(self, lesson_id: int, reason: str = "", *, namespace: Optional[str] = None) -> LessonRow:
         """Let a quarantined lesson (from an untrusted namespace) be retrieved."""
-        return curate.set_status(self, LESSON, lesson_id, "approve", reason)
+        return curate.set_status(self, LESSON, lesson_id, "approve", reason, namespace=namespace)
 
-    def edit_lesson(self, lesson_id: int, *, reason: str = "", **changes: Any) -> LessonRow:
+    def edit_lesson(self, lesson_id: int, *, reason: str = "", namespace: Optional[str] = None,
+                    **changes: Any) -> LessonRow:
         """Change a lesson's fields (trigger, fix, ...); its version goes up by one and it is re-embedded."""
-        return curate.edit(self, LESSON, lesson_id, changes, reason)
+        return curate.edit(self, LESSON, lesson_id, changes, reason, namespace=namespace)
 
     def update_utility(self, namespace: Optional[str] = None, *, min_uses: int = MIN_USES) -> list[int]:
         """Retire lessons whose episodes reliably do worse than their task types without them; returns ids."""

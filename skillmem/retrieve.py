@@ -16,7 +16,8 @@ from sqlalchemy import insert
 from sqlalchemy.engine import Engine
 
 from .episode import utcnow
-from .index.items import DEMO, KIND_TABLE, LESSON, Item, demo_text, item_text, lesson_text, partition_of
+from .index.items import (DEMO, KIND_TABLE, LESSON, Item, demo_text, item_text, lesson_text, partition_name,
+                          partition_of, partition_prefix)
 from .index.memory import (  # noqa: F401  (re-exported: curate, lgstore and memory import them from here)
     REBUILD_AFTER_EVENTS,
     ROW_CACHE,
@@ -170,10 +171,11 @@ def build_context(index: MemoryIndex, query: np.ndarray, *, namespace: str, task
     lesson_c: list[tuple[str, int, float, np.ndarray]] = []
     demo_c: list[tuple[str, int, float, np.ndarray]] = []
     if LESSON in kinds and k > 0:
-        parts = [f"{namespace}/lesson/general"] + ([f"{namespace}/lesson/task:{task_type}"] if task_type else [])
+        parts = [partition_name(namespace, LESSON)] + ([partition_name(namespace, LESSON, task_type)]
+                                                        if task_type else [])
         lesson_c = index.candidates(parts, query, max(4 * k, 32))
     if DEMO in kinds and k_demos > 0:
-        demo_c = index.candidates([f"{namespace}/demo/task:{task_type or ''}"], query, max(4 * k_demos, 8))
+        demo_c = index.candidates([partition_name(namespace, DEMO, task_type)], query, max(4 * k_demos, 8))
     # Only this namespace's items that are active as of the mark (the partition already
     # says the namespace; the item check costs nothing and holds if partition names collide).
     picked: dict[str, list[tuple[Item, float]]] = {}
@@ -230,7 +232,7 @@ def query_text(goal: Any, observation: Any) -> str:
 def search_items(index: MemoryIndex, query: np.ndarray, *, namespace: str, kind: str,
                  limit: int) -> list[tuple[Any, float]]:
     """Plain top-`limit` similarity search over every partition of one kind in a namespace (active only)."""
-    prefix = f"{namespace}/{'lesson' if kind == LESSON else 'demo'}/"
+    prefix = partition_prefix(namespace, kind)
     cands = index.candidates(index.partitions(prefix), query, limit)
     with index.read_engine.connect() as conn:
         rows = fetch_rows(conn, kind, [c[1] for c in cands], namespace=namespace, active_only=True)

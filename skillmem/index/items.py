@@ -8,6 +8,7 @@ rendering need (the full row is loaded on demand, see `MemoryIndex.rows`).
 from __future__ import annotations
 
 from typing import Any, Optional
+from urllib.parse import quote
 
 from ..episode import Scope
 from ..store import DemonstrationRow, LessonRow
@@ -38,13 +39,35 @@ def item_text(kind: str, row: Any) -> str:
     return lesson_text(row) if kind == LESSON else demo_text(row)
 
 
+def partition_name(namespace: str, kind: str, task_type: Optional[str] = None) -> str:
+    """"ns/lesson/general", "ns/lesson/task:T" or "ns/demo/task:T", with ns and T percent-quoted.
+
+    Quoting keeps "/" out of the names' parts, so a namespace or task type that contains
+    "/lesson/" cannot make one partition read as another's (or as the other kind).
+    """
+    ns = quote(namespace, safe="")
+    if kind == LESSON:
+        return f"{ns}/lesson/general" if task_type is None else f"{ns}/lesson/task:{quote(task_type, safe='')}"
+    return f"{ns}/demo/task:{quote(task_type or '', safe='')}"
+
+
+def partition_prefix(namespace: str, kind: str) -> str:
+    """The start every partition name of one kind in one namespace shares."""
+    return f"{quote(namespace, safe='')}/{'lesson' if kind == LESSON else 'demo'}/"
+
+
+def partition_kind(partition: str) -> str:
+    """Which kind of item a partition named by `partition_name` holds."""
+    return LESSON if partition.split("/", 2)[1] == "lesson" else DEMO
+
+
 def partition_of(kind: str, row: Any) -> str:
     """The index partition an item is searched in: general lessons, task-type lessons, task-type demos."""
     if kind == LESSON:
         scope = row.scope.value if hasattr(row.scope, "value") else row.scope
-        level = "general" if scope == Scope.general.value or not row.task_type else f"task:{row.task_type}"
-        return f"{row.namespace}/lesson/{level}"
-    return f"{row.namespace}/demo/task:{row.task_type}"
+        general = scope == Scope.general.value or not row.task_type
+        return partition_name(row.namespace, LESSON, None if general else row.task_type)
+    return partition_name(row.namespace, DEMO, row.task_type)
 
 
 class Item:

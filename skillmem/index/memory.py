@@ -34,7 +34,7 @@ from sqlalchemy.engine import Engine
 from ..embed import Embedder, content_hash
 from ..episode import ItemStatus, utcnow
 from ..store import EmbeddingRow, store_id
-from .items import DEMO, ITEM_COLUMNS, KIND_TABLE, LESSON, Item, item_text, partition_of
+from .items import DEMO, ITEM_COLUMNS, KIND_TABLE, LESSON, Item, item_text, partition_kind, partition_of
 from .vector import DEFAULT_NPROBE, EXACT_MAX, IndexCorrupt, VectorIndex
 
 log = logging.getLogger(__name__)
@@ -454,7 +454,7 @@ class MemoryIndex:
                             self.index.remove(old.partition, [i])
                         else:  # loaded from a saved index: the item may be there without a cache entry
                             for p in self.index.partitions():
-                                if f"/{'lesson' if kind == LESSON else 'demo'}/" in p:
+                                if partition_kind(p) == kind:
                                     self.index.remove(p, [i])
             for kind, rs in rows.items():
                 live = [r for r in rs if r.status == ItemStatus.active]
@@ -570,7 +570,7 @@ class MemoryIndex:
         except IndexCorrupt as exc:
             report.update(ok=False, readable=False, error=str(exc))
             return report
-        have = {(LESSON if "/lesson/" in p else DEMO, int(i)): p for p in index.partitions() for i in index.ids(p)}
+        have = {(partition_kind(p), int(i)): p for p in index.partitions() for i in index.ids(p)}
         missing = sorted(k for k in want if k not in have)
         extra = sorted(k for k in have if k not in want)
         misplaced = sorted(k for k in want if k in have and have[k] != want[k])
