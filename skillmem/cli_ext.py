@@ -63,7 +63,7 @@ def cmd_train(a: argparse.Namespace) -> int:
     from .store import init_schema, make_engine, resolve_url
     from .train import gate as gates
     from .train.data import collect_examples, split_heldout
-    from .train.trainer import Trainer, TrainConfig, should_train
+    from .train.trainer import Trainer, TrainConfig, policy_run_dir, should_train
 
     from .policy import CPUPolicy, load_policy
 
@@ -98,8 +98,18 @@ def cmd_train(a: argparse.Namespace) -> int:
     else:
         policy = CPUPolicy()
     baseline_dir = None
+    # One folder per store, namespace and version number: tenant B never resumes or overwrites
+    # A's run, and a rerun after a kill (no version registered yet) resumes its own.
     vid_hint = f"{a.policy}-{len(gates.list_versions(engine, a.namespace)) + 1}"
-    out = Path(a.out) if a.out else Path(url.split("///", 1)[-1]).parent / "policies" / vid_hint
+    out = (Path(a.out).expanduser().resolve() if a.out else policy_run_dir(url, a.namespace, vid_hint))
+    owner = out / "run.json"
+    mine = {"store": engine.url.render_as_string(hide_password=True), "namespace": a.namespace}
+    if owner.exists() and json.loads(owner.read_text()) != mine:
+        print(f"skillmem train: {out} holds a run of {json.loads(owner.read_text())}; give another --out",
+              file=sys.stderr)
+        return 2
+    out.mkdir(parents=True, exist_ok=True)
+    owner.write_text(json.dumps(mine))
     if current is None:  # the untrained policy is what a first candidate must beat
         baseline_dir = policy.save(out / "baseline")
     result = Trainer(policy, train_ex, config, out).train()

@@ -11,6 +11,7 @@ promotes its parent again.
 
 from __future__ import annotations
 
+import math
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,10 +33,24 @@ def register(engine: Any, namespace: str, path: str | Path, *, kind: str, parent
     """A new `candidate` row for the policy saved at `path`; returns its id."""
     vid = version_id or f"{kind}-{utcnow().strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     with engine.begin() as conn:
+        # An absolute path: the row is read by processes started anywhere. Non-finite numbers
+        # become null: PostgreSQL's JSON has no NaN, and a NaN loss must not fail the round.
         conn.execute(T.insert().values(id=vid, namespace=namespace, kind=kind, parent_id=parent_id,
-                                       status="candidate", path=str(path), config=config or {},
-                                       metrics=metrics or {}, created_at=utcnow()))
+                                       status="candidate", path=str(Path(path).expanduser().resolve()),
+                                       config=finite_json(config or {}), metrics=finite_json(metrics or {}),
+                                       created_at=utcnow()))
     return vid
+
+
+def finite_json(value: Any) -> Any:
+    """`value` with every NaN or infinite float replaced by None (JSON has no NaN)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_json(v) for v in value]
+    return value
 
 
 def get_version(engine: Any, version_id: str) -> PolicyVersionRow:

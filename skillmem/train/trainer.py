@@ -166,6 +166,7 @@ class Trainer:
         params = [p for p in policy.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=self.config.lr, weight_decay=self.config.weight_decay)
         self._perms: dict[int, list[int]] = {}
+        self._last: tuple[float, dict[str, float]] = (float("nan"), {})  # the last step's loss and parts
 
     @property
     def checkpoint_path(self) -> Path:
@@ -191,13 +192,15 @@ class Trainer:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         tmp = self.checkpoint_path.with_suffix(".tmp")
         torch.save({"step": step, "policy": self.policy.state_dict(), "optimizer": self.optimizer.state_dict(),
-                    "config": asdict(self.config)}, tmp)
+                    "config": asdict(self.config), "loss": self._last[0], "losses": self._last[1]}, tmp)
         os.replace(tmp, self.checkpoint_path)  # atomic: a kill leaves the old or the new, never half
 
     def load_checkpoint(self) -> int:
         state = torch.load(self.checkpoint_path, weights_only=False)
         self.policy.load_state_dict(state["policy"])
         self.optimizer.load_state_dict(state["optimizer"])
+        # A run resumed at (or near) its end reports the loss it had, not NaN for "no step taken".
+        self._last = (float(state.get("loss", float("nan"))), dict(state.get("losses") or {}))
         return int(state["step"])
 
     def _params_with_grad(self) -> list[torch.Tensor]:
@@ -210,7 +213,7 @@ class Trainer:
         if self.rank == 0:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             cfg.save(self.out_dir / "train_config.json")
-        status, loss_value, parts = "finished", float("nan"), {}
+        status, (loss_value, parts) = "finished", self._last
         seen, t0 = 0, time.perf_counter()
         self.policy.train()
         step = start
@@ -237,6 +240,7 @@ class Trainer:
             self.optimizer.step()
             seen += len(batch_examples)
             loss_value, parts = float(loss.detach()), {k: float(v.detach()) for k, v in losses.items()}
+            self._last = (loss_value, parts)
             if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0:
                 self.save_checkpoint(step + 1)
         else:
@@ -254,6 +258,31 @@ class Trainer:
                 {"status": status, "steps": step, "loss": loss_value, "losses": parts}, indent=1))
         return TrainResult(status=status, steps=step, start_step=start, loss=loss_value, losses=parts,
                            examples_per_s=seen / seconds if seconds > 0 else 0.0, seconds=seconds, path=path)
+
+
+def policy_run_dir(url: str, namespace: str, run: str) -> Path:
+    """The absolute folder of one training run: unique to the store, the namespace and the version.
+
+    SQLite: beside the database file; another store: under $SKILLMEM_POLICY_DIR (default
+    the user's data dir), in a folder named after the server and database (never the
+    password). Namespaces are percent-quoted so no name can climb out or share a folder.
+    """
+    from urllib.parse import quote
+
+    from sqlalchemy.engine import make_url
+
+    if url.startswith("sqlite"):
+        base = Path(url.split("///", 1)[1]).expanduser().resolve().parent / "policies"
+    else:
+        from ..store import default_db_path
+        import hashlib
+
+        u = make_url(url)
+        ident = f"{u.get_backend_name()}-{u.host or 'local'}-{u.port or ''}-{u.database or ''}"
+        tag = hashlib.sha256(ident.encode()).hexdigest()[:10]
+        root = os.environ.get("SKILLMEM_POLICY_DIR") or default_db_path().parent / "policies"
+        base = Path(root).expanduser().resolve() / f"{quote(u.database or 'db', safe='')}-{tag}"
+    return base / quote(namespace, safe="") / quote(run, safe="")
 
 
 # --------------------------------------------------------------------------- trigger
