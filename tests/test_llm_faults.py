@@ -12,7 +12,8 @@ import pytest
 
 from conftest import open_memory
 from openai_server import openai_server  # noqa: F401 (fixture)
-from skillmem.llm import ECHO_CHARS, InvalidAnswer, LLMClient, LLMConfig, LLMError, LLMTimeout
+from skillmem import llm
+from skillmem.llm import InvalidAnswer, LLMClient, LLMConfig, LLMError, LLMTimeout
 from skillmem.reflect import LLMWriter, reflect_pending
 
 MESSAGES = [{"role": "user", "content": "Answer with a JSON object with keys trigger and fix."}]
@@ -107,4 +108,4 @@ def test_a_huge_answer_is_refused_and_never_sent_back(openai_server):
     with pytest.raises(InvalidAnswer):
         client_for(openai_server, json_attempts=2, max_response_bytes=10_000_000).complete_json(MESSAGES, dict)
     echoed = openai_server.requests[1]["messages"][-2]["content"]
-    assert len(echoed) <= ECHO_CHARS + 10
+    assert len(echoed) <= llm.ECHO_CHARS + 10
