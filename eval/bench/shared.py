@@ -150,10 +150,21 @@ def run(url: str, procs: int = 8, seconds: float = 15.0, write_every: float = 0.
                    for i in range(procs)]
         for w in workers:
             w.start()
-        ready, deadline = 0, time.time() + start_timeout
+        def get(timeout: float) -> Any:
+            # A worker that died (an exception, killed) must end the run with a message, not a hang.
+            deadline = time.time() + timeout
+            while True:
+                try:
+                    return outbox.get(timeout=1.0)
+                except queue.Empty:
+                    dead = [w.exitcode for w in workers if w.exitcode not in (None, 0)]
+                    if dead or time.time() > deadline:
+                        raise RuntimeError(f"shared-memory run: worker exit codes {dead or 'none'}; "
+                                           f"nothing heard for {timeout:.0f} s (see the workers' stderr)")
+
+        ready = 0
         while ready < procs:
-            msg = outbox.get(timeout=max(1.0, deadline - time.time()))
-            ready += msg[0] == "ready"
+            ready += get(start_timeout)[0] == "ready"
         go = time.time() + 0.5
         for q in inboxes:
             q.put(("go", go))
@@ -161,7 +172,7 @@ def run(url: str, procs: int = 8, seconds: float = 15.0, write_every: float = 0.
         done: list[tuple[Any, ...]] = []
         changes, writing = 0, procs
         while len(done) < procs:
-            msg = outbox.get(timeout=seconds + GRACE_S + 120)
+            msg = get(seconds + GRACE_S + 120)
             kind = msg[0]
             if kind in ("add", "retire"):
                 _, writer, item_id, text, t = msg
