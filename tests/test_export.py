@@ -119,8 +119,7 @@ def test_recorded_tool_calls_stay_tool_calls(tmp_path):
             ToolMessage("Paris is the capital of France.", tool_call_id="1"),
             AIMessage("", tool_calls=[{"id": "2", "name": "answer", "args": {"text": "Paris"}}]),
             ToolMessage("ok", tool_call_id="2")]
-    rec = record_messages(mem, msgs, goal="What is the capital of France?")
-    rec.finish(success=True, source="verifier")
+    record_messages(mem, msgs, goal="What is the capital of France?", split="train", success=True, source="verifier")
     out = export_records(mem.engine, "default")
     mem.close()
     assert len(out.sft) == 2
