@@ -8,7 +8,8 @@ has, in this order:
 
 1. directive feedback: a teacher, expert or person said what to do at a step;
 2. a successful episode of the *same* task: aligned on state-changing actions only (thoughts,
-   "OK." exchanges and looks skipped, wording ignored), the first action the success never took;
+   "OK." exchanges and looks skipped, wording ignored), the first action that departs from it,
+   unless the success had already taken it by then (a repeat of shared work is not the mistake);
 3. a step the world refused (a tool error, an exception, a refused command), or one the domain
    sees did nothing toward the goal: the earlier; never a step the same task's success also took;
 4. a successful episode of the same task *type*, compared in slot form;
@@ -304,9 +305,10 @@ def _same_task_pivot(trace: Trace, success: Trace, d: Any) -> Optional[Pivot]:
     start = next((i for i, k in enumerate(mk) if i >= len(tk) or k != tk[i]), None)
     if start is None:
         return None
-    taken = set(tk)
     for i in range(start, len(mine)):
-        if mk[i] not in taken:
+        # A step the success had already taken by this point (a repeat of shared work) is not the
+        # mistake; one it took only later, or never, is: done now, it was the wrong step.
+        if mk[i] not in set(tk[: i + 1]):
             fix = theirs[min(i, len(theirs) - 1)].action if theirs and start < len(theirs) else None
             return Pivot(mine[i].index, "diverged_from_same_task", fix, f"success {success.episode_id} did {fix!r}")
     return None
