@@ -51,11 +51,6 @@ def test_day_one_is_recorded_live_with_verified_outcomes(world):
     assert "paid in EUR" in steps[1].error and steps[0].feedback.startswith("Order A17: total 40.00 EUR")
 
 
-PENDING_TEXT_DOMAIN = ("issue 10: the offline lesson writer on main still knows only household verbs and writes "
-                      "no lesson from a failed tool call; the generic TextDomain is to fix that")
-
-
-@pytest.mark.xfail(reason=PENDING_TEXT_DOMAIN, strict=False)
 def test_reflection_turns_the_supervised_failures_into_a_lesson(world):
     from skillmem.reflect import default_writer, reflect_pending
 
@@ -70,7 +65,7 @@ def test_reflection_turns_the_supervised_failures_into_a_lesson(world):
 def test_day_two_prompt_carries_the_lesson_and_the_mistake_is_avoided(world):
     ex, memory, agent, day_one = world
     if not any("convert_currency" in l.fix for l in memory.lessons(status="active")):
-        pytest.xfail(PENDING_TEXT_DOMAIN)
+        pytest.fail("no convert_currency lesson was written (see the reflection test above)")
     seen = []
     original = ex.SupportModel.policy
 
