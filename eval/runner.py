@@ -666,7 +666,9 @@ def train_policy(memory: SkillMemory, cfg: RunConfig, seed: int, rnd: int, paren
 
     The gate plays `gate_tasks` valid_seen tasks without memory with the candidate and with
     the current policy (or the untrained one) and promotes the candidate if it wins at
-    least as often. Returns the promoted policy, or None.
+    least as often. The round itself (register, gate) is skillmem's `train_round`, the same one
+    `skillmem train` runs; this function only says what the harness adds (examples from
+    replay, the teacher, the gate's games). Returns the promoted policy, or None.
     """
     import copy
 
@@ -676,6 +678,7 @@ def train_policy(memory: SkillMemory, cfg: RunConfig, seed: int, rnd: int, paren
     from skillmem.train import gate as gates
     from skillmem.train.data import collect_examples
     from skillmem.train.rollouts import rollout_examples
+    from skillmem.train.round import train_round
     from skillmem.train.trainer import TrainConfig, Trainer
 
     contexts: dict[tuple[str, str], Any] = {}
@@ -689,10 +692,6 @@ def train_policy(memory: SkillMemory, cfg: RunConfig, seed: int, rnd: int, paren
                                                         record=False)
         return contexts[goal, task_type]
 
-    examples = collect_examples(memory.engine, memory.namespace, seed=seed, max_history=cfg.step_limit,
-                                context_fn=lambda goal, tt: context(goal, "", tt), domain=make_domain(cfg))
-    if not examples:
-        return None
     out = Path(cfg.out) / f"policy-seed{seed}-round{rnd}"
     teacher = make_base_policy(cfg, seed)
     teacher.eval()
@@ -700,12 +699,17 @@ def train_policy(memory: SkillMemory, cfg: RunConfig, seed: int, rnd: int, paren
     if isinstance(getattr(policy, "hint_weight", None), torch.nn.Parameter):
         policy.hint_weight.requires_grad_(False)  # memory keeps its say when it is there
     tcfg = TrainConfig(steps=cfg.train_steps, seed=seed, withdraw_until=0.0, lr=cfg.train_lr)
-    if cfg.rollouts:
+
+    def collect() -> list:
+        examples = collect_examples(memory.engine, memory.namespace, seed=seed, max_history=cfg.step_limit,
+                                    context_fn=lambda goal, tt: context(goal, "", tt), domain=make_domain(cfg))
+        if not examples or not cfg.rollouts:
+            return examples
         train_env = cfg.train_env or cfg.env
-        if specs is None:
-            specs = [s for r in range(1, rnd + 1)
-                     for s in list_tasks(train_env, cfg.train_split, cfg.train_tasks, seed=seed * 1000 + r)]
-        envs = [lambda s=s: make_env(s, step_limit=cfg.step_limit) for s in specs]
+        tasks = specs if specs is not None else [
+            s for r in range(1, rnd + 1)
+            for s in list_tasks(train_env, cfg.train_split, cfg.train_tasks, seed=seed * 1000 + r)]
+        envs = [lambda s=s: make_env(s, step_limit=cfg.step_limit) for s in tasks]
 
         played, _ = rollout_examples(envs, teacher, context, step_limit=cfg.step_limit, seed=seed)
         examples = examples + played
@@ -714,12 +718,9 @@ def train_policy(memory: SkillMemory, cfg: RunConfig, seed: int, rnd: int, paren
             played, _ = rollout_examples(envs, teacher, context, student=policy, step_limit=cfg.step_limit,
                                          seed=seed + it + 1)
             examples = examples + played
-    result = Trainer(policy, examples, tcfg, out, teacher=teacher).train()
-    if result.status != "finished" or result.path is None:
-        return None
-    parent_id = getattr(parent, "version_id", None)
-    vid = gates.register(memory.engine, memory.namespace, result.path, kind="cpu", parent_id=parent_id,
-                         config=dataclasses.asdict(tcfg), metrics={"loss": result.loss, "examples": len(examples)})
+        return examples
+
+    vid = gates.new_version_id("cpu")  # known before the gate: its episodes are recorded under it
     gate_env = cfg.train_env or cfg.env
     # The gate's tasks are held out from training and are never the evaluation tasks.
     gate_split = "valid_unseen" if (gate_env, "valid_seen") == (cfg.env, cfg.eval_split) else "valid_seen"
@@ -730,10 +731,14 @@ def train_policy(memory: SkillMemory, cfg: RunConfig, seed: int, rnd: int, paren
         wins = [play(s, as_agent(policy), memory, cfg, retriever=None, policy_version=vid)["won"] for s in gate_specs]
         return sum(wins) / len(wins)
 
-    decision = gates.gate(memory.engine, vid, evaluate, baseline=parent,
-                          load=lambda path: load_policy(path, make_domain(cfg)))
-    if not decision.promoted:
+    # Every round trains (force): the harness decides when, not the store's trigger; the
+    # whole training set is used, the gate plays held-out tasks instead.
+    r = train_round(memory.engine, memory.namespace, out, tcfg, policy=policy, collect=collect, holdout=False,
+                    teacher=teacher, evaluate=evaluate, baseline=parent, force=True, version_id=vid,
+                    load=lambda path: load_policy(path, make_domain(cfg)))
+    if not r.promoted:
         return None
+    result = r.train
     policy = load_policy(result.path, make_domain(cfg))
     policy.eval()
     policy.version_id = vid

@@ -35,7 +35,7 @@ def _add_train(sub: Any) -> None:
     s.add_argument("--force", action="store_true", help="train even if the trigger says there is too little new data")
     s.add_argument("--no-gate", action="store_true", help="register the candidate without evaluating it")
     # Every TrainConfig knob is a flag, with its own help.
-    from .train.trainer import TrainConfig
+    from .train.trainer import TrainConfig, should_train
 
     for f in fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
@@ -62,42 +62,34 @@ def cmd_train(a: argparse.Namespace) -> int:
 
     from .store import init_schema, make_engine, resolve_url
     from .train import gate as gates
-    from .train.data import collect_examples, split_heldout
-    from .train.trainer import Trainer, TrainConfig, policy_run_dir, should_train
-
-    from .policy import CPUPolicy, load_policy
+    from .train.round import train_round
+    from .train.trainer import TrainConfig, policy_run_dir, should_train
 
     config = TrainConfig(**{f.name: getattr(a, f.name) for f in fields(TrainConfig) if getattr(a, f.name) is not None})
     url = resolve_url(a.db)
     engine = make_engine(url)
     init_schema(engine)
-    go, why, counts = should_train(engine, a.namespace, config)
-    if not go and not a.force:
-        print(f"skillmem train: not yet: {why}")
-        return 0
     if a.policy == "trl":
+        # Chat models train through their own backend (skillmem.train.trl_backend), behind the same gate.
+        go, why, counts = should_train(engine, a.namespace, config)
+        if not go and not a.force:
+            print(f"skillmem train: not yet: {why}")
+            return 0
         return _train_trl(a, engine, config, counts, url)
-    examples = collect_examples(engine, a.namespace, max_history=config.max_history,
-                                max_candidates=config.max_candidates, min_group_size=config.min_group_size,
-                                seed=config.seed)
-    train_ex, held = split_heldout(examples, config.heldout_fraction, config.seed)
-    if not train_ex:
-        print("skillmem train: no training examples; record finished episodes with verified outcomes first",
-              file=sys.stderr)
-        return 1
     current = gates.current_version(engine, a.namespace)
-    if current is not None and current.kind == a.policy:
-        policy = load_policy(current.path)  # continue from the policy in use
-    elif a.policy == "hf":
-        if not a.base_model:
-            print("skillmem train: --policy hf needs --base-model DIR (a local transformers model)", file=sys.stderr)
-            return 2
-        from .policy.hf import HFPolicy, HFPolicyConfig
+    if a.policy == "hf" and not a.base_model and (current is None or current.kind != "hf"):
+        print("skillmem train: --policy hf needs --base-model DIR (a local transformers model)", file=sys.stderr)
+        return 2
 
-        policy = HFPolicy(HFPolicyConfig(base_model=a.base_model))
-    else:
-        policy = CPUPolicy()
-    baseline_dir = None
+    def new_policy() -> Any:
+        if a.policy == "hf":
+            from .policy.hf import HFPolicy, HFPolicyConfig
+
+            return HFPolicy(HFPolicyConfig(base_model=a.base_model))
+        from .policy import CPUPolicy
+
+        return CPUPolicy()
+
     # One folder per store, namespace and version number: tenant B never resumes or overwrites
     # A's run, and a rerun after a kill (no version registered yet) resumes its own.
     vid_hint = f"{a.policy}-{len(gates.list_versions(engine, a.namespace)) + 1}"
@@ -110,27 +102,24 @@ def cmd_train(a: argparse.Namespace) -> int:
         return 2
     out.mkdir(parents=True, exist_ok=True)
     owner.write_text(json.dumps(mine))
-    if current is None:  # the untrained policy is what a first candidate must beat
-        baseline_dir = policy.save(out / "baseline")
-    result = Trainer(policy, train_ex, config, out).train()
-    print(f"trained {result.steps} steps ({result.status}), {result.examples_per_s:.0f} examples/s, "
-          f"loss {result.loss:.4f}: {result.path}")
-    vid = gates.register(engine, a.namespace, result.path, kind=a.policy,
-                         parent_id=current.id if current else None, config=json.loads(
-                             (result.path / "train_config.json").read_text()),
-                         metrics={"data": counts, "train": {"status": result.status, "loss": result.loss,
-                                                            "steps": result.steps, "examples": len(train_ex)}})
-    if result.status != "finished":
-        gates._set(engine, vid, status="rejected")
-        print(f"version {vid}: rejected (training stopped: {result.status})")
-        return 1
-    if a.no_gate:
-        print(f"version {vid}: candidate (not gated)")
+    r = train_round(engine, a.namespace, out, config, kind=a.policy, new_policy=new_policy, force=a.force,
+                    gate=not a.no_gate)
+    if r.status == "skipped":
+        print(f"skillmem train: not yet: {r.reason}")
         return 0
-    decision = gates.gate(engine, vid, gates.heldout_evaluator(held or train_ex),
-                          baseline=load_policy(baseline_dir) if baseline_dir else None)
-    print(f"version {vid}: {'promoted' if decision.promoted else 'rejected'} "
-          f"(held-out score {decision.candidate_score:.3f} vs {decision.current_score})")
+    if r.status == "no_examples":
+        print(f"skillmem train: {r.reason}", file=sys.stderr)
+        return 1
+    t = r.train
+    print(f"trained {t.steps} steps ({t.status}), {t.examples_per_s:.0f} examples/s, loss {t.loss:.4f}: {t.path}")
+    if r.status == "stopped":
+        print(f"version {r.version_id}: rejected ({r.reason})")
+        return 1
+    if r.status == "candidate":
+        print(f"version {r.version_id}: candidate (not gated)")
+        return 0
+    d = r.decision
+    print(f"version {r.version_id}: {r.status} (held-out score {d.candidate_score:.3f} vs {d.current_score})")
     return 0
 
 

@@ -364,3 +364,46 @@ def test_train_graph_collects_trains_and_gates(store, tmp_path):
     skipped = graph.invoke({"db": db, "namespace": "default", "out_dir": str(tmp_path / "g3"),
                             "train_config": {"every_episodes": 1000, "every_lessons": 1000}})
     assert skipped["status"] == "skipped"
+
+
+def test_one_training_round_registers_gates_and_says_why(store, tmp_path):
+    from skillmem.train.round import train_round
+
+    mem, _ = store
+    e = mem.engine
+    cfg = TrainConfig(steps=10, batch_size=8, every_episodes=1000, every_lessons=1000)
+    skipped = train_round(e, "default", tmp_path / "r0", cfg)
+    assert skipped.status == "skipped" and "--force" in skipped.reason and skipped.version_id is None
+    assert train_round(e, "empty", tmp_path / "r0", cfg, force=True).status == "no_examples"
+
+    cand = train_round(e, "default", tmp_path / "r1", cfg, force=True, gate=False)
+    row = gates.get_version(e, cand.version_id)
+    assert cand.status == "candidate" and row.status == "candidate" and row.parent_id is None
+    assert row.metrics["train"]["examples"] == cand.examples > 0 and row.metrics["data"] == cand.counts
+    assert row.config == TrainConfig.load(cand.train.path / "train_config.json").__dict__
+
+    # First promoted version: compared with the policy as it was before training (saved beside the run).
+    first = train_round(e, "default", tmp_path / "r2", cfg, force=True, evaluate=lambda p: 1.0)
+    assert first.promoted and first.decision.current_score == 1.0 and (tmp_path / "r2" / "baseline").exists()
+    # The next round starts from it, is its child, and loses to it here.
+    scores = iter([0.0, 1.0])
+    second = train_round(e, "default", tmp_path / "r3", cfg, force=True, evaluate=lambda p: next(scores))
+    assert second.status == "rejected" and second.decision.current_id == first.version_id
+    assert gates.get_version(e, second.version_id).parent_id == first.version_id
+    assert gates.current_version(e, "default").id == first.version_id
+
+
+def test_rejecting_a_candidate_is_the_gate_modules_job(store, tmp_path):
+    from pathlib import Path
+
+    mem, _ = store
+    vid = gates.register(mem.engine, "default", tmp_path / "p", kind="cpu")
+    gates.reject(mem.engine, vid, "training stopped: nan")
+    row = gates.get_version(mem.engine, vid)
+    assert row.status == "rejected" and row.metrics["rejected_because"] == "training stopped: nan"
+    with pytest.raises(ValueError, match="not a candidate"):
+        gates.reject(mem.engine, vid, "again")
+    root = Path(__file__).resolve().parent.parent
+    callers = [p for d in ("skillmem", "graphs", "eval") for p in (root / d).rglob("*.py")
+               if "gates._set" in p.read_text() or "gate._set" in p.read_text()]
+    assert callers == []

@@ -27,11 +27,16 @@ from .data import Example
 T = PolicyVersionRow.__table__
 
 
+def new_version_id(kind: str) -> str:
+    """A fresh policy version id: kind, time, a random suffix."""
+    return f"{kind}-{utcnow().strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+
+
 def register(engine: Any, namespace: str, path: str | Path, *, kind: str, parent_id: Optional[str] = None,
              config: Optional[dict[str, Any]] = None, metrics: Optional[dict[str, Any]] = None,
              version_id: Optional[str] = None) -> str:
     """A new `candidate` row for the policy saved at `path`; returns its id."""
-    vid = version_id or f"{kind}-{utcnow().strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    vid = version_id or new_version_id(kind)
     with engine.begin() as conn:
         # An absolute path: the row is read by processes started anywhere. Non-finite numbers
         # become null: PostgreSQL's JSON has no NaN, and a NaN loss must not fail the round.
@@ -81,6 +86,14 @@ def latest_version(engine: Any, namespace: str) -> Optional[PolicyVersionRow]:
 def _set(engine: Any, version_id: str, **values: Any) -> None:
     with engine.begin() as conn:
         conn.execute(update(T).where(T.c.id == version_id).values(**values))
+
+
+def reject(engine: Any, version_id: str, reason: str) -> None:
+    """Reject a candidate without gating it (e.g. its training stopped); the reason goes into its metrics."""
+    cand = get_version(engine, version_id)
+    if cand.status != "candidate":
+        raise ValueError(f"policy version {version_id} is {cand.status}, not a candidate")
+    _set(engine, version_id, status="rejected", metrics={**(cand.metrics or {}), "rejected_because": reason})
 
 
 @dataclass

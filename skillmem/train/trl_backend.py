@@ -217,7 +217,7 @@ def train_chat_round(engine: Any, namespace: str, config: TRLConfig, out_dir: st
                                                                "examples": len(train_ex), "tools": tools}})
     out = {"version_id": vid, "result": result, "promoted": None}
     if result.status != "finished":
-        gates._set(engine, vid, status="rejected")
+        gates.reject(engine, vid, f"training stopped: {result.status}")
         out["promoted"] = False
         return out
     if not gate:
