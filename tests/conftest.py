@@ -219,11 +219,25 @@ def _fresh_pg_database() -> str:
 def _drop_pg_database(url: str) -> None:
     import sqlalchemy as sa
 
+    import time
+
     name = url.rsplit("/", 1)[1]
     admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as c:
-        c.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    admin.dispose()
+    try:
+        for attempt in range(20):
+            try:
+                with admin.connect() as c:
+                    c.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+                return
+            except sa.exc.ProgrammingError as exc:
+                # A backend still starting up has no role yet, and PostgreSQL refuses to terminate
+                # it ("must be a member of the role whose process is being terminated"): a
+                # connection of the test's own pool, mid-handshake. Wait for it to finish.
+                if "InsufficientPrivilege" not in type(exc.orig).__name__ or attempt == 19:
+                    raise
+                time.sleep(0.25)
+    finally:
+        admin.dispose()
 
 
 @pytest.fixture
