@@ -311,7 +311,10 @@ def _same_task_pivot(trace: Trace, success: Trace, d: Any) -> Optional[Pivot]:
         if mk[i] not in set(tk[: i + 1]):
             fix = theirs[min(i, len(theirs) - 1)].action if theirs and start < len(theirs) else None
             return Pivot(mine[i].index, "diverged_from_same_task", fix, f"success {success.episode_id} did {fix!r}")
-    return None
+    # Every step after the parting only repeated work the success had already done: the mistake is
+    # where it parted, doing that repeat instead of the success's next step (never a step both took).
+    fix = theirs[start].action if start < len(theirs) else None
+    return Pivot(mine[start].index, "stopped_short", fix, f"success {success.episode_id} did {fix!r} instead")
 
 
 def localize_pivot(trace: Trace, success: Optional[Trace] = None, slots: Any = None,
