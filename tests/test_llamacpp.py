@@ -95,6 +95,8 @@ def test_lesson_writer_and_merge_hook(llamacpp_server, tmp_path):
     memory.close()
 
 
+# A game is dozens of model calls on two CPU cores; 600 s was not enough on a loaded machine.
+@pytest.mark.timeout(1800)
 def test_policy_plays_household_games_through_the_harness(llamacpp_server, tmp_path):
     from eval.report import llm_table, load, summarize
     from eval.runner import RunConfig, run
@@ -116,6 +118,8 @@ def test_policy_plays_household_games_through_the_harness(llamacpp_server, tmp_p
     assert manifest["config"]["policy"] == "openai" and "trained" not in manifest["config"]["conditions"]
 
 
+# A game is dozens of model calls on two CPU cores; 600 s was not enough on a loaded machine.
+@pytest.mark.timeout(1800)
 def test_policy_plays_real_alfworld_games(llamacpp_server, tmp_path):
     try:
         import alfworld  # noqa: F401
