@@ -105,6 +105,7 @@ def test_kto_and_text_actions(tiny_chat, store, tmp_path):
 
 
 @pytest.mark.slow  # a fresh interpreter importing torch, transformers and TRL, then two trainings
+@pytest.mark.timeout(1800)  # its subprocesses may take 900 + 300 + 300 s
 def test_cli_train_trl_registers_and_gates(tiny_chat, store, tmp_path):
     db = str(store.engine.url.database)
     args = [sys.executable, "-m", "skillmem.cli", "--db", db, "train", "--policy", "trl", "--base-model",
