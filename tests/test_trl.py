@@ -23,12 +23,9 @@ from skillmem.policy.base import Prompt
 
 pytest.importorskip("trl", reason="the trl extra: pip install -e '.[trl]'")
 
+from test_export import ADM, BAD, GOAL, GOOD  # the same heat-task episodes the export tests record
+
 ROOT = Path(__file__).resolve().parents[1]
-ADM = ["go to countertop 1", "go to fridge 1", "go to microwave 1", "take apple 1 from countertop 1",
-       "heat apple 1 with fridge 1", "heat apple 1 with microwave 1"]
-GOAL = "heat some apple and put it in countertop."
-GOOD = ["go to countertop 1", "take apple 1 from countertop 1", "go to microwave 1", "heat apple 1 with microwave 1"]
-BAD = ["go to countertop 1", "take apple 1 from countertop 1", "go to fridge 1", "heat apple 1 with fridge 1"]
 
 
 def fill_store(mem: SkillMemory, tasks: int = 3) -> None:
