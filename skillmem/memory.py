@@ -280,7 +280,7 @@ class SkillMemory:
         kinds = tuple("demonstration" if x == "demo" else x for x in kinds)
         if token_budget <= 0 or (k <= 0 and k_demos <= 0):
             return Context()
-        self._index.sync()  # one cheap max(lesson_events.id) unless another process changed memory
+        self._index.refresh()  # no SQL unless memory changed here, or the last probe is over 50 ms old
         query = self.embedder.encode([query_text(goal, observation)])
         ctx = build_context(self._index, query, namespace=ns, task_type=task_type or None, k=k,
                             k_demos=k_demos, token_budget=token_budget, kinds=kinds)

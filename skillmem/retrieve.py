@@ -138,27 +138,42 @@ def mmr(cands: list[tuple[str, int, float, np.ndarray]], k: int, lam: float = MM
     """Maximal marginal relevance: relevant, and unlike what is already chosen; ties go to the lower id."""
     if not cands or k <= 0:
         return []
-    vecs = np.array([c[3] for c in cands], dtype=np.float32)
-    rel = lam * np.array([c[2] for c in cands], dtype=np.float64)
-    ids = np.array([c[1] for c in cands])
-    redundancy = np.zeros(len(cands))
-    blocked = np.zeros(len(cands), dtype=bool)
+    chosen = mmr_order(np.array([c[1] for c in cands], dtype=np.int64), np.array([c[2] for c in cands]),
+                       np.array([c[3] for c in cands], dtype=np.float32), k, lam)
+    return [cands[i] for i in chosen]
+
+
+def mmr_order(ids: np.ndarray, scores: np.ndarray, vecs: np.ndarray, k: int, lam: float = MMR_LAMBDA) -> list[int]:
+    """`mmr` on arrays: the positions chosen, in order of choice."""
+    n = len(ids)
+    if n == 0 or k <= 0:
+        return []
+    # Candidates by id: argmax takes the first of equal values, so ties go to the lower id.
+    by_id = np.argsort(ids, kind="stable")
+    vecs = vecs[by_id]
+    rel = (lam * 1e6) * scores[by_id].astype(np.float64)
+    redundancy = np.zeros(n)
+    blocked = np.zeros(n, dtype=bool)
+    value = np.empty(n)
+    penalty = (1 - lam) * 1e6
     chosen: list[int] = []
-    for _ in range(min(k, len(cands))):
-        # Rounding makes ties exact, so equal inputs give the same order whatever the float noise.
-        value = np.round(rel - (1 - lam) * redundancy, 6)
-        value[blocked | (redundancy >= NEAR_COPY_COSINE)] = -np.inf
-        best = int(np.argmax(value))
+    rounds = min(k, n)
+    for _ in range(rounds):
+        # Rounded to 1e-6 (value is scaled by 1e6), so ties are exact whatever the float noise.
+        np.rint(np.subtract(rel, np.multiply(redundancy, penalty, out=value), out=value), out=value)
+        value[blocked] = -np.inf
+        best = int(value.argmax())
         if value[best] == -np.inf:
             break
-        ties = np.flatnonzero(value == value[best])
-        if len(ties) > 1:
-            best = int(ties[np.argmin(ids[ties])])
         chosen.append(best)
-        blocked[best] = True
+        if len(chosen) == rounds:
+            break
         # Only the chosen rows of the similarity matrix are ever needed: k products, not n.
-        np.maximum(redundancy, vecs @ vecs[best], out=redundancy)
-    return [cands[i] for i in chosen]
+        row = vecs @ vecs[best]
+        blocked[best] = True
+        blocked |= row >= NEAR_COPY_COSINE  # a near copy of a chosen item adds nothing: never take it
+        np.maximum(redundancy, row, out=redundancy)
+    return by_id[chosen].tolist()
 
 
 def build_context(index: MemoryIndex, query: np.ndarray, *, namespace: str, task_type: Optional[str], k: int,
@@ -168,23 +183,27 @@ def build_context(index: MemoryIndex, query: np.ndarray, *, namespace: str, task
     The caller has synced `index` (one probe read): its items are exactly the active ones
     as of the mark, so no SQL is read here.
     """
-    lesson_c: list[tuple[str, int, float, np.ndarray]] = []
-    demo_c: list[tuple[str, int, float, np.ndarray]] = []
+    picked: dict[str, list[tuple[Item, float]]] = {LESSON: [], DEMO: []}
+    wanted = []
     if LESSON in kinds and k > 0:
         parts = [partition_name(namespace, LESSON)] + ([partition_name(namespace, LESSON, task_type)]
                                                         if task_type else [])
-        lesson_c = index.candidates(parts, query, max(4 * k, 32))
+        wanted.append((LESSON, parts, max(4 * k, 32), k))
     if DEMO in kinds and k_demos > 0:
-        demo_c = index.candidates([partition_name(namespace, DEMO, task_type)], query, max(4 * k_demos, 8))
-    # Only this namespace's items that are active as of the mark (the partition already
-    # says the namespace; the item check costs nothing and holds if partition names collide).
-    picked: dict[str, list[tuple[Item, float]]] = {}
-    for kind, cands, limit in ((LESSON, lesson_c, k), (DEMO, demo_c, k_demos)):
-        cached = index.items
-        live = [(c, it) for c in cands for it in [cached.get((kind, c[1]))]
-                if it is not None and it.namespace == namespace]
-        by_id = {c[1]: it for c, it in live}
-        picked[kind] = [(by_id[c[1]], c[2]) for c in mmr([c for c, _ in live], limit)]
+        wanted.append((DEMO, [partition_name(namespace, DEMO, task_type)], max(4 * k_demos, 8), k_demos))
+    cached = index.items
+    for kind, parts, n, limit in wanted:
+        ids, scores, vecs = index.candidate_arrays(parts, query, n)
+        if not len(ids):
+            continue
+        # Only this namespace's items that are active as of the mark (the partition already
+        # says the namespace; the item check costs nothing and holds if partition names collide).
+        its = [cached.get((kind, i)) for i in ids.tolist()]
+        keep = [j for j, it in enumerate(its) if it is not None and it.namespace == namespace]
+        if len(keep) < len(its):
+            ids, scores, vecs, its = ids[keep], scores[keep], vecs[keep], [its[j] for j in keep]
+        score_l = scores.tolist()
+        picked[kind] = [(its[j], score_l[j]) for j in mmr_order(ids, scores, vecs, limit)]
     # Greedy fill: lines are joined by newlines, so tokens add up part by part.
     lines: list[str] = []
     used = 0

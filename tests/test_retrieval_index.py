@@ -156,3 +156,36 @@ def test_retrieval_reads_no_sql_unless_memory_changed(backend, tmp_path, request
                                                                    record=False).lessons}
     assert statements  # a change was read, once
     m.close()
+
+
+def test_probe_is_skipped_within_its_interval_and_another_process_is_seen_after_it(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    db = str(tmp_path / "skillmem.db")
+    m = open_memory(db, tmp_path)
+    heat(m)
+    m.retrieve(QUERY, task_type="heat", record=False)
+    reads = []
+    real_read = m._index._probe.read
+    m._index._probe.read = lambda: reads.append(1) or real_read()
+    m._index.probe_interval = 3600.0
+    for _ in range(20):
+        m.retrieve(QUERY, task_type="heat", record=False)
+    assert reads == []  # no SQL at all: the last probe is trusted for its interval
+    # This process's own write is seen at once, whatever the interval.
+    m.add_lesson(Lesson(trigger="the oven is cold", fix="turn the oven on", task_type="heat", scope="task"))
+    assert "the oven is cold" in served(m, "heat")
+    # Another process's write: not read while the probe is trusted, read once the interval is over.
+    code = ("import sys; from skillmem import SkillMemory, Lesson; from skillmem.embed import HashingEmbedder; "
+            "m = SkillMemory(sys.argv[1], embedder=HashingEmbedder(), index_dir=sys.argv[2]); "
+            "m.add_lesson(Lesson(trigger='the kettle is empty', fix='fill it at the sink', task_type='heat', "
+            "scope='task')); m.close()")
+    subprocess.run([sys.executable, "-c", code, db, str(tmp_path / "other-index")], check=True, timeout=600,
+                   env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert "the kettle is empty" not in served(m, "heat")
+    m._index.probe_interval = 0.05
+    time.sleep(0.06)
+    assert "the kettle is empty" in served(m, "heat")
+    m.close()

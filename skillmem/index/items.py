@@ -7,6 +7,7 @@ rendering need (the full row is loaded on demand, see `MemoryIndex.rows`).
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any, Optional
 from urllib.parse import quote
 
@@ -39,6 +40,7 @@ def item_text(kind: str, row: Any) -> str:
     return lesson_text(row) if kind == LESSON else demo_text(row)
 
 
+@lru_cache(maxsize=8192)  # quote() costs more than a search of a small partition; names repeat
 def partition_name(namespace: str, kind: str, task_type: Optional[str] = None) -> str:
     """"ns/lesson/general", "ns/lesson/task:T" or "ns/demo/task:T", with ns and T percent-quoted.
 

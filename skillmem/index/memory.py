@@ -2,9 +2,12 @@
 
 It holds, for every active lesson and demonstration, its vector (in a `VectorIndex`
 partition) and a compact `Item` (the fields retrieval renders), so that a retrieval reads
-no SQL unless memory changed. Whether it changed is one cheap read per retrieval on a
-connection kept open (`HeadProbe`: the largest `lesson_events.id` and the store's id);
-the changes since the mark are then applied in place, by any process's writes.
+no SQL unless memory changed. Whether it changed is one cheap read on a connection kept
+open (`HeadProbe`: the largest `lesson_events.id` and the store's id), made by a retrieval
+only when this process wrote to lesson_events since the last one or the last one is over
+`PROBE_INTERVAL` (50 ms) old; the changes since the mark are then applied in place, by
+any process's writes. So another process's change is retrievable within 50 ms plus the
+sync, this process's own at once.
 
 The index is saved next to the database with its mark, the store's identity and a
 fingerprint of the event at the mark. A saved index is used only for the same store at
@@ -44,6 +47,12 @@ REBUILD_AFTER_EVENTS = 5_000
 ROW_CACHE = 20_000  # full rows kept for `Context.lessons` / `.demonstrations`
 _SQL_CHUNK = 900  # under SQLite's bound-parameter limit on old builds
 ENV_INDEX_KIND = "SKILLMEM_INDEX"  # auto | exact | ivf
+
+# How long after one probe of the high-water mark the next retrieval trusts it without
+# asking: another process's change is seen within this (plus the sync), this process's own
+# changes at once (see `_note_local_write`). At an agent's step rate that is one SQL read in
+# many retrievals instead of one in each (on PostgreSQL a read is a network round trip).
+PROBE_INTERVAL = 0.05
 
 _PROBE_SQL = ("SELECT (SELECT COALESCE(MAX(id), 0) FROM lesson_events), "
               "(SELECT value FROM skillmem_meta WHERE key = 'store_id')")
@@ -185,6 +194,43 @@ def default_index_dir(url: str, index_dir: Any = None) -> Path:
 
 # --------------------------------------------------------------------------- the change probe
 
+# Writes to lesson_events committed through SQLAlchemy in this process (any engine): a
+# retrieval that sees this counter move probes at once instead of trusting its last probe.
+_local_writes = [0]
+_listening = threading.Lock()
+_listeners_on = [False]
+_FLAG = "skillmem_lesson_events_written"
+
+
+def _mark_write(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
+    if "lesson_events" in statement and statement.lstrip()[:6].upper() in ("INSERT", "UPDATE", "DELETE"):
+        conn.info[_FLAG] = True
+        _local_writes[0] += 1
+
+
+def _bump_on_commit(conn: Any) -> None:
+    if conn.info.get(_FLAG):
+        _local_writes[0] += 1
+
+
+def _bump_on_checkin(dbapi_connection: Any, record: Any) -> None:
+    # After the commit: a probe that raced the commit above is followed by another.
+    if record is not None and record.info.pop(_FLAG, None):
+        _local_writes[0] += 1
+
+
+def _listen_for_local_writes() -> None:
+    with _listening:
+        if _listeners_on[0]:
+            return
+        from sqlalchemy.pool import Pool
+
+        event.listen(Engine, "before_cursor_execute", _mark_write)
+        event.listen(Engine, "commit", _bump_on_commit)
+        event.listen(Pool, "checkin", _bump_on_checkin)
+        _listeners_on[0] = True
+
+
 
 class HeadProbe:
     """(high-water mark, store id) in one read on a connection it keeps open.
@@ -293,6 +339,10 @@ class MemoryIndex:
         self._dirty = False
         self._saved_at = 0.0
         self.rebuilds = 0  # full rebuilds this process did (the multi-process test counts them)
+        self.probe_interval = PROBE_INTERVAL
+        self._probed_at = -1e18  # monotonic time of the last probe `refresh` trusts
+        self._probed_writes = -1  # _local_writes when it was taken
+        _listen_for_local_writes()
 
     @property
     def embedder(self) -> Embedder:
@@ -465,6 +515,16 @@ class MemoryIndex:
             self.maybe_save()
             return len(changed)
 
+    def refresh(self) -> None:
+        """`sync` for a retrieval: skipped while the last probe is under `probe_interval` old
+        and no write to lesson_events was committed in this process since."""
+        writes = _local_writes[0]
+        now = time.monotonic()
+        if writes == self._probed_writes and now - self._probed_at < self.probe_interval and self.index is not None:
+            return
+        self.sync()
+        self._probed_at, self._probed_writes = now, writes
+
     def sync_if_loaded(self) -> None:
         """Catch up only if this process already uses the index (a status change must not load a model)."""
         if self.index is not None:
@@ -520,6 +580,24 @@ class MemoryIndex:
         if len(partitions) == 1 and not keys:
             return out
         return [out[i] for i in sorted(range(len(out)), key=keys.__getitem__)]
+
+    def candidate_arrays(self, partitions: Sequence[str], query: np.ndarray, n: int
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """`candidates` as arrays, for retrieval: (ids, cosines, vectors), sorted by score then id."""
+        with self._lock:
+            hits = [self.index.search_one(p, query, n) for p in partitions]
+        hits = [h for h in hits if len(h[1])]
+        if not hits:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros((0, self.index.dim), np.float32)
+        if len(hits) == 1:
+            scores, ids, vecs = hits[0]
+        else:
+            scores = np.concatenate([h[0] for h in hits])
+            ids = np.concatenate([h[1] for h in hits])
+            vecs = np.concatenate([h[2] for h in hits])
+        # Rounding makes ties exact, so equal inputs give the same order whatever the float noise.
+        order = np.lexsort((ids, -np.round(scores.astype(np.float64), 6)))
+        return ids[order], scores[order], vecs[order]
 
     def item(self, kind: str, item_id: int) -> Optional[Item]:
         """The cached active item, or None if it is not retrievable (as of the mark)."""
@@ -584,6 +662,6 @@ class MemoryIndex:
         return report
 
 
-__all__ = ["MemoryIndex", "HeadProbe", "head_event_id", "fetch_rows", "fetch_all_active", "fetch_active_items",
+__all__ = ["MemoryIndex", "HeadProbe", "PROBE_INTERVAL", "head_event_id", "fetch_rows", "fetch_all_active", "fetch_active_items",
            "reader_engine", "active_ids", "insert_ignore", "embed_texts", "load_vectors", "default_index_dir",
            "partition_of", "REBUILD_AFTER_EVENTS", "ROW_CACHE"]

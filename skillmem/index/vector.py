@@ -370,6 +370,61 @@ class VectorIndex:
         scores[ids < 0] = -np.inf
         return scores, ids
 
+    def search_one(self, partition: str, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Top-`k` of one query with the hits' stored vectors: (scores (h,), ids (h,), vectors (h, dim)).
+
+        Only real hits (h <= k), best first. The retrieval path: one call into faiss
+        (search and reconstruct together) and no padding, since every microsecond here is
+        paid at every agent step.
+        """
+        q = query if (query.dtype == np.float32 and query.ndim == 2 and query.flags.c_contiguous) else \
+            self._as_vectors(query, "query")
+        if q.shape != (1, self.dim):
+            raise ValueError(f"query must have shape (1, {self.dim}), got {q.shape}")
+        with self._lock:
+            index = self._parts.get(partition)
+            n = 0 if index is None else index.ntotal
+            if n == 0 or k <= 0:
+                return np.zeros(0, np.float32), np.zeros(0, np.int64), np.zeros((0, self.dim), np.float32)
+            kk = min(int(k), n)
+            ivf = _is_ivf(index)
+            if self.device == "gpu" and kk <= GPU_MAX_K:
+                s, found = self.search(partition, q, kk)
+                s, found = s[0], found[0]
+                keep = found >= 0
+                s, found = s[keep], found[keep]
+                return s, found, (index.reconstruct_batch(found) if len(found) else
+                                  np.zeros((0, self.dim), np.float32))
+            if ivf:
+                index.nprobe = min(self.nprobe, index.nlist)
+            s, found, vecs = self._one_thread(index.search_and_reconstruct, q, kk)
+            s, found, vecs = s[0], found[0], vecs[0]
+            fresh = self._fresh.get(partition) if ivf else None
+            if fresh is not None and fresh[0].ntotal:
+                fs, fi, fv = self._one_thread(fresh[0].search_and_reconstruct, q, min(kk, fresh[0].ntotal))
+                s, found, vecs = np.concatenate([s, fs[0]]), np.concatenate([found, fi[0]]), np.concatenate([vecs, fv[0]])
+                # The buffer repeats items of the inverted file: each id once, best first.
+                order = np.lexsort((found, -s))
+                s, found, vecs = s[order], found[order], vecs[order]
+                _, first = np.unique(found, return_index=True)
+                first.sort()
+                s, found, vecs = s[first][:kk], found[first][:kk], vecs[first][:kk]
+        keep = found >= 0
+        if not keep.all():
+            s, found, vecs = s[keep], found[keep], vecs[keep]
+        return s, found, vecs
+
+    @staticmethod
+    def _one_thread(call: Any, q: np.ndarray, k: int) -> Any:
+        threads = faiss.omp_get_max_threads()
+        if threads == 1:
+            return call(q, k)
+        faiss.omp_set_num_threads(1)  # see _search_one_thread
+        try:
+            return call(q, k)
+        finally:
+            faiss.omp_set_num_threads(threads)
+
     @staticmethod
     def _search_one_thread(index: Any, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         # A few queries gain nothing from OpenMP threads, and on a busy machine their barrier
