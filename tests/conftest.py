@@ -3,8 +3,10 @@
 Real components are the parts a test cannot fake: real ALFWorld, PostgreSQL, TextWorld-Express
 (a JVM), a real LLM server. A test that needs one carries its marker (`alfworld`, `postgres`,
 `twx`, `llm_server`; registered in pyproject.toml) or uses it through a fixture that says so
-(`pg_url`), and skips with the reason when the part is missing. Under CI (`CI=true`) every skip
-is a failure instead, with the same reason: a green CI run cannot hide a missing part. Each run
+(`pg_url`); code that finds a part missing calls `missing(name, reason)` (or `require(name)`).
+That skips with the reason, or under CI (`CI=true`) fails with it: a green CI run cannot hide a
+missing part. Other skips stay skips under CI: they say a condition of this machine, not a part
+CI failed to provide (the GPU-only test on a machine with no GPU). Each run
 counts the tests that ran against each part and the real games played, prints the counts, and
 appends them to $SKILLMEM_TEST_TALLY when that is set (`.ci/run` prints the sum at the end).
 """
@@ -18,6 +20,7 @@ import os
 import shutil
 import sys
 import uuid
+from typing import NoReturn
 
 import pytest
 
@@ -58,7 +61,7 @@ def _missing_java() -> str | None:
 
 
 # name -> (what it is, a check that returns why it is missing or None). A component without a
-# check is checked by its own fixture (which skips with the reason).
+# check is checked by its own fixture (which calls `missing`).
 COMPONENTS: dict[str, tuple[str, object]] = {
     "alfworld": ("real ALFWorld", _missing_alfworld),
     "postgres": ("PostgreSQL", _missing_postgres),
@@ -73,6 +76,29 @@ GAMES = {"alfworld": 0, "twx": 0}
 _TESTS: dict[str, int] = {name: 0 for name in COMPONENTS}
 _used_now: set[str] = set()
 _skipped_now = False
+
+
+def missing(name: str, reason: str) -> NoReturn:
+    """Stops the running test, fixture or test module (at import): real component `name` is not here.
+
+    Outside CI it skips with `reason` (say what to install or set); under CI it fails with it.
+    """
+    if name not in COMPONENTS:
+        raise ValueError(f"unknown real component {name!r}; add it to COMPONENTS in tests/conftest.py")
+    what = f"missing real component ({COMPONENTS[name][0]}): {reason}"
+    if CI:
+        pytest.fail(f"CI=true: {what}. Under CI a required real component that is missing is a failure, "
+                    "not a skip (./run test installs or starts it; its output above says why it could not)",
+                    pytrace=False)
+    pytest.skip(what, allow_module_level=True)
+
+
+def require(name: str) -> None:
+    """Calls `missing` when component `name`'s check finds it absent (at module level or in a test)."""
+    check = COMPONENTS[name][1]
+    reason = check() if check is not None else None
+    if reason:
+        missing(name, reason)
 
 
 def real_part_used(name: str) -> None:
@@ -130,11 +156,9 @@ def pytest_configure(config):
 
 
 def pytest_runtest_setup(item):
-    for name, (_, missing) in COMPONENTS.items():
-        if missing is not None and item.get_closest_marker(name) is not None:
-            reason = missing()
-            if reason:
-                pytest.skip(reason)
+    for name in COMPONENTS:
+        if item.get_closest_marker(name) is not None:
+            require(name)
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -150,34 +174,12 @@ def pytest_runtest_protocol(item, nextitem):
             _TESTS[name] += 1
 
 
-def _ci_failure(what: str, reason: str) -> str:
-    return (f"CI=true: {what} was skipped, and under CI a skip is a failure "
-            f"(a required real component is missing or a test cannot run): {reason}")
-
-
-def _skip_reason(longrepr) -> str:
-    if isinstance(longrepr, tuple) and len(longrepr) == 3:
-        return str(longrepr[2]).removeprefix("Skipped: ")
-    return str(longrepr)
-
-
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     global _skipped_now
     rep = (yield).get_result()
     if rep.skipped and not hasattr(rep, "wasxfail"):
-        _skipped_now = True  # not counted as run against its components, under CI or not
-        if CI:
-            rep.outcome = "failed"
-            rep.longrepr = _ci_failure(item.nodeid, _skip_reason(rep.longrepr))
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_make_collect_report(collector):
-    rep = (yield).get_result()
-    if CI and rep.skipped:
-        rep.outcome = "failed"
-        rep.longrepr = _ci_failure(collector.nodeid or "the test collection", _skip_reason(rep.longrepr))
+        _skipped_now = True  # not counted as run against its components
 
 
 def _tally() -> dict:
@@ -242,9 +244,7 @@ def _drop_pg_database(url: str) -> None:
 
 @pytest.fixture
 def pg_url():
-    reason = _missing_postgres()
-    if reason:
-        pytest.skip(reason)  # a failure under CI (pytest_runtest_makereport)
+    require("postgres")
     real_part_used("postgres")
     url = _fresh_pg_database()
     yield url

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from conftest import missing
 
 MODEL_ALIAS = "smollm2-135m-instruct"
 
@@ -41,9 +42,7 @@ def smollm2_gguf() -> Path | None:
 
 
 def _missing(reason: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason}; CI must have it (./run test runs .ci/llamacpp.sh)")
-    pytest.skip(f"{reason}; run `bash .ci/llamacpp.sh .venv/bin/python` to install it")
+    missing("llm_server", f"{reason}; run `bash .ci/llamacpp.sh .venv/bin/python` to install it")
 
 
 @dataclass

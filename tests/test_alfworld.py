@@ -13,15 +13,13 @@ import re
 import time
 
 import pytest
+from conftest import require
 
 from eval.envs import household as hh
 from eval.envs.alfworld_env import AlfworldEnv, games_root
 from eval.envs.base import ALFWORLD_TASK_TYPES, INFO_KEYS, list_tasks, make_env
 
-pytest.importorskip("alfworld", reason="real ALFWorld needs `bash .ci/alfworld.sh .venv/bin/python`")
-pytest.importorskip("textworld")
-if not (games_root() / "train").is_dir():
-    pytest.skip(f"no ALFWorld games under {games_root()}", allow_module_level=True)
+require("alfworld")  # the packages and the games: a skip with the reason, a failure under CI
 
 
 def _games(split: str, per_type: int) -> list[str]:

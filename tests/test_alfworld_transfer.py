@@ -5,6 +5,7 @@ from __future__ import annotations
 from types import SimpleNamespace as NS
 
 import pytest
+from conftest import require
 
 from skillmem.policy import hints_from_context
 from skillmem.domains.alfworld import HouseholdDomain
@@ -55,12 +56,10 @@ def test_exploration_tries_new_kinds_of_places_and_open_surfaces_first():
 
 
 def test_real_game_teacher_is_the_walkthrough():
-    pytest.importorskip("alfworld")
-    from eval.envs.alfworld_env import AlfworldEnv, games_root
+    require("alfworld")
+    from eval.envs.alfworld_env import AlfworldEnv
     from eval.envs.base import list_tasks
 
-    if not (games_root() / "train").is_dir():
-        pytest.skip(f"no ALFWorld games under {games_root()}")
     env = AlfworldEnv(list_tasks("alfworld", "train", 1, seed=0)[0].task_id)
     try:
         assert env.expert_action() is None and env.optimal_actions() == set()  # not started

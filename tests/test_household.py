@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import missing
 
 from eval.envs import TaskSpec, list_tasks, make_env
 from eval.envs.base import ALFWORLD_TASK_TYPES, INFO_KEYS, SPLITS
@@ -21,7 +22,13 @@ from eval.envs.household import (
 
 GAMES = Path(os.environ.get("SKILLMEM_ALFWORLD_DIR", Path(__file__).resolve().parents[2] / "shared" / "alfworld"))
 TRAIN_GAMES = sorted(glob.glob(str(GAMES / "train" / "*" / "*" / "game.tw-pddl")))
-needs_games = pytest.mark.skipif(not TRAIN_GAMES, reason=f"no ALFWorld games under {GAMES}")
+needs_games = pytest.mark.usefixtures("alfworld_games")  # the game files only, not the engine
+
+
+@pytest.fixture
+def alfworld_games():
+    if not TRAIN_GAMES:
+        missing("alfworld", f"no ALFWorld games under {GAMES}: set SKILLMEM_ALFWORLD_DIR to the games folder")
 
 
 def _random_walk(env: HouseholdEnv, rng: random.Random, n: int) -> dict:
@@ -269,7 +276,10 @@ def test_random_play_success_rate_per_task_type_and_speed():
 
 @pytest.mark.twx
 def test_twexpress_smoke_and_random_difficulty():
-    pytest.importorskip("textworld_express")
+    try:
+        import textworld_express  # noqa: F401
+    except ImportError as e:
+        missing("twx", f"textworld-express does not import ({e}): pip install -e .")
     from eval.envs.twexpress import TwxEnv, new_server
 
     env = make_env(list_tasks("twexpress", "valid_seen", 1, seed=0)[0])
@@ -306,9 +316,9 @@ def test_alfworld_adapter_lists_games_and_plays_walkthrough():
         if specs:
             with pytest.raises(ImportError, match=r"pip install -e \.\[alfworld\]"):
                 make_env(specs[0]).reset()
-        pytest.skip("real ALFWorld needs `pip install -e .[alfworld]`")
+        missing("alfworld", "real ALFWorld is not installed: run `bash .ci/alfworld.sh .venv/bin/python`")
     if not specs:
-        pytest.skip(f"no ALFWorld games under {GAMES}")
+        missing("alfworld", f"no ALFWorld games under {GAMES}: set SKILLMEM_ALFWORLD_DIR to the games folder")
     env = make_env(specs[0])
     obs, info = env.reset()
     assert set(INFO_KEYS) <= set(info)

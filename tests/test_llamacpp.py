@@ -10,10 +10,10 @@ the whole module takes a few minutes on two cores.
 from __future__ import annotations
 
 import json
-import os
 import random
 
 import pytest
+from conftest import missing
 
 from llamacpp_server import llamacpp_server  # noqa: F401  (session fixture)
 from skillmem import SkillMemory
@@ -127,9 +127,7 @@ def test_policy_plays_real_alfworld_games(llamacpp_server, tmp_path):
 
         alfworld_tasks("valid_seen", 1)
     except (ImportError, FileNotFoundError) as e:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"real ALFWorld is missing in CI: {e}")
-        pytest.skip(f"real ALFWorld is not here: {e}")
+        missing("alfworld", f"{e}: run `bash .ci/alfworld.sh .venv/bin/python`")
     from eval.report import llm_table, load, summarize
     from eval.runner import RunConfig, run
 

