@@ -13,9 +13,10 @@ Reflection, hints, policies and training data ask a domain, never a constant of 
 
 `TextDomain` is correct for any agent whose actions are strings or tool calls
 (``refund(order_id='ORD-1004', amount=80.0)``): it keeps case and values, slots only what the
-goal names (ids, numbers, quoted strings, codes, the goal's nouns) and never argument names,
-reads tool errors and a verifier's reason as failure and ordinary prose ("unable to" in a
-reply) as not-a-failure. World packs (``skillmem/domains/...``) subclass it and add what only
+goal names (ids, numbers, quoted strings, codes, and the goal's nouns that an action of the
+episode also names) and never argument names, reads tool errors, a verifier's reason, a command
+the world did not offer and a no-op reply as failure and ordinary prose ("unable to" in a
+reply) as not-a-failure, and names the mistakes any agent makes (`TextDomain.diagnose`). World packs (``skillmem/domains/...``) subclass it and add what only
 their world knows; the core never imports a pack: whoever runs the agent passes one in.
 
     from skillmem.domain import TextDomain
@@ -51,6 +52,7 @@ class StepView:
     feedback: str = ""
     error: Optional[str] = None  # the step's error column: a tool's error status, an exception
     observation: str = ""
+    admissible: Optional[tuple[str, ...]] = None  # the commands the world offered before this step, if it lists them
 
 
 @dataclass(frozen=True)
@@ -127,7 +129,11 @@ class SlotMap:
     kinds: dict[str, str] = field(default_factory=dict)  # slot -> "id" | "number" | "text" | "code" | "noun"
 
     @classmethod
-    def from_goal(cls, goal: str) -> "SlotMap":
+    def from_goal(cls, goal: str, actions: Optional[Iterable[str]] = None) -> "SlotMap":
+        """The goal's values as slots. With `actions` (an episode's actions), a goal word is a noun slot
+        only when some action also names it as an argument: "order" in "Refund order ORD-1" names
+        nothing a call takes, so it stays prose. Noun slots keep the numbers they have without
+        `actions`, so one goal's slots read the same whichever way they were made."""
         m = cls()
         text = goal or ""
         taken: list[tuple[int, int]] = []
@@ -148,6 +154,11 @@ class SlotMap:
             if i == 0 or len(w) < 3 or w.lower() in _STOP or not free(a, b):
                 continue
             m.add("noun", w)
+        if actions is not None:
+            named = argument_words(actions)
+            for slot in [k for k, kind in m.kinds.items() if kind == "noun"]:
+                if m.values[slot].lower() not in named:
+                    del m.values[slot], m.kinds[slot]
         return m
 
     def add(self, kind: str, value: str) -> str:
@@ -257,6 +268,51 @@ def call_name(action: str) -> str:
     """The tool a call names ("" for a text command)."""
     c = parse_call(action)
     return c[0] if c else ""
+
+
+def argument_words(actions: Iterable[str]) -> set[str]:
+    """The lower-cased words actions take as arguments: a call's values (never its argument names),
+    a text command's words after its verb."""
+    out: set[str] = set()
+    for a in actions:
+        c = parse_call(a or "")
+        text = " ".join(v for _, v in c[1]) if c else " ".join((a or "").split()[1:])
+        out.update(w.lower() for w in _WORD.findall(text))
+    return out
+
+
+def _content(text: str) -> set[str]:
+    """The words of `text` that can name something (three letters or more, not a stopword)."""
+    return {w.lower() for w in _WORD.findall(text or "") if len(w) >= 3 and w.lower() not in _STOP}
+
+
+# A text command's arguments are the phrases between its verb and its prepositions ("take X from Y").
+_PREPOSITION = re.compile(r"\s+(?:from|to|in|into|on|onto|with|at|under|over|for|by|about|using|inside|off)\s+",
+                          re.IGNORECASE)
+
+
+def arguments(action: str) -> list[str]:
+    """What an action acts on: a call's argument values (unquoted), a text command's phrases."""
+    c = parse_call(action or "")
+    if c is not None:
+        return [v.strip().strip("'\"") for _, v in c[1] if v.strip().strip("'\"")]
+    head, _, rest = " ".join((action or "").split()).partition(" ")
+    return [p for p in _PREPOSITION.split(rest) if p]
+
+
+def resembles(value: str, goal_value: str) -> bool:
+    """Is `value` a look-alike of `goal_value`: close to it but not it? ("butterknife" of "knife",
+    "ORD-1005" or "ORD-1030" of "ORD-1004"; never a value equal to it, whatever its case)."""
+    a, b = value.lower(), goal_value.lower()
+    if a == b or len(b) < 3 or len(a) < 3:
+        return False
+    if a.isalpha() and b.isalpha():
+        return b in a or (a in b and len(a) >= 4)
+    if _ID.fullmatch(value) and _ID.fullmatch(goal_value):
+        # The same shape (letters, separators, digit count) with other digits: another record's id.
+        shape = re.sub(r"\d", "9", a) == re.sub(r"\d", "9", b)
+        return shape and sum(x != y for x, y in zip(a, b)) <= max(2, len(b) // 3)
+    return False
 
 
 # --------------------------------------------------------------------------- the protocol
@@ -394,7 +450,28 @@ class TextDomain:
             return Verdict(True, f"error: {_clip(fb, 160)}")
         if _REFUSED.search(fb):
             return Verdict(True, f"refused command: {_clip(fb, 160)}")
+        if step.admissible and not call_name(step.action) and not self.is_reasoning(step.action) and \
+                self.action_key(step.action) not in {self.action_key(a) for a in step.admissible}:
+            return Verdict(True, "not an admissible command: the world did not offer it")
         return Verdict(False)
+
+    def noop_replies(self, steps: Sequence[StepView]) -> dict[int, str]:
+        """Steps the world answered with a no-op: one short reply, naming nothing the command named,
+        given to two or more different commands of the episode (the "nothing occurs"-style answers
+        of text games). Tool calls and structured replies are never read this way."""
+        seen: dict[str, tuple[set[str], list[int]]] = {}
+        for i, s in enumerate(steps):
+            if s.error or call_name(s.action) or self.step_kind(s) is not StepKind.action:
+                continue
+            reply = " ".join((s.feedback or "").split())
+            if not reply or len(reply) > 80 or reply[:1] in "{[" or reply.lower() in ACK_REPLIES or \
+                    _content(reply) & _content(s.action):
+                continue
+            keys, idx = seen.setdefault(reply, (set(), []))
+            keys.add(self.action_key(s.action))
+            idx.append(i)
+        return {i: f"no-op reply: {_clip(r, 60)} (the same answer to different commands)"
+                for r, (keys, idx) in seen.items() if len(keys) >= 2 for i in idx}
 
     def action_key(self, action: str) -> str:
         a = " ".join((action or "").split())
@@ -409,8 +486,8 @@ class TextDomain:
 
     # ----------------------------------------------------------- goal and state
 
-    def slots(self, goal: str) -> SlotMap:
-        return SlotMap.from_goal(goal)
+    def slots(self, goal: str, actions: Optional[Iterable[str]] = None) -> SlotMap:
+        return SlotMap.from_goal(goal, actions)
 
     def state(self, goal: str, steps: Sequence[StepView]) -> State:
         facts: set[str] = set()
@@ -441,6 +518,88 @@ class TextDomain:
                 return False
         return True
 
+    # ----------------------------------------------------------- mistakes a trace shows by itself
+
+    def diagnose(self, goal: str, steps: Sequence[StepView], i: int) -> Optional[tuple[str, str]]:
+        """The kind of mistake step `i` shows on its own, as (mistake, advice), or None.
+
+        In order: a look-alike of a value the goal names (another record's id, "butterknife" for
+        the goal's "knife"); a repeat of an earlier action that got the same answer (searching
+        again what was already seen); a step after which the next action failed because nothing
+        it named was where this step led; an action on something never shown (not in the goal,
+        an observation or any earlier answer); a command the world did not offer, or answered
+        with a no-op.
+        """
+        if not 0 <= i < len(steps):
+            return None
+        s = steps[i]
+        if self.step_kind(s) is StepKind.reasoning:
+            return None
+        args = arguments(s.action)
+        goal_values = [v for k, v in SlotMap.from_goal(goal).values.items() if v]
+        named = {w for a in args for w in [a.lower(), *(x.lower() for x in _WORD.findall(a))]}
+        for a in args:
+            for v in [a, *(w for w in _WORD.findall(a) if len(w) >= 3)]:
+                g = next((g for g in goal_values if resembles(v, g) and g.lower() not in named), None)
+                if g is not None:
+                    slot = SlotMap.from_goal(goal).add("noun", g)
+                    where = _arg_name(s.action, a)
+                    return (f"wrong look-alike {'value' if where else 'object'}: acted on one that resembles the "
+                            f"{slot} the goal names but is not it",
+                            f"use exactly the {slot} the goal names{' for ' + where if where else ''}, not a "
+                            f"look-alike of it")
+        acted = [j for j in range(i) if self.step_kind(steps[j]) is StepKind.action]
+        if self.step_kind(s) is StepKind.action and not self.failure(s):
+            reply = " ".join((s.feedback or "").split())
+            if any(self.action_key(steps[j].action) == self.action_key(s.action) and
+                   " ".join((steps[j].feedback or "").split()) == reply for j in acted):
+                return ("searched again what was already seen: repeated an earlier step and got the same result",
+                        "do not go back to what was already seen unchanged; try a place or option not yet tried")
+            nxt = next((j for j in range(i + 1, len(steps)) if self.step_kind(steps[j]) is not StepKind.reasoning),
+                       None)
+            if nxt is not None and not call_name(s.action) and not call_name(steps[nxt].action) and \
+                    self._failed(steps, nxt) and _content(s.feedback) & _content(" ".join(args)):
+                wanted = _content(" ".join(arguments(steps[nxt].action)))
+                # What the next step named exists (the world showed it before) but not where this step led.
+                shown = _content(" ".join([goal, *(x.observation for x in steps[: i + 1]),
+                                           *(x.feedback for x in steps[:i])]))
+                if wanted & shown and not wanted & _content(s.feedback):
+                    return ("went to the wrong place: the next step's object was not where this step led",
+                            f"before '{_verb(steps[nxt].action)}', go where what it acts on is in view")
+        if self._failed(steps, i):
+            seen = " ".join([goal, *(x.observation for x in steps[: i + 1]), *(x.feedback for x in steps[:i]),
+                             *(c for x in steps[: i + 1] for c in (x.admissible or ()))]).lower()
+            unseen = [a for a in args if a.lower() not in seen and not _SLOT_TOKEN.search(a)]
+            if unseen and not call_name(s.action):  # a call's made-up value is a wrong argument, named below
+                return ("acted on something never seen (hallucinated): it was not in the goal, any observation "
+                        "or earlier answer",
+                        "act only on what the world has shown (an observation, an answer, the offered commands); "
+                        "look or go where it may be first")
+            signal = self.failure(s).signal or self.noop_replies(steps).get(i, "")
+            if signal.startswith("not an admissible"):
+                return ("invalid command: not among the commands the world offered",
+                        "choose a command the world offers, in its wording")
+            if signal.startswith("no-op reply"):
+                return ("invalid command: the world answered with a no-op (the same non-answer to other commands)",
+                        "a no-op answer means nothing happened: change the command, not only its wording")
+        return None
+
+    def _failed(self, steps: Sequence[StepView], i: int) -> bool:
+        return bool(self.failure(steps[i])) or i in self.noop_replies(steps)
+
+    def wasted_step(self, trace: Any, slots: Any) -> Optional[int]:
+        """The first step that, in hindsight, went wrong without failing: a look-alike of what the goal
+        names, a repeat that got the same answer, a move after which the next step failed for want
+        of what it named (see diagnose). A failed step is found by the analysis itself."""
+        views = [StepView(s.action, s.feedback, s.error, s.observation, _tuple(getattr(s, "admissible", None)))
+                 for s in trace.steps]
+        for i, v in enumerate(views):
+            if self.step_kind(v) is StepKind.reasoning or self._failed(views, i):
+                continue
+            if self.diagnose(trace.goal, views, i) is not None:
+                return i
+        return None
+
     # ----------------------------------------------------------- rules
 
     def rules(self, trace: Any, pivot: Any, slots: SlotMap, success_plan: Sequence[str]) -> list[Rule]:
@@ -452,8 +611,10 @@ class TextDomain:
         """
         if pivot is None or pivot.step is None or pivot.step >= len(trace.steps):
             return []
-        views = [StepView(s.action, s.feedback, s.error, s.observation) for s in trace.steps]
+        views = [StepView(s.action, s.feedback, s.error, s.observation, _tuple(getattr(s, "admissible", None)))
+                 for s in trace.steps]
         step = views[pivot.step]
+        diag = self.diagnose(trace.goal, views, pivot.step)
         before = views[: pivot.step]
         st = self.state(trace.goal, before)
         sit = sorted(f for f in st.facts if not f.startswith("after calling"))
@@ -474,17 +635,28 @@ class TextDomain:
             return Rule(situation if situation is not None else when, bad, fix, scope, step=pivot.step,
                         mistake=mistake)
 
+        def named(mistake: str, fix: str) -> tuple[str, str]:
+            # What the trace shows about the mistake, beside the fix the evidence gives.
+            return (diag[0], f"{fix} ({diag[1]})") if diag else (mistake, fix)
+
         if pivot.corrected_action:
             fix = self.lesson_text(slots.abstract(pivot.corrected_action), before, slots)
             diff = _argument_difference(bad, fix)
             mistake = f"wrong argument {diff}" if diff else ("tool error" if verdict else "wrong action")
-            return [rule(_fix_sentence(fix, diff, verdict, ""), mistake)]
+            mistake, fix = named(mistake, _fix_sentence(fix, diff, verdict, bad))
+            return [rule(fix, mistake)]
         if verdict:
             same_tool = [p for p in success_plan if name and call_name(p) == name]
             if same_tool:
                 diff = _argument_difference(bad, same_tool[0])
-                return [rule(_fix_sentence(same_tool[0], diff, verdict, ""),
-                             f"wrong argument {diff}" if diff else "tool error")]
+                mistake, fix = named(f"wrong argument {diff}" if diff else "tool error",
+                                     _fix_sentence(same_tool[0], diff, verdict, bad))
+                return [rule(fix, mistake)]
+        if diag:
+            nxt = f"; the next step that worked elsewhere: {_fix_sentence(expected, '', Verdict(False), '')}" \
+                if expected else ""
+            return [rule(diag[1] + nxt, diag[0], "general" if not expected else "task")]
+        if verdict:
             hint = f"it failed ({verdict.signal}); read the error and change what it names before calling again"
             return [rule(hint, "tool error" if name else "failed command")]
         if pivot.reason == "loop" or "the last action changed nothing" in st.facts:
@@ -512,15 +684,17 @@ class TextDomain:
         reads ``[value]``: a lesson never quotes another episode's ids, and a demonstration can
         be replayed by reading the value where it came from (:func:`resolve`).
         """
-        def source(value: str) -> str:
+        def source(value: str, fallback: str = "[value]") -> str:
             for s in reversed(before):
-                if value and value in (s.feedback or ""):
+                if self.failure(s):
+                    continue  # an error text echoes the wrong value back; it is not where a value comes from
+                if value and re.search(rf"(?<![\w.]){re.escape(value)}(?![\w])", s.feedback or ""):
                     n = call_name(s.action)
                     if not n:
-                        return "[value]"
+                        return fallback
                     key = _json_key_of(s.feedback, value)
                     return f"[{n}.{key}]" if key else f"[from {n}]"
-            return "[value]"
+            return fallback
 
         call = parse_call(text)
         if call is not None:
@@ -530,6 +704,10 @@ class TextDomain:
                 raw = v.strip("'\"")
                 if not _SLOT_TOKEN.fullmatch(raw) and (_ID.fullmatch(raw) or _NUMBER.fullmatch(raw)):
                     v = source(raw)
+                elif raw and not _SLOT_TOKEN.search(raw) and (_CODE.fullmatch(raw) or v[:1] in "'\""):
+                    # A code or string an earlier tool returned (the order's currency): named by where it
+                    # came from; one no tool returned (a constant of the task) stays as written.
+                    v = source(raw, fallback=v)
                 out.append(f"{k}={v}" if k else v)
             return f"{name}(" + ", ".join(out) + ")"
         # In a text command a bare number is an instance ("door 3"): another episode's, never this one's.
@@ -620,16 +798,33 @@ def _argument_difference(bad: str, good: str) -> str:
     a, b = parse_call(bad), parse_call(good)
     if not a or not b or a[0] != b[0]:
         return ""
-    da, db = dict(a[1]), dict(b[1])
+    da, db = ({k: v.strip().strip("'\"") for k, v in c[1]} for c in (a, b))  # 'x' and "x" are one value
     diff = [k for k in dict.fromkeys([*da, *db]) if k and da.get(k) != db.get(k)]
     return ", ".join(diff)
 
 
-def _fix_sentence(fix: str, diff: str, verdict: Verdict, said: str) -> str:
-    """The fix as advice: the right call, which argument was wrong, what the failure said."""
+def _fix_sentence(fix: str, diff: str, verdict: Verdict, bad: str = "") -> str:
+    """The fix as advice: the right call, which argument to set, and why (the failed step it replaces)."""
     out = f"call {fix}" if parse_call(fix) else fix
     if diff:
-        out += f" ({diff} as shown)"
-    if verdict:
-        out += f"; the call failed with {verdict.signal.split(':', 1)[0]}"
+        # Which argument to change and why, as advice: the wrong value is what made the call fail.
+        wrong = f"a wrong {diff}" if "," not in diff else f"wrong values of {diff}"
+        out += f", with {diff} as shown" + (f": {wrong} made the call fail" if verdict else "")
+    elif verdict:
+        other = _verb_of(bad)
+        out += f" here, not {other}, which failed as called" if other and other != _verb_of(fix) else \
+            " instead of the call that failed"
     return out
+
+
+def _tuple(xs: Any) -> Optional[tuple[str, ...]]:
+    return tuple(xs) if xs else None
+
+
+def _arg_name(action: str, value: str) -> str:
+    """The argument name a call passes `value` under ("" for a text command or a positional value)."""
+    c = parse_call(action or "")
+    for k, v in (c[1] if c else []):
+        if v.strip().strip("'\"") == value:
+            return k
+    return ""

@@ -167,6 +167,10 @@ def test_support_agent_lessons_name_the_real_mistake_and_demos_replay(tmp_path):
         # No other episode's concrete values: no order ids, no amounts.
         assert not re.search(r"ORD-\d+", text), text
         assert not re.search(r"\b(?:100|20|30|45\.5|55|64|80|12)(?:\.0)?\b", text), text
+        # Advice, not a log line: the fix never ends on the failed step's signal.
+        assert not re.search(r"(?:tool error|failed with [\w ]+)\W*$", les.fix), les.fix
+    # ORD-1030 for the goal's ORD-1003: named as a look-alike of what the goal names, on its argument.
+    assert "look-alike" in by_episode[failures["order_id"]].provenance["mistake"]
     assert "[lookup_order.total]" in by_episode[failures["amount"]].fix
     # The goal's USD, slotted as a quoted value (the recorder writes tool-call values as JSON).
     assert re.search(r"""(['"])\[code\]\1""", by_episode[failures["from_currency"]].fix)

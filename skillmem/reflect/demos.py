@@ -15,7 +15,7 @@ from ..episode import DemonstrationBase
 from ..tokens import count_tokens
 from .safety import has_injection
 from ..domain import StepKind, call_name
-from .trace import Trace, _domain, _template, _written
+from .trace import Trace, _domain, _template, _written, episode_slots
 
 
 def demo_from_trace(trace: Trace, *, writer: str = "offline", domain: Optional[Any] = None) -> DemonstrationBase:
@@ -23,7 +23,7 @@ def demo_from_trace(trace: Trace, *, writer: str = "offline", domain: Optional[A
     d = _domain(domain if domain is not None else trace.domain)
     if trace.domain is not d:
         trace.read_with(d)
-    slots = d.slots(trace.goal)
+    slots = episode_slots(d, trace)
     goal_template = _template(slots, trace.goal)
     plan: list[str] = []
     for i, s in enumerate(trace.steps):

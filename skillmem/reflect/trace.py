@@ -19,6 +19,7 @@ has, in this order:
 
 from __future__ import annotations
 
+import inspect
 import re
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
@@ -53,10 +54,12 @@ class TraceStep:
     kind: str = StepKind.action.value
     failed: bool = False
     signal: str = ""
+    admissible: Optional[list[str]] = None  # the commands the world offered, when it listed them
 
     @property
     def view(self) -> StepView:
-        return StepView(self.action, self.feedback, self.error, self.observation)
+        return StepView(self.action, self.feedback, self.error, self.observation,
+                        tuple(self.admissible) if self.admissible else None)
 
     @property
     def is_action(self) -> bool:
@@ -102,6 +105,11 @@ class Trace:
                 s.kind = StepKind.reasoning.value
             verdict = d.failure(v) if s.kind != StepKind.reasoning.value else None
             s.failed, s.signal = (bool(verdict), verdict.signal) if verdict is not None else (False, "")
+        # A reply the world gives unchanged to different commands is a no-op, read over the episode.
+        noops = d.noop_replies([s.view for s in self.steps]) if hasattr(d, "noop_replies") else {}
+        for i, signal in noops.items():
+            if not self.steps[i].failed:
+                self.steps[i].failed, self.steps[i].signal = True, signal
         self.domain = d
         return self
 
@@ -131,7 +139,8 @@ class Trace:
 def load_trace(memory: Any, episode_id: str, domain: Optional[Domain] = None) -> Trace:
     """Read one episode, its steps, directive feedback and evaluative reasons from the store."""
     ep = memory.get_episode(episode_id)
-    steps = [TraceStep(s.index, s.observation, s.action, s.feedback, s.reward, s.error)
+    steps = [TraceStep(s.index, s.observation, s.action, s.feedback, s.reward, s.error,
+                       admissible=list(s.admissible) if s.admissible else None)
              for s in memory.steps(episode_id)]
     fbs = list(memory.feedback_for(episode_id))
     directives = [Directive(f.step_index, f.corrected_action, f.text, f.source)
@@ -252,6 +261,18 @@ class Analysis:
         return "\n".join(lines)
 
 
+def episode_slots(d: Any, trace: Trace) -> Any:
+    """What the goal names, as the domain slots it, told the episode's actions when it can use them
+    (TextDomain keeps a goal noun only when an action names it too)."""
+    try:
+        takes_actions = "actions" in inspect.signature(d.slots).parameters
+    except (TypeError, ValueError):
+        takes_actions = False
+    if takes_actions:
+        return d.slots(trace.goal, actions=[s.action for s in trace.steps if s.kind != StepKind.reasoning.value])
+    return d.slots(trace.goal)
+
+
 def _short(text: str, limit: int) -> str:
     text = " ".join((text or "").split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
@@ -336,7 +357,7 @@ def localize_pivot(trace: Trace, success: Optional[Trace] = None, slots: Any = N
     # 3. The world said the action failed, or a step did nothing toward the goal: the earlier.
     also_took = {d.action_key(s.action) for s in success.steps} if same_task else set()
     first_fail = next((s.index for s in trace.steps if s.failed and d.action_key(s.action) not in also_took), None)
-    slots = slots if slots is not None else d.slots(trace.goal)
+    slots = slots if slots is not None else episode_slots(d, trace)
     wasted = d.wasted_step(trace, slots) if hasattr(d, "wasted_step") else None
     if first_fail is not None and (wasted is None or first_fail <= wasted):
         return Pivot(first_fail, "failure_feedback", None, trace.steps[first_fail].signal or
@@ -345,7 +366,7 @@ def localize_pivot(trace: Trace, success: Optional[Trace] = None, slots: Any = N
         return Pivot(wasted, "wasted_step", None, "in hindsight this step did nothing toward the goal")
     # 4. A success of the same type, in slot form (different rooms, same skill).
     if success is not None:
-        s_slots = d.slots(success.goal)
+        s_slots = episode_slots(d, success)
         mine = _action_steps(trace)
         theirs = _action_steps(success, skip_failed=True)
         a = [_plan_step(s, trace, slots, d) for s in mine]
@@ -365,7 +386,7 @@ def localize_pivot(trace: Trace, success: Optional[Trace] = None, slots: Any = N
         nxt = None
         if success is not None:
             done = {d.action_key(s.action) for s in trace.steps[:loop]}
-            nxt = next((_plan_step(s, success, d.slots(success.goal), d) for s in _action_steps(success, skip_failed=True)
+            nxt = next((_plan_step(s, success, episode_slots(d, success), d) for s in _action_steps(success, skip_failed=True)
                         if d.action_key(s.action) not in done), None)
         return Pivot(loop, "loop", None, "repeated an earlier action with the same result", nxt)
     acts = [s.index for s in trace.steps if s.kind != StepKind.reasoning.value]
@@ -382,7 +403,7 @@ def analyse(trace: Trace, success: Optional[Trace] = None, domain: Optional[Doma
         trace.read_with(d)
     if success is not None and success.domain is not d:
         success.read_with(d)
-    slots = d.slots(trace.goal)
+    slots = episode_slots(d, trace)
     prose = getattr(slots, "abstract_prose", slots.abstract)
     goal_template = _template(slots, trace.goal)
     pivot = localize_pivot(trace, success, slots, d)
@@ -391,7 +412,7 @@ def analyse(trace: Trace, success: Optional[Trace] = None, domain: Optional[Doma
     fix = slots.abstract(_written(d, pivot.corrected_action)) if pivot.corrected_action else None
     success_plan: list[str] = []
     if success is not None:
-        s_slots = d.slots(success.goal)
+        s_slots = episode_slots(d, success)
         success_plan = [_plan_step(s, success, s_slots, d) for s in success.steps if not s.failed and s.is_action]
         if fix is None and pivot.reason == "failure_feedback":
             fix = _contrast_fix(trace, pivot.step or 0, slots, success_plan, d)

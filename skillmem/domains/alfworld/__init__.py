@@ -87,6 +87,9 @@ class HouseholdDomain(TextDomain):
     def lesson_text(self, text: str, before: Sequence[StepView], slots: Any) -> str:
         return text  # the household slots already name every object and place
 
+    def noop_replies(self, steps: Sequence[StepView]) -> dict[int, str]:
+        return {}  # this world's no-op answer is known (is_failure_feedback): nothing to infer from repeats
+
     def progressed(self, step: StepView) -> bool:
         return bool(_PROGRESS.search(step.feedback or ""))
 
