@@ -29,7 +29,7 @@ _EXPORTS = {
     "RecordingCallback": ("messages", "RecordingCallback"),
     "memory_prompt": ("prompt", "memory_prompt"),
     "MemoryPrompt": ("prompt", "MemoryPrompt"),
-    "retrieval_node": ("retrieve", "retrieval_node"),
+    "retrieval_node": ("prompt", "retrieval_node"),
     "Context": ("retrieve", "Context"),
     "SkillStore": ("lgstore", "SkillStore"),
     "Episode": ("episode", "EpisodeBase"),
@@ -65,6 +65,6 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from .lgstore import SkillStore
     from .memory import SkillMemory
     from .messages import RecordedAgent, RecordedChatModel, RecordingCallback
-    from .prompt import MemoryPrompt, memory_prompt
+    from .prompt import MemoryPrompt, memory_prompt, retrieval_node
     from .record import EpisodeRecorder, MalformedInput, RecordedNode, record_messages, wrap
-    from .retrieve import Context, retrieval_node
+    from .retrieve import Context

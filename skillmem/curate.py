@@ -2,7 +2,9 @@
 
 Every change is one SQL transaction that also appends a `lesson_events` row (create,
 merge, edit, retire, restore, approve, quarantine) with the item before and after. The
-vector index follows those events (see :class:`skillmem.retrieve.MemoryIndex`).
+vector index follows those events (see :class:`skillmem.index.MemoryIndex`). Curation works
+over the parts a :class:`Curator` names (engines, index, embedder, merge hook, thresholds),
+never over the façade: `SkillMemory` holds one and calls it.
 
 Duplicates of a lesson are decided on what it says, field by field, never on the whole
 rendered line: "When X: avoid Y; instead Z" shares so much template that two lessons with
@@ -27,7 +29,7 @@ from __future__ import annotations
 import math
 import re
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 from pydantic import ValidationError
@@ -36,20 +38,9 @@ from sqlalchemy.engine import Connection
 
 from .embed import content_hash
 from .episode import EVAL_SPLITS, DemonstrationBase, ItemStatus, LessonBase, utcnow
-from .retrieve import (
-    insert_ignore,
-    KIND_TABLE,
-    LESSON,
-    embed_texts,
-    fetch_rows,
-    head_event_id,
-    item_text,
-    partition_of,
-)
-from .store import EmbeddingRow, LessonEventRow
-
-if TYPE_CHECKING:
-    from .memory import SkillMemory
+from .index.items import KIND_TABLE, LESSON, item_text, partition_of
+from .index.memory import embed_texts, fetch_rows, head_event_id, insert_ignore
+from .store import EmbeddingRow, LessonEventRow, untrusted_namespaces
 
 DUPLICATE_COSINE = 0.92  # demonstrations: goal + plan (paraphrased plans ~0.93-0.99)
 # Lesson fields, each embedded alone: paraphrases of one situation or fix score ~0.82-1.0,
@@ -91,11 +82,40 @@ def default_merge(existing: LessonBase, new: LessonBase) -> LessonBase:
     return LessonBase.model_validate(data)
 
 
+class Curator:
+    """The parts curation works over, named explicitly (the façade holds one; so may any other writer).
+
+    `engine` takes the writes, `read_engine` the reads; `index` is the :class:`MemoryIndex`
+    kept in step with the rows; `embedder` is called on first use (so that recording alone
+    never loads torch); `merge_hook` writes one lesson from two paraphrases; `safety` is a
+    reflect.safety.SafetyConfig (None: its defaults).
+    """
+
+    def __init__(self, engine: Any, read_engine: Any, index: Any, embedder: Callable[[], Any], *,
+                 merge_hook: MergeHook = default_merge, duplicate_cosine: float = DUPLICATE_COSINE,
+                 field_cosine: float = FIELD_COSINE, safety: Any = None):
+        self.engine, self.read_engine, self.index = engine, read_engine, index
+        self._embedder = embedder
+        self.merge_hook = merge_hook
+        self.duplicate_cosine = duplicate_cosine  # demonstrations: goal + plan
+        self.field_cosine = field_cosine  # each part of a lesson (see same_advice)
+        self.safety = safety
+
+    @property
+    def embedder(self) -> Any:
+        return self._embedder()
+
+    @property
+    def untrusted_namespaces(self) -> frozenset[str]:
+        """Read from the store on each write: another process may have changed a namespace's trust."""
+        return untrusted_namespaces(self.engine)
+
+
 @contextmanager
-def write_txn(memory: "SkillMemory") -> Iterator[Connection]:
+def write_txn(parts: "Curator") -> Iterator[Connection]:
     """One curation transaction; curation writers are serialized so event ids commit in order."""
-    with memory.engine.begin() as conn:  # SQLite: BEGIN IMMEDIATE already holds the only write lock
-        if memory.engine.dialect.name == "postgresql":
+    with parts.engine.begin() as conn:  # SQLite: BEGIN IMMEDIATE already holds the only write lock
+        if parts.engine.dialect.name == "postgresql":
             # Without this a later event id could commit before an earlier one and the index's
             # high-water mark would skip the earlier change.
             conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_CURATION_LOCK})
@@ -238,23 +258,23 @@ def _validate(model: type, item: Any) -> Any:
         raise CurationError(f"malformed {model.__name__}, nothing written: {exc}") from exc
 
 
-def _checked(memory: "SkillMemory", kind: str, item: Any) -> Any:
+def _checked(parts: "Curator", kind: str, item: Any) -> Any:
     """The safety check every write runs (reflect.safety.check_item): normalized text, or UnsafeLesson."""
     from .reflect.safety import check_item  # lazy: `import skillmem` stays light
 
-    return check_item(kind, item, getattr(memory, "safety", None))
+    return check_item(kind, item, parts.safety)
 
 
 def _canon_goal(template: str) -> str:
     return " ".join((template or "").lower().split())
 
 
-def _comparable(memory: "SkillMemory", kind: str, row: Any, vec: np.ndarray) -> list[tuple[Any, float]]:
+def _comparable(parts: "Curator", kind: str, row: Any, vec: np.ndarray) -> list[tuple[Any, float]]:
     """Active items curation compares `row` with (same namespace, scope, task type), closest first."""
-    cands = memory._index.candidates([partition_of(kind, row)], vec, 16)
+    cands = parts.index.candidates([partition_of(kind, row)], vec, 16)
     if not cands:
         return []
-    with memory.read_engine.connect() as conn:
+    with parts.read_engine.connect() as conn:
         rows = fetch_rows(conn, kind, [c[1] for c in cands], namespace=row.namespace, active_only=True)
     out = []
     for _, item_id, score, _ in cands:
@@ -271,14 +291,14 @@ def _comparable(memory: "SkillMemory", kind: str, row: Any, vec: np.ndarray) -> 
     return out
 
 
-def _duplicate(memory: "SkillMemory", kind: str, row: Any, vec: np.ndarray) -> tuple[Optional[Any], str, str]:
+def _duplicate(parts: "Curator", kind: str, row: Any, vec: np.ndarray) -> tuple[Optional[Any], str, str]:
     """The stored item `row` repeats or paraphrases: (item, "repeated" | "merged", why), or (None, "created", why)."""
-    near = _comparable(memory, kind, row, vec)
+    near = _comparable(parts, kind, row, vec)
     if kind != LESSON:
         for other, score in near[:1]:
             if other.text_hash == row.text_hash:
                 return other, "repeated", "exact repeat"
-            if score >= memory.duplicate_cosine:
+            if score >= parts.duplicate_cosine:
                 return other, "merged", f"near-duplicate (cosine {score:.2f}) merged on insert"
         return None, "created", ""
     mine = lesson_parts(row)
@@ -286,10 +306,10 @@ def _duplicate(memory: "SkillMemory", kind: str, row: Any, vec: np.ndarray) -> t
     for other, _ in near:  # a repeat anywhere among the candidates beats a closer paraphrase
         if other.text_hash == row.text_hash or lesson_parts(other) == mine:
             return other, "repeated", "exact repeat"
-    threshold = memory.field_cosine
+    threshold = parts.field_cosine
 
     def vectors(texts: Sequence[str]) -> np.ndarray:
-        return embed_texts(memory.engine, memory.embedder, texts, memory.read_engine)[0]
+        return embed_texts(parts.engine, parts.embedder, texts, parts.read_engine)[0]
 
     kept_apart = []
     for other, score in near:
@@ -300,7 +320,7 @@ def _duplicate(memory: "SkillMemory", kind: str, row: Any, vec: np.ndarray) -> t
     return None, "created", "; ".join(kept_apart)
 
 
-def add_item(memory: "SkillMemory", kind: str, item: Any, *, namespace: Optional[str],
+def add_item(parts: "Curator", kind: str, item: Any, *, namespace: str,
              episode_id: Optional[str]) -> tuple[int, str]:
     """Insert a lesson or demonstration, or fold it into the stored item it repeats or paraphrases.
 
@@ -309,23 +329,23 @@ def add_item(memory: "SkillMemory", kind: str, item: Any, *, namespace: Optional
     is an untrusted namespace repeating an approved item (nothing changes).
     """
     base_model = LessonBase if kind == LESSON else DemonstrationBase
-    base = _checked(memory, kind, _validate(base_model, item))
+    base = _checked(parts, kind, _validate(base_model, item))
     if episode_id and episode_id not in base.source_episodes:
         base.source_episodes = [*base.source_episodes, episode_id]
-    ns = namespace or memory.namespace
+    ns = namespace
     table_model = KIND_TABLE[kind]
-    untrusted = ns in memory.untrusted_namespaces
+    untrusted = ns in parts.untrusted_namespaces
     row = table_model(**base.model_dump(), namespace=ns)
     row.status = ItemStatus.quarantined if untrusted else ItemStatus.active
-    emb = memory.embedder
-    vecs, keys = embed_texts(memory.engine, emb, [item_text(kind, row)], memory.read_engine)
+    emb = parts.embedder
+    vecs, keys = embed_texts(parts.engine, emb, [item_text(kind, row)], parts.read_engine)
     row.text_hash, row.embedding_model = keys[0], emb.name
 
     for attempt in range(_OPTIMISTIC_TRIES):
         # Plan outside the write lock (the merge hook may call an LLM), commit only if nothing moved.
-        memory._index.sync()
-        seen = memory._index.mark
-        near, action, why = _duplicate(memory, kind, row, vecs[0])
+        parts.index.sync()
+        seen = parts.index.mark
+        near, action, why = _duplicate(parts, kind, row, vecs[0])
         merged, merged_key = None, None
         if near is not None and untrusted:
             # An untrusted item never rewrites a trusted one nor adds to its support: a repeat
@@ -334,15 +354,15 @@ def add_item(memory: "SkillMemory", kind: str, item: Any, *, namespace: Optional
                 return near.id, "skipped"
             near, action, why = None, "created", ""
         if action == "merged":
-            merged = _merge(memory, kind, near, base)
-            _, mk = embed_texts(memory.engine, emb, [item_text(kind, merged)], memory.read_engine)
+            merged = _merge(parts, kind, near, base)
+            _, mk = embed_texts(parts.engine, emb, [item_text(kind, merged)], parts.read_engine)
             merged_key = mk[0]
         elif action == "repeated":  # the stored words stay; the repeat adds its support and episode
             merged = _validate(LessonBase if kind == LESSON else DemonstrationBase, near)
             merged.source_episodes = union(near.source_episodes, base.source_episodes)
             merged_key = near.text_hash
         last = attempt == _OPTIMISTIC_TRIES - 1
-        with write_txn(memory) as conn:
+        with write_txn(parts) as conn:
             if head_event_id(conn) != seen and not last:
                 continue  # someone changed memory meanwhile: plan again
             if action in ("merged", "repeated"):
@@ -358,15 +378,15 @@ def add_item(memory: "SkillMemory", kind: str, item: Any, *, namespace: Optional
             if untrusted:
                 _event(conn, kind, row, "quarantine", after={"status": "quarantined"}, episode_id=episode_id,
                        reason=f"namespace {ns!r} is untrusted: approve with `skillmem lessons approve {row.id}`")
-        memory._index.sync()
+        parts.index.sync()
         return row.id, action
     raise AssertionError("unreachable")
 
 
-def _merge(memory: "SkillMemory", kind: str, existing: Any, new: Any) -> Any:
+def _merge(parts: "Curator", kind: str, existing: Any, new: Any) -> Any:
     if kind == LESSON:
-        merged = memory.merge_hook(existing, new)  # the row: the hook sees its support
-        merged = _checked(memory, kind, _validate(LessonBase, merged))
+        merged = parts.merge_hook(existing, new)  # the row: the hook sees its support
+        merged = _checked(parts, kind, _validate(LessonBase, merged))
     else:  # a demonstration keeps the existing plan; the new one adds support
         merged = _validate(DemonstrationBase, existing)
     # The union of sources holds whatever the hook returned.
@@ -388,29 +408,29 @@ def _apply_merge(conn: Connection, kind: str, existing: Any, merged: Any, key: s
     return existing.id
 
 
-def add_bulk(memory: "SkillMemory", kind: str, items: Sequence[Any], *, namespace: Optional[str] = None,
+def add_bulk(parts: "Curator", kind: str, items: Sequence[Any], *, namespace: str,
              vectors: Optional[np.ndarray] = None) -> list[int]:
     """Insert many items at once without deduplication (imports, benchmarks); one create event each."""
-    ns = namespace or memory.namespace
-    emb = memory.embedder
+    ns = namespace
+    emb = parts.embedder
     model = KIND_TABLE[kind]
     base_model = LessonBase if kind == LESSON else DemonstrationBase
-    rows = [model(**_checked(memory, kind, _validate(base_model, it)).model_dump(), namespace=ns) for it in items]
+    rows = [model(**_checked(parts, kind, _validate(base_model, it)).model_dump(), namespace=ns) for it in items]
     texts = [item_text(kind, r) for r in rows]
     if vectors is None:
-        _, keys = embed_texts(memory.engine, emb, texts, memory.read_engine)
+        _, keys = embed_texts(parts.engine, emb, texts, parts.read_engine)
     else:  # precomputed vectors in the memory's model: store them under their hashes
         keys = [content_hash(s, emb.name) for s in texts]
         vecs = np.ascontiguousarray(vectors, dtype=np.float32)
-        with memory.engine.begin() as conn:
-            conn.execute(insert_ignore(memory.engine, EmbeddingRow.__table__), [
+        with parts.engine.begin() as conn:
+            conn.execute(insert_ignore(parts.engine, EmbeddingRow.__table__), [
                 dict(text_hash=k, model=emb.name, dim=emb.dim, vector=v.tobytes(), created_at=utcnow())
                 for k, v in zip(keys, vecs)])
     now = utcnow()
-    status = ItemStatus.quarantined if ns in memory.untrusted_namespaces else ItemStatus.active
+    status = ItemStatus.quarantined if ns in parts.untrusted_namespaces else ItemStatus.active
     t = model.__table__
     ids: list[int] = []
-    with write_txn(memory) as conn:
+    with write_txn(parts) as conn:
         for r, k in zip(rows, keys):
             r.text_hash, r.embedding_model, r.status = k, emb.name, status
         values = [{**{c: _plain(v) for c, v in r.model_dump().items() if c != "id"}, "created_at": now,
@@ -420,7 +440,7 @@ def add_bulk(memory: "SkillMemory", kind: str, items: Sequence[Any], *, namespac
         conn.execute(insert(LessonEventRow.__table__), [
             dict(namespace=ns, item_kind=kind, item_id=i, action="create", before=None, after=None,
                  reason="bulk import", episode_id=None, created_at=now) for i in ids])
-    memory._index.sync()
+    parts.index.sync()
     return ids
 
 
@@ -441,12 +461,12 @@ def _in_namespace(kind: str, item_id: int, row: Any, namespace: Optional[str]) -
     return row
 
 
-def set_status(memory: "SkillMemory", kind: str, item_id: int, action: str, reason: str,
+def set_status(parts: "Curator", kind: str, item_id: int, action: str, reason: str,
                after_extra: Optional[dict[str, Any]] = None, *, namespace: Optional[str] = None) -> Any:
     """retire | restore | approve one item (only in `namespace`, if given); an event row records it."""
     allowed, target = TRANSITIONS[action]
     t = KIND_TABLE[kind].__table__
-    with write_txn(memory) as conn:
+    with write_txn(parts) as conn:
         row = _in_namespace(kind, item_id, fetch_rows(conn, kind, [item_id]).get(int(item_id)), namespace)
         if row.status not in allowed:
             raise CurationError(
@@ -456,11 +476,11 @@ def set_status(memory: "SkillMemory", kind: str, item_id: int, action: str, reas
         after = {"status": target.value, **(after_extra or {})}
         _event(conn, kind, row, action, before={"status": row.status.value}, after=after, reason=reason)
         row.status = target
-    memory._index.sync_if_loaded()
+    parts.index.sync_if_loaded()
     return row
 
 
-def edit(memory: "SkillMemory", kind: str, item_id: int, changes: dict[str, Any], reason: str, *,
+def edit(parts: "Curator", kind: str, item_id: int, changes: dict[str, Any], reason: str, *,
          namespace: Optional[str] = None) -> Any:
     """Change fields of an item (only in `namespace`, if given; version + 1, re-embedded)."""
     fields = LESSON_FIELDS if kind == LESSON else DEMO_FIELDS
@@ -468,20 +488,20 @@ def edit(memory: "SkillMemory", kind: str, item_id: int, changes: dict[str, Any]
     if unknown:
         raise CurationError(f"cannot edit {sorted(unknown)} of a {kind}; editable fields: {', '.join(fields)}")
     base_model = LessonBase if kind == LESSON else DemonstrationBase
-    with memory.read_engine.connect() as conn:
+    with parts.read_engine.connect() as conn:
         current = _in_namespace(kind, item_id, fetch_rows(conn, kind, [item_id]).get(int(item_id)), namespace)
-    new = _checked(memory, kind, _validate(base_model, {**current.model_dump(), **changes}))
-    _, keys = embed_texts(memory.engine, memory.embedder, [item_text(kind, new)], memory.read_engine)
+    new = _checked(parts, kind, _validate(base_model, {**current.model_dump(), **changes}))
+    _, keys = embed_texts(parts.engine, parts.embedder, [item_text(kind, new)], parts.read_engine)
     t = KIND_TABLE[kind].__table__
-    with write_txn(memory) as conn:
+    with write_txn(parts) as conn:
         before = _in_namespace(kind, item_id, fetch_rows(conn, kind, [item_id]).get(int(item_id)), namespace)
         values = {f: _plain(getattr(new, f)) for f in changes}
-        values.update(version=before.version + 1, text_hash=keys[0], embedding_model=memory.embedder.name,
+        values.update(version=before.version + 1, text_hash=keys[0], embedding_model=parts.embedder.name,
                       updated_at=utcnow())
         conn.execute(update(t).where(t.c.id == before.id).values(**values))
         after = fetch_rows(conn, kind, [item_id])[int(item_id)]
         _event(conn, kind, before, "edit", before=snapshot(before), after=snapshot(after), reason=reason)
-    memory._index.sync()
+    parts.index.sync()
     return after
 
 
@@ -499,14 +519,14 @@ def wilson_upper(successes: int, n: int, z: float = WILSON_Z) -> float:
     return min(1.0, (centre + spread) / denom)
 
 
-def lesson_utility(memory: "SkillMemory", namespace: str) -> dict[int, dict[str, Any]]:
+def lesson_utility(parts: "Curator", namespace: str) -> dict[int, dict[str, Any]]:
     """For each active lesson: its verified episodes and success rate vs. the same task types without it.
 
     Only verified outcomes (outcome_source set) count, and evaluation splits never do:
     what is measured on evaluation must not change memory.
     """
     eval_splits = tuple(sorted(EVAL_SPLITS))
-    with memory.read_engine.connect() as conn:
+    with parts.read_engine.connect() as conn:
         eps = {r[0]: (r[1], r[2] == "success") for r in conn.execute(text(
             "SELECT id, task_type, outcome FROM episodes WHERE namespace = :ns AND outcome_source IS NOT NULL "
             "AND outcome IN ('success', 'failure') AND split NOT IN :ev").bindparams(bindparam("ev", expanding=True)),
@@ -543,14 +563,14 @@ def lesson_utility(memory: "SkillMemory", namespace: str) -> dict[int, dict[str,
     return out
 
 
-def update_utility(memory: "SkillMemory", namespace: Optional[str] = None, *, min_uses: int = MIN_USES
+def update_utility(parts: "Curator", namespace: str, *, min_uses: int = MIN_USES
                    ) -> list[int]:
     """Retire lessons whose episodes do reliably worse than the baseline; returns their ids."""
-    ns = namespace or memory.namespace
+    ns = namespace
     retired = []
-    for lid, u in lesson_utility(memory, ns).items():
+    for lid, u in lesson_utility(parts, ns).items():
         if u["uses"] >= min_uses and u["baseline"] is not None and u["upper"] < u["baseline"]:
-            set_status(memory, LESSON, lid, "retire",
+            set_status(parts, LESSON, lid, "retire",
                        reason=f"measured: {u['successes']}/{u['uses']} episodes succeeded with it "
                               f"(upper bound {u['upper']}) vs {u['baseline']} without it",
                        after_extra={**u, "min_uses": min_uses, "z": WILSON_Z})

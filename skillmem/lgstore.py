@@ -51,7 +51,9 @@ from sqlalchemy.exc import IntegrityError
 
 from . import curate
 from .episode import DemonstrationBase, LessonBase, utcnow
-from .retrieve import DEMO, KIND_TABLE, LESSON, embed_texts, fetch_rows, load_vectors, query_text, search_items
+from .index.items import DEMO, KIND_TABLE, LESSON
+from .index.memory import embed_texts, fetch_rows, load_vectors
+from .retrieve import query_text, search_items
 from .store import StoreItemRow
 
 ROOT = "skillmem"
@@ -260,7 +262,7 @@ class SkillStore(BaseStore):
                 if kind == LESSON:
                     self.memory.retire_lesson(existing.id, reason="deleted through the LangGraph store")
                 else:
-                    curate.set_status(self.memory, DEMO, existing.id, "retire", "deleted through the LangGraph store")
+                    curate.set_status(self.memory.curator, DEMO, existing.id, "retire", "deleted through the LangGraph store")
             self._unmap(ns, op.key)
             return
         model, fields = (LessonBase, curate.LESSON_FIELDS) if kind == LESSON else (DemonstrationBase, curate.DEMO_FIELDS)
@@ -272,7 +274,7 @@ class SkillStore(BaseStore):
         if existing is not None:
             changes = {k: v for k, v in value.items() if k in fields and v != getattr(existing, k)}
             if changes:
-                curate.edit(self.memory, kind, existing.id, changes, reason="put through the LangGraph store")
+                curate.edit(self.memory.curator, kind, existing.id, changes, reason="put through the LangGraph store")
             return
         data = {k: v for k, v in value.items() if k in fields}
         data["provenance"] = {**(data.get("provenance") or {}), "store_key": op.key}
@@ -280,7 +282,7 @@ class SkillStore(BaseStore):
             item = model.model_validate(data)
         except Exception as exc:
             raise ValueError(f"not a valid {kind} for {ns!r}: {exc}") from exc
-        item_id, _ = curate.add_item(self.memory, kind, item, namespace=space, episode_id=None)
+        item_id, _ = curate.add_item(self.memory.curator, kind, item, namespace=space, episode_id=None)
         self._map(ns, op.key, kind, item_id)
 
     # -- the caller's key for a curated item
@@ -415,16 +417,16 @@ class SkillStore(BaseStore):
         for ns, space, kind in self._curated_spaces(prefix):
             keys = self._keys(ns)
             if op.query:
-                self.memory._index.sync()
+                self.memory.index.sync()
                 # Filters apply after ranking: ask for enough to fill the page after filtering.
                 limit = want if not op.filter else max(want, 200)
-                for row, s in search_items(self.memory._index, self.memory.embedder.encode([query_text(op.query, "")]),
+                for row, s in search_items(self.memory.index, self.memory.embedder.encode([query_text(op.query, "")]),
                                            namespace=space, kind=kind, limit=limit):
                     it = self._curated_item(ns, keys.get(row.id, str(row.id)), row, score=s, search=True)
                     if _matches(it.value, op.filter):
                         scored.append((s, it))
             else:
-                for row in self.memory._rows(KIND_TABLE[kind], space, None, None):
+                for row in (self.memory.lessons if kind == LESSON else self.memory.demonstrations)(space):
                     if row.status.value in READABLE:
                         it = self._curated_item(ns, keys.get(row.id, str(row.id)), row, search=True)
                         if _matches(it.value, op.filter):

@@ -27,20 +27,12 @@ from .episode import (
     utcnow,
 )
 from . import curate
-from .curate import DUPLICATE_COSINE, FIELD_COSINE, MIN_USES, MergeHook, default_merge
+from .curate import DUPLICATE_COSINE, FIELD_COSINE, MIN_USES, Curator, MergeHook, default_merge
 from .episode import DemonstrationBase, LessonBase
 from .record import EpisodeRecorder, MalformedInput, Verifier
-from .retrieve import (
-    DEMO,
-    LESSON,
-    Context,
-    MemoryIndex,
-    build_context,
-    default_index_dir,
-    query_text,
-    reader_engine,
-    record_retrievals,
-)
+from .index.items import DEMO, LESSON
+from .index.memory import MemoryIndex, default_index_dir, reader_engine
+from .retrieve import Context, build_context, query_text, record_retrievals
 from .store import (
     DemonstrationRow,
     EpisodeRow,
@@ -76,20 +68,56 @@ class SkillMemory:
         self.namespace = namespace
         for ns in untrusted_namespaces:  # stored with the namespace: other processes see it too
             self.set_trust(ns, False, reason="SkillMemory(untrusted_namespaces=...)")
-        self.safety: Any = None  # a reflect.safety.SafetyConfig; None: its defaults
         self._embedder = embedder
         self._embedder_lock = threading.Lock()
         self._index_dir = index_dir
         self._finished_hooks: list[Callable[[str], None]] = []
         # Lessons and demonstrations (second half): the index is opened on first use.
-        self.merge_hook: MergeHook = default_merge
-        self.duplicate_cosine = duplicate_cosine  # demonstrations (see skillmem.curate)
-        self.field_cosine = field_cosine  # each part of a lesson (see skillmem.curate.same_advice)
         self.read_engine = reader_engine(self.engine)
         # index_kind (or SKILLMEM_INDEX): "auto" searches a partition exactly up to 20,000 items
         # and approximately (FAISS IVF) above; "exact" or "ivf" force one (skillmem.index.vector).
-        self._index = MemoryIndex(self.engine, lambda: self.embedder, default_index_dir(self.url, index_dir),
-                                  save_interval=save_interval, read_engine=self.read_engine, kind=index_kind)
+        self.index = MemoryIndex(self.engine, lambda: self.embedder, default_index_dir(self.url, index_dir),
+                                 save_interval=save_interval, read_engine=self.read_engine, kind=index_kind)
+        # Curation gets its parts by name, never the façade (skillmem.curate).
+        self.curator = Curator(self.engine, self.read_engine, self.index, lambda: self.embedder,
+                               merge_hook=default_merge, duplicate_cosine=duplicate_cosine, field_cosine=field_cosine)
+
+    # The curator's settings, as attributes of the memory (`memory.merge_hook = writer.merge`).
+    @property
+    def merge_hook(self) -> MergeHook:
+        """Writes one lesson from two paraphrases (default: the stronger one, sources joined)."""
+        return self.curator.merge_hook
+
+    @merge_hook.setter
+    def merge_hook(self, hook: MergeHook) -> None:
+        self.curator.merge_hook = hook
+
+    @property
+    def safety(self) -> Any:
+        """The reflect.safety.SafetyConfig every write is checked with; None: its defaults."""
+        return self.curator.safety
+
+    @safety.setter
+    def safety(self, config: Any) -> None:
+        self.curator.safety = config
+
+    @property
+    def duplicate_cosine(self) -> float:
+        """Demonstrations whose goal and plan embed this close are one (see skillmem.curate)."""
+        return self.curator.duplicate_cosine
+
+    @duplicate_cosine.setter
+    def duplicate_cosine(self, value: float) -> None:
+        self.curator.duplicate_cosine = value
+
+    @property
+    def field_cosine(self) -> float:
+        """Each part of two lessons must embed this close for a merge (skillmem.curate.same_advice)."""
+        return self.curator.field_cosine
+
+    @field_cosine.setter
+    def field_cosine(self, value: float) -> None:
+        self.curator.field_cosine = value
 
     @property
     def untrusted_namespaces(self) -> frozenset[str]:
@@ -101,7 +129,7 @@ class SkillMemory:
         set_trust(self.engine, namespace, trusted, reason)
 
     def close(self) -> None:
-        self._index.close()
+        self.index.close()
         self.engine.dispose()
         self.read_engine.dispose()
 
@@ -135,7 +163,7 @@ class SkillMemory:
             values["reflection_status"] = ReflectionStatus.skipped.value
         with self.engine.begin() as conn:
             conn.execute(insert(EpisodeRow.__table__), _plain(values))
-        return EpisodeRecorder(self, row, verifier)
+        return EpisodeRecorder(self.engine, row, verifier, on_finished=self._on_episode_finished)
 
     @contextlib.contextmanager
     def episode(self, task: str = "", **kwargs: Any) -> Iterator[EpisodeRecorder]:
@@ -258,16 +286,16 @@ class SkillMemory:
                    episode_id: Optional[str] = None) -> tuple[int, str]:
         """Add a lesson, or fold it into the stored lesson that says the same thing:
         (id, "created"|"merged"|"repeated"|"skipped"); see :func:`skillmem.curate.add_item`."""
-        return curate.add_item(self, LESSON, lesson, namespace=namespace, episode_id=episode_id)
+        return curate.add_item(self.curator, LESSON, lesson, namespace=namespace or self.namespace, episode_id=episode_id)
 
     def add_demonstration(self, demo: DemonstrationBase, *, namespace: Optional[str] = None,
                           episode_id: Optional[str] = None) -> tuple[int, str]:
         """Add a demonstration (near-duplicates add support to the existing one): (id, action)."""
-        return curate.add_item(self, DEMO, demo, namespace=namespace, episode_id=episode_id)
+        return curate.add_item(self.curator, DEMO, demo, namespace=namespace or self.namespace, episode_id=episode_id)
 
     def add_lessons_bulk(self, lessons: list[Any], *, namespace: Optional[str] = None, vectors: Any = None) -> list[int]:
         """Insert many lessons without deduplication (imports, benchmarks); `vectors` in the embedder's space."""
-        return curate.add_bulk(self, LESSON, lessons, namespace=namespace, vectors=vectors)
+        return curate.add_bulk(self.curator, LESSON, lessons, namespace=namespace or self.namespace, vectors=vectors)
 
     def retrieve(self, goal: str = "", observation: str = "", *, namespace: Optional[str] = None,
                  task_type: Optional[str] = None, k: int = 5, token_budget: int = 400,
@@ -280,9 +308,9 @@ class SkillMemory:
         kinds = tuple("demonstration" if x == "demo" else x for x in kinds)
         if token_budget <= 0 or (k <= 0 and k_demos <= 0):
             return Context()
-        self._index.refresh()  # no SQL unless memory changed here, or the last probe is over 50 ms old
+        self.index.refresh()  # no SQL unless memory changed here, or the last probe is over 50 ms old
         query = self.embedder.encode([query_text(goal, observation)])
-        ctx = build_context(self._index, query, namespace=ns, task_type=task_type or None, k=k,
+        ctx = build_context(self.index, query, namespace=ns, task_type=task_type or None, k=k,
                             k_demos=k_demos, token_budget=token_budget, kinds=kinds)
         if record:
             record_retrievals(self.engine, ctx, namespace=ns, episode_id=episode_id, step_index=step_index)
@@ -298,28 +326,28 @@ class SkillMemory:
 
     def retire_lesson(self, lesson_id: int, reason: str = "", *, namespace: Optional[str] = None) -> LessonRow:
         """Stop retrieving a lesson; it stays in SQL and `restore_lesson` brings it back."""
-        return curate.set_status(self, LESSON, lesson_id, "retire", reason, namespace=namespace)
+        return curate.set_status(self.curator, LESSON, lesson_id, "retire", reason, namespace=namespace)
 
     def restore_lesson(self, lesson_id: int, reason: str = "", *, namespace: Optional[str] = None) -> LessonRow:
         """Make a retired lesson retrievable again."""
-        return curate.set_status(self, LESSON, lesson_id, "restore", reason, namespace=namespace)
+        return curate.set_status(self.curator, LESSON, lesson_id, "restore", reason, namespace=namespace)
 
     def approve_lesson(self, lesson_id: int, reason: str = "", *, namespace: Optional[str] = None) -> LessonRow:
         """Let a quarantined lesson (from an untrusted namespace) be retrieved."""
-        return curate.set_status(self, LESSON, lesson_id, "approve", reason, namespace=namespace)
+        return curate.set_status(self.curator, LESSON, lesson_id, "approve", reason, namespace=namespace)
 
     def edit_lesson(self, lesson_id: int, *, reason: str = "", namespace: Optional[str] = None,
                     **changes: Any) -> LessonRow:
         """Change a lesson's fields (trigger, fix, ...); its version goes up by one and it is re-embedded."""
-        return curate.edit(self, LESSON, lesson_id, changes, reason, namespace=namespace)
+        return curate.edit(self.curator, LESSON, lesson_id, changes, reason, namespace=namespace)
 
     def update_utility(self, namespace: Optional[str] = None, *, min_uses: int = MIN_USES) -> list[int]:
         """Retire lessons whose episodes reliably do worse than their task types without them; returns ids."""
-        return curate.update_utility(self, namespace, min_uses=min_uses)
+        return curate.update_utility(self.curator, namespace or self.namespace, min_uses=min_uses)
 
     def lesson_utility(self, namespace: Optional[str] = None) -> dict[int, dict[str, Any]]:
         """The measured numbers `update_utility` decides on, per lesson id."""
-        return curate.lesson_utility(self, namespace or self.namespace)
+        return curate.lesson_utility(self.curator, namespace or self.namespace)
 
     def lessons(self, namespace: Optional[str] = None, status: Optional[str] = None,
                 task_type: Optional[str] = None) -> list[LessonRow]:
@@ -343,11 +371,11 @@ class SkillMemory:
 
     def index_check(self) -> dict[str, Any]:
         """Compare the saved index with SQL (missing, extra, misplaced items; marks); changes nothing."""
-        return self._index.check()
+        return self.index.check()
 
     def index_rebuild(self) -> dict[str, int]:
         """Rebuild the index from SQL (and cached vectors) and save it; returns items per kind."""
-        return self._index.rebuild()
+        return self.index.rebuild()
 
 
 def _plain(values: dict[str, Any]) -> dict[str, Any]:

@@ -20,9 +20,13 @@ def embedder_for(name: str | None) -> Any:
     return SentenceTransformerEmbedder(name)
 
 
-def _saved_model(memory: Any) -> str | None:
+def _saved_model(db: Any, index_dir: Any) -> str | None:
+    """The embedding model the saved index of this store names, if there is one."""
+    from .index.memory import default_index_dir
+    from .store import resolve_url
+
     try:
-        manifest = json.loads((memory._index.directory / "manifest.json").read_text())
+        manifest = json.loads((default_index_dir(resolve_url(db), index_dir) / "manifest.json").read_text())
         return manifest.get("meta", {}).get("model")
     except (OSError, ValueError):
         return None
@@ -43,16 +47,17 @@ EXTENSIONS.append(_add_parser)
 def cmd_index(a: argparse.Namespace) -> int:
     from .memory import SkillMemory
 
-    memory = SkillMemory(a.db, index_dir=a.index_dir)
+    # A rebuild embeds with the model the saved index names (or --model); a check embeds nothing.
+    embedder = embedder_for(a.model or _saved_model(a.db, a.index_dir)) if a.action == "rebuild" else None
+    memory = SkillMemory(a.db, index_dir=a.index_dir, embedder=embedder)
     try:
         if a.action == "check":
             report = memory.index_check()
             print(json.dumps(report, indent=1))
             return 0 if report.get("ok") else 1
-        memory._embedder = embedder_for(a.model or _saved_model(memory))
         counts = memory.index_rebuild()
-        print(json.dumps({"rebuilt": counts, "directory": str(memory._index.directory),
-                          "model": memory.embedder.name, "high_water": memory._index.mark}))
+        print(json.dumps({"rebuilt": counts, "directory": str(memory.index.directory),
+                          "model": memory.embedder.name, "high_water": memory.index.mark}))
         return 0
     finally:
         memory.close()

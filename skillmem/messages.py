@@ -11,7 +11,7 @@ Three ways in, one way of writing steps:
   final state. A process killed mid-run loses at most the call in flight.
 - `wrap(compiled_agent, memory, ...)` returns a `RecordedAgent`: the same graph, invoked the
   same way, with the handler attached and an episode id chosen up front (so the prompt
-  hook of :mod:`skillmem.retrieve` records its retrievals against the same episode).
+  hook of :mod:`skillmem.prompt` records its retrievals against the same episode).
 - `wrap(chat_model.bind_tools(tools), memory)` returns a `RecordedChatModel` for agents
   that drive the model in a loop of their own: each turn's tool calls are written when the
   next turn brings their results.
@@ -40,9 +40,9 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.runnables import Runnable, RunnableConfig
 
 from .episode import OutcomeSource, new_id
-from .record import EpisodeRecorder
 
 if TYPE_CHECKING:
+    from .record import EpisodeRecorder  # the recorder's home (record.py) dispatches to this file in wrap()
     from .memory import SkillMemory
 
 # Keys a run's config `metadata` may carry to describe its episode (RecordedAgent sets them).

@@ -1,4 +1,4 @@
-"""Memory in a message agent's prompt: one hook for create_react_agent and create_agent.
+"""Memory in an agent's context: one hook for create_react_agent and create_agent, and a graph node.
 
     hook = memory_prompt(memory, "You are a support agent.")
     agent = create_react_agent(model, tools, prompt=hook)                  # langgraph.prebuilt
@@ -10,6 +10,9 @@ demonstrations go into ONE system message, merged with the agent's own system pr
 replaced on every model call, never appended. Retrieval runs once per episode (or every
 `every` model calls, and again after a new tool error with `on_error=True`); each retrieval
 is written to `retrievals` against the episode `wrap()` or `RecordingCallback` is recording.
+
+`retrieval_node(memory)` is the same for a graph of one's own: a node that puts the context
+in the state.
 """
 
 from __future__ import annotations
@@ -220,3 +223,49 @@ class MemoryPrompt:
 def memory_prompt(memory: "SkillMemory", system_prompt: str = "", **options: Any) -> MemoryPrompt:
     """The prompt hook: `create_react_agent(model, tools, prompt=memory_prompt(memory, "..."))`."""
     return MemoryPrompt(memory, system_prompt, **options)
+
+
+# --------------------------------------------------------------------------- LangGraph node
+
+
+def retrieval_node(memory: Any, *, k: int = 5, token_budget: int = 400, key: str = "context",
+                   as_system_message: bool = False, namespace: Optional[str] = None,
+                   k_demos: int = 1) -> Callable[..., dict[str, Any]]:
+    """A LangGraph node that puts retrieved lessons and demonstrations into the state.
+
+    Reads `goal` and `observation` (a messages state without them: the query comes from the
+    messages, see :func:`query_from_messages`), `task_type`, `episode_id`
+    (else the episode `wrap()` is recording, else a new id, kept for the rest of the run) and
+    `step_index` if present; writes `state[key]` (the text), `context_tokens` and `episode_id`.
+    With `as_system_message` it also puts the text in `messages` as ONE SystemMessage whose id
+    stays the same for the episode, so LangGraph's `add_messages` replaces it instead of
+    appending another. (For create_react_agent, `skillmem.memory_prompt` is the simpler hook.)
+    """
+    from .episode import new_id
+
+    steps: dict[str, int] = {}
+    by_task: dict[str, str] = {}
+
+    def retrieve_context(state: dict[str, Any]) -> dict[str, Any]:
+        messages = state.get("messages") or []
+        goal = state.get("goal") or ""
+        query_goal = goal or (query_from_messages(messages) if messages else "")
+        episode_id = state.get("episode_id") or recorded_episode(current_config())
+        if not episode_id:
+            # A state without an episode_id channel never carries ours back: keep one per task.
+            task = query_from_messages(messages, errors=0) if messages else goal
+            episode_id = by_task.setdefault(task, new_id()) if task else new_id()
+        step = state.get("step_index")
+        if step is None:  # count the calls per episode: one retrieval per agent step
+            step = steps.get(episode_id, 0)
+            steps[episode_id] = step + 1
+        ctx = memory.retrieve(query_goal, state.get("observation") or "", namespace=namespace,
+                              task_type=state.get("task_type") or None, k=k, k_demos=k_demos,
+                              token_budget=token_budget, episode_id=episode_id, step_index=step)
+        out: dict[str, Any] = {key: ctx.text, "context_tokens": ctx.tokens, "episode_id": episode_id}
+        if as_system_message and ctx.text:
+            from langchain_core.messages import SystemMessage
+            out["messages"] = [SystemMessage(content=ctx.text, id=f"skillmem-context-{episode_id}")]
+        return out
+
+    return retrieve_context

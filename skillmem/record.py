@@ -55,8 +55,12 @@ def _call_verifier(verifier: Verifier, rec: "EpisodeRecorder", kwargs: dict[str,
 class EpisodeRecorder:
     """Records one episode: `step(...)` per action, then `finish(...)` with a verified outcome."""
 
-    def __init__(self, memory: "SkillMemory", row: EpisodeRow, verifier: Optional[Verifier] = None):
-        self.memory = memory
+    def __init__(self, engine: Any, row: EpisodeRow, verifier: Optional[Verifier] = None, *,
+                 on_finished: Optional[Callable[[str], None]] = None):
+        # Writes go to `engine` alone; `on_finished(episode_id)` runs once the outcome is
+        # committed (the memory's episode-finished hooks), so the recorder never needs the façade.
+        self.engine = engine
+        self._on_finished = on_finished
         self.id = row.id
         self.namespace = row.namespace
         self.task_type = row.task_type
@@ -67,7 +71,6 @@ class EpisodeRecorder:
         self.total_reward = 0.0
         self.done = False
         self.last_reward = 0.0
-        engine = memory.engine
         # On PostgreSQL a lone INSERT in autocommit is one round trip instead of three
         # (BEGIN, INSERT, COMMIT); SQLite's single statement is already its own transaction.
         self._step_engine = (engine.execution_options(isolation_level="AUTOCOMMIT")
@@ -119,7 +122,7 @@ class EpisodeRecorder:
             raise MalformedInput(f"outcome source {source!r} is not one of environment, verifier, human: "
                                  "only a verified source labels an episode (the agent's claim goes in "
                                  "self_reported=)") from None
-        with self.memory.engine.begin() as conn:
+        with self.engine.begin() as conn:
             conn.execute(
                 update(self._episodes_table).where(self._episodes_table.c.id == self.id).values(
                     status=Status.finished.value,
@@ -129,13 +132,14 @@ class EpisodeRecorder:
                 )
             )
         self.done = True
-        self.memory._on_episode_finished(self.id)
+        if self._on_finished is not None:
+            self._on_finished(self.id)
         return outcome
 
     def interrupt(self, reason: str = "") -> None:
         if self.done:
             return
-        with self.memory.engine.begin() as conn:
+        with self.engine.begin() as conn:
             conn.execute(text("UPDATE episodes SET status = 'interrupted', ended_at = :t, reflection_error = :r, "
                               "num_steps = :n, total_reward = :tr WHERE id = :id"),
                          {"t": utcnow(), "r": reason[:2000] or None, "id": self.id, "n": self.num_steps,

@@ -16,22 +16,9 @@ from sqlalchemy import insert
 from sqlalchemy.engine import Engine
 
 from .episode import utcnow
-from .index.items import (DEMO, KIND_TABLE, LESSON, Item, demo_text, item_text, lesson_text, partition_name,
-                          partition_of, partition_prefix)
-from .index.memory import (  # noqa: F401  (re-exported: curate, lgstore and memory import them from here)
-    REBUILD_AFTER_EVENTS,
-    ROW_CACHE,
-    MemoryIndex,
-    active_ids,
-    default_index_dir,
-    embed_texts,
-    fetch_all_active,
-    fetch_rows,
-    head_event_id,
-    insert_ignore,
-    load_vectors,
-    reader_engine,
-)
+from .index.items import DEMO, LESSON, Item, partition_name, partition_prefix
+from .index.items import demo_text, item_text, lesson_text  # noqa: F401  (re-exported: the texts items are embedded as)
+from .index.memory import MemoryIndex, fetch_rows
 from .store import DemonstrationRow, LessonRow, RetrievalRow
 from .tokens import count_tokens
 
@@ -256,50 +243,3 @@ def search_items(index: MemoryIndex, query: np.ndarray, *, namespace: str, kind:
     with index.read_engine.connect() as conn:
         rows = fetch_rows(conn, kind, [c[1] for c in cands], namespace=namespace, active_only=True)
     return [(rows[c[1]], c[2]) for c in cands if c[1] in rows][:limit]
-
-
-# --------------------------------------------------------------------------- LangGraph node
-
-
-def retrieval_node(memory: Any, *, k: int = 5, token_budget: int = 400, key: str = "context",
-                   as_system_message: bool = False, namespace: Optional[str] = None,
-                   k_demos: int = 1) -> Callable[..., dict[str, Any]]:
-    """A LangGraph node that puts retrieved lessons and demonstrations into the state.
-
-    Reads `goal` and `observation` (a messages state without them: the query comes from the
-    messages, see :func:`skillmem.prompt.query_from_messages`), `task_type`, `episode_id`
-    (else the episode `wrap()` is recording, else a new id, kept for the rest of the run) and
-    `step_index` if present; writes `state[key]` (the text), `context_tokens` and `episode_id`.
-    With `as_system_message` it also puts the text in `messages` as ONE SystemMessage whose id
-    stays the same for the episode, so LangGraph's `add_messages` replaces it instead of
-    appending another. (For create_react_agent, `skillmem.memory_prompt` is the simpler hook.)
-    """
-    from .episode import new_id
-    from .prompt import current_config, query_from_messages, recorded_episode
-
-    steps: dict[str, int] = {}
-    by_task: dict[str, str] = {}
-
-    def retrieve_context(state: dict[str, Any]) -> dict[str, Any]:
-        messages = state.get("messages") or []
-        goal = state.get("goal") or ""
-        query_goal = goal or (query_from_messages(messages) if messages else "")
-        episode_id = state.get("episode_id") or recorded_episode(current_config())
-        if not episode_id:
-            # A state without an episode_id channel never carries ours back: keep one per task.
-            task = query_from_messages(messages, errors=0) if messages else goal
-            episode_id = by_task.setdefault(task, new_id()) if task else new_id()
-        step = state.get("step_index")
-        if step is None:  # count the calls per episode: one retrieval per agent step
-            step = steps.get(episode_id, 0)
-            steps[episode_id] = step + 1
-        ctx = memory.retrieve(query_goal, state.get("observation") or "", namespace=namespace,
-                              task_type=state.get("task_type") or None, k=k, k_demos=k_demos,
-                              token_budget=token_budget, episode_id=episode_id, step_index=step)
-        out: dict[str, Any] = {key: ctx.text, "context_tokens": ctx.tokens, "episode_id": episode_id}
-        if as_system_message and ctx.text:
-            from langchain_core.messages import SystemMessage
-            out["messages"] = [SystemMessage(content=ctx.text, id=f"skillmem-context-{episode_id}")]
-        return out
-
-    return retrieve_context

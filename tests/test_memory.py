@@ -19,7 +19,8 @@ from sqlalchemy import text
 from conftest import open_memory
 from skillmem import Demonstration, Lesson, SkillMemory, wrap
 from skillmem.embed import HashingEmbedder
-from skillmem.retrieve import NEAR_COPY_COSINE, retrieval_node
+from skillmem.prompt import retrieval_node
+from skillmem.retrieve import NEAR_COPY_COSINE
 from skillmem.tokens import count_tokens
 
 ROOT = Path(__file__).resolve().parents[1]

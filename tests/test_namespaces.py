@@ -51,7 +51,7 @@ def test_names_with_slashes_keep_their_own_partitions(db_url, tmp_path, ns, task
         # A neighbour whose name starts with this one's and "/lesson" must stay out of its searches.
         mem.add_lesson(LessonBase(trigger="the order id is unknown", fix="neighbour's", task_type=task_type),
                        namespace=f"{ns}/lesson")
-        mem._index.save()
+        mem.index.save()
     finally:
         mem.close()
     mem = open_memory(db_url, tmp_path)  # from the saved index

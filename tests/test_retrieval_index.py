@@ -168,9 +168,9 @@ def test_probe_is_skipped_within_its_interval_and_another_process_is_seen_after_
     heat(m)
     m.retrieve(QUERY, task_type="heat", record=False)
     reads = []
-    real_read = m._index._probe.read
-    m._index._probe.read = lambda: reads.append(1) or real_read()
-    m._index.probe_interval = 3600.0
+    real_read = m.index._probe.read
+    m.index._probe.read = lambda: reads.append(1) or real_read()
+    m.index.probe_interval = 3600.0
     for _ in range(20):
         m.retrieve(QUERY, task_type="heat", record=False)
     assert reads == []  # no SQL at all: the last probe is trusted for its interval
@@ -185,7 +185,7 @@ def test_probe_is_skipped_within_its_interval_and_another_process_is_seen_after_
     subprocess.run([sys.executable, "-c", code, db, str(tmp_path / "other-index")], check=True, timeout=600,
                    env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     assert "the kettle is empty" not in served(m, "heat")
-    m._index.probe_interval = 0.05
+    m.index.probe_interval = 0.05
     time.sleep(0.06)
     assert "the kettle is empty" in served(m, "heat")
     m.close()

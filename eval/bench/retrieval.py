@@ -134,10 +134,10 @@ def bench_size(n: int, n_queries: int, store_queries: int, hnsw_max: int, store_
     t0 = time.perf_counter()
     mem.index_rebuild()  # rows and cached vectors from SQL, the index built (IVF trained above 20k), saved
     out["index_rebuild_s"] = round(time.perf_counter() - t0, 2)
-    index = mem._index.index
+    index = mem.index.index
     out["index_kind"] = index.kind_of(PARTITION)
     out["skillmem_rss_per_lesson_bytes"] = int((rss_mb() - rss0) * 2**20 / n)
-    out["index_bytes_per_lesson"] = int(sum(f.stat().st_size for f in mem._index.directory.glob("part-*")) / n)
+    out["index_bytes_per_lesson"] = int(sum(f.stat().st_size for f in mem.index.directory.glob("part-*")) / n)
     ours = latency(lambda q: mem.retrieve(q, k=K, k_demos=0, record=False), queries)
     ctx = mem.retrieve(queries[0], k=K, k_demos=0, record=False)
     assert len(ctx.items) == K, ctx
@@ -148,12 +148,12 @@ def bench_size(n: int, n_queries: int, store_queries: int, hnsw_max: int, store_
     ours_ids = index.search(PARTITION, qvecs, K)[1]
 
     # -- incremental sync: one new lesson, applied in place
-    rebuilds = mem._index.rebuilds
+    rebuilds = mem.index.rebuilds
     t0 = time.perf_counter()
     new_id, _ = mem.add_lesson(Lesson(trigger="a brand new situation nobody has seen", fix="do the new thing",
                                       scope="general"))
     out["incremental_add_ms"] = round((time.perf_counter() - t0) * 1000, 1)
-    out["full_rebuilds_on_add"] = mem._index.rebuilds - rebuilds
+    out["full_rebuilds_on_add"] = mem.index.rebuilds - rebuilds
     assert new_id in {i for _, i, _, _ in mem.retrieve("a brand new situation nobody has seen", k=K,
                                                        record=False).items}
 

@@ -47,7 +47,7 @@ def _worker(i: int, url: str, index_root: str, seconds: float, write_every: floa
 
     mem = SkillMemory(url, index_dir=Path(index_root) / f"p{i}", embedder=HashingEmbedder(), save_interval=1e9)
     mem.retrieve("warm up", task_type=PROBE, record=False)  # loads (here: builds) this process's index
-    rebuilds = mem._index.rebuilds
+    rebuilds = mem.index.rebuilds
     outbox.put(("ready", i))
     kind, start_at = inbox.get(timeout=600)  # one common start, once every process is ready
     assert kind == "go", kind
@@ -116,7 +116,7 @@ def _worker(i: int, url: str, index_root: str, seconds: float, write_every: floa
                 outbox.put(("add", i, item_id, text, time.time()))
             writes += 1
             next_write = now + write_every
-    outbox.put(("done", i, retrievals, busy, writes, mem._index.rebuilds - rebuilds,
+    outbox.put(("done", i, retrievals, busy, writes, mem.index.rebuilds - rebuilds,
                 sorted(pending_new), sorted(pending_gone)))
     mem.close()
 

@@ -18,7 +18,7 @@ from typing import Any, Mapping, Optional, Protocol, Sequence, runtime_checkable
 
 import torch
 
-from .hints import Hints, hints_from_context  # noqa: F401  (re-exported)
+from .hints import Hints, hints_from_context, history_pairs  # noqa: F401  (re-exported)
 
 # A history item: (action, observation) pair, a mapping with "action" and
 # "observation"/"feedback", or a plain string (an observation with no action).
@@ -52,23 +52,6 @@ class Policy(Protocol):
 
 
 # --------------------------------------------------------------------------- history and context
-
-
-def history_pairs(history: Sequence[HistoryItem] | None) -> list[tuple[str, str]]:
-    """History items in any of the accepted shapes as (action, observation) pairs."""
-    out: list[tuple[str, str]] = []
-    for item in history or ():
-        if isinstance(item, str):
-            out.append(("", item))
-        elif isinstance(item, Mapping):
-            out.append((str(item.get("action", "") or ""),
-                        str(item.get("observation", item.get("feedback", "")) or "")))
-        elif hasattr(item, "action"):  # a Step or StepRow
-            out.append((item.action or "", getattr(item, "feedback", "") or getattr(item, "observation", "") or ""))
-        else:
-            a, o = item
-            out.append((str(a or ""), str(o or "")))
-    return out
 
 
 def _get(obj: Any, name: str, default: Any = None) -> Any:

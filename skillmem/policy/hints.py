@@ -104,6 +104,23 @@ def generic_hints(context: Any, goal: str, pairs: Sequence[tuple[str, str]], adm
     return hints
 
 
+def history_pairs(history: Sequence[Any] | None) -> list[tuple[str, str]]:
+    """History items in any of the accepted shapes as (action, observation) pairs."""
+    out: list[tuple[str, str]] = []
+    for item in history or ():
+        if isinstance(item, str):
+            out.append(("", item))
+        elif isinstance(item, Mapping):
+            out.append((str(item.get("action", "") or ""),
+                        str(item.get("observation", item.get("feedback", "")) or "")))
+        elif hasattr(item, "action"):  # a Step or StepRow
+            out.append((item.action or "", getattr(item, "feedback", "") or getattr(item, "observation", "") or ""))
+        else:
+            a, o = item
+            out.append((str(a or ""), str(o or "")))
+    return out
+
+
 def hints_from_context(context: Any, goal: str, history: Sequence[Any] | None, admissible: Sequence[str],
                        domain: Any = None) -> Hints:
     """Lessons and demonstrations in `context` matched against `admissible` as per-action bonuses.
@@ -112,7 +129,6 @@ def hints_from_context(context: Any, goal: str, history: Sequence[Any] | None, a
     `hints()` method of its own gives those instead.
     """
     from ..domain import TextDomain
-    from .base import history_pairs  # history shapes are the policy protocol's business
 
     if context is None or isinstance(context, str) or not admissible:
         return Hints()
