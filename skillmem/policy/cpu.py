@@ -8,7 +8,9 @@ the features the `Domain` derives from the whole history, crossed with the candi
 (TextDomain: was it tried, did it fail, does it name the goal's values; a world pack adds
 its own state: what is held, which places were visited...), so what memory-guided play
 does becomes a linear rule the trainer can distill into weights. Those weights start at
-zero, so the untrained policy is steered by hints alone. No tokenizer, no download;
+zero, so the untrained policy is steered by hints alone, and by two weights that start
+negative: on an action taken before from the observation it is in now, and on one taken before
+at all (an untrained argmax would otherwise loop on its favourite action). No tokenizer, no download;
 thousands of decisions per second on one core.
 
     policy = CPUPolicy()                       # untrained; memory hints still steer it
@@ -46,6 +48,11 @@ class CPUPolicyConfig:
     hidden: int = 64  # MLP width
     history: int = 3  # recent steps read
     hint_init: float = 3.0  # initial weight of the hint bonus: memory steers before any training
+    # Initial weights on repeating an action: taken before from this same observation (it led
+    # nowhere new then), and taken before at all. An untrained argmax policy otherwise loops on
+    # its favourite action; training may change both.
+    repeat_init: float = -2.0
+    tried_init: float = -0.5
     use_text: bool = True  # read retrieved memory as text (its words in the context bag)
     use_hints: bool = True  # use retrieved memory as hints on actions
     seed: int = 0
@@ -91,6 +98,7 @@ class CPUPolicy(nn.Module):
                 self.lin.weight.zero_()
             self.mlp = nn.Sequential(nn.Linear(2 * c.dim + N_DENSE, c.hidden), nn.Tanh(), nn.Linear(c.hidden, 1))
         self.hint_weight = nn.Parameter(torch.tensor(c.hint_init))
+        self.repeat_weight = nn.Parameter(torch.tensor([c.repeat_init, c.tried_init]))
         self.rng = random.Random(c.seed)
         self._cache: dict[tuple, tuple] = {}
 
@@ -112,8 +120,22 @@ class CPUPolicy(nn.Module):
             "done": [a for a, _ in p.history], "last": p.history[-1][0] if p.history else "",
             "prev_verb": (_words(p.history[-1][0]) or ("none",))[0] if p.history else "start",
             "goal_words": goal[:12], "goal_text": p.goal, "history": p.history,
+            "here": self._from_here(p.history),
         }
         return feats or [0], info
+
+    def _from_here(self, history: Sequence[tuple[str, str]]) -> dict[str, int]:
+        """How often each action (by the domain's key) was taken before from the observation the agent
+        is in now (the start counts as one observation)."""
+        now = " ".join(history[-1][1].split()) if history else None
+        out: dict[str, int] = {}
+        prev = None
+        for a, o in history:
+            if prev == now:
+                k = self.domain.action_key(a)
+                out[k] = out.get(k, 0) + 1
+            prev = " ".join(o.split())
+        return out
 
     def _candidate_features(self, cand: str, info: dict[str, Any], hint: float, world: Sequence[str] = ()
                             ) -> tuple[list[int], list[int], list[float]]:
@@ -148,7 +170,7 @@ class CPUPolicy(nn.Module):
             return hit
         feats, info = self._context_features(p)
         world = self.domain.policy_features(p.goal, p.history, list(cands))
-        cf, co, lf, lo, dense = array("i"), array("i"), array("i"), array("i"), array("f")
+        cf, co, lf, lo, dense, reps = array("i"), array("i"), array("i"), array("i"), array("f"), array("f")
         for c, w in zip(cands, world):
             f, fl, d = self._candidate_features(c, info, 0.0, w)
             co.append(len(cf))
@@ -156,7 +178,10 @@ class CPUPolicy(nn.Module):
             lo.append(len(lf))
             lf.extend(fl)
             dense.extend(d[3:])
-        hit = (array("i", feats), cf, co, lf, lo, dense)
+            key = self.domain.action_key(c)
+            reps.extend((float(min(info["here"].get(key, 0), 3)),
+                         float(min(sum(1 for a in info["done"] if self.domain.action_key(a) == key), 3))))
+        hit = (array("i", feats), cf, co, lf, lo, dense, reps)
         if len(self._cache) >= _CACHE_SIZE:
             self._cache.pop(next(iter(self._cache)))  # oldest first
         self._cache[key] = hit
@@ -165,10 +190,11 @@ class CPUPolicy(nn.Module):
     def batch_logprobs(self, prompts: Sequence[Prompt], candidates: Sequence[Sequence[str]],
                        exclude_prefix: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-softmax over each prompt's candidates: ([B, C_max] padded with 0, mask [B, C_max])."""
-        ctx_idx, ctx_off, cand_idx, cand_off, lin_idx, lin_off, rest, hints, owner = (
-            array("i"), [], array("i"), [], array("i"), [], array("f"), [], [])
+        ctx_idx, ctx_off, cand_idx, cand_off, lin_idx, lin_off, rest, hints, owner, reps = (
+            array("i"), [], array("i"), [], array("i"), [], array("f"), [], [], array("f"))
         for b, (p, cands) in enumerate(zip(prompts, candidates)):
-            cx, cf, co, lf, lo, dense = self._features(p, cands)
+            cx, cf, co, lf, lo, dense, rp = self._features(p, cands)
+            reps.extend(rp)
             ctx_off.append(len(ctx_idx))
             ctx_idx.extend(cx)
             cand_off += [o + len(cand_idx) for o in co]
@@ -188,7 +214,8 @@ class CPUPolicy(nn.Module):
         c_own = ctx[own]
         score = self.mlp(torch.cat([c_own * cand, cand, dense_t], dim=-1)).squeeze(-1)
         lin = self.lin(torch.frombuffer(lin_idx, dtype=torch.int32).long(), torch.tensor(lin_off))
-        score = score + lin.squeeze(-1) + self.hint_weight * dense_t[:, 0]
+        repeat = torch.frombuffer(reps, dtype=torch.float32).reshape(-1, 2) @ self.repeat_weight
+        score = score + lin.squeeze(-1) + self.hint_weight * dense_t[:, 0] + repeat
         sizes = [len(c) for c in candidates]
         C = max(sizes) if sizes else 0
         mask = torch.arange(C)[None, :] < torch.tensor(sizes)[:, None]
@@ -235,5 +262,8 @@ class CPUPolicy(nn.Module):
         if meta.get("kind") != cls.kind:
             raise ValueError(f"{path} holds a {meta.get('kind')!r} policy, not a CPU policy; use load_policy()")
         policy = cls(CPUPolicyConfig(**meta["config"]), domain=domain)
-        policy.load_state_dict(torch.load(path / "weights.pt", weights_only=True))
+        state = torch.load(path / "weights.pt", weights_only=True)
+        if "repeat_weight" not in state:  # saved before the repeat weights existed: it never had them
+            state["repeat_weight"] = torch.zeros(2)
+        policy.load_state_dict(state)
         return policy

@@ -5,11 +5,14 @@ Memory steers even a policy that cannot read this way:
 * a lesson's **bad action** penalizes the admissible actions it names, in the situation its
   trigger names (the domain says whether that situation holds);
 * a lesson's **fix** rewards the admissible actions it names;
-* a demonstration's **next step** rewards the action that carries it out here: the first
-  state-changing step of its plan not yet done, in order, slots filled from this goal and
-  values a tool returned read from the history (``[lookup_order.total]``).
+* a demonstration's **next step** rewards the action that carries it out here (`follow_demo`):
+  slots filled from this goal and values a tool returned read from the history
+  (``[lookup_order.total]``); a value left free (``[value]``: the source episode's instance
+  number) matches any admissible argument and is searched; a step that is not possible here is
+  skipped and the plan re-anchors on the next one that matches, but never past a step that
+  names the goal.
 
-Matching is exact on the domain's `action_key` after the slots are filled: an argument is
+Matching is on the domain's `action_key`: a free value is searched among the admissible actions,
 never guessed. A domain that knows more (a world pack: navigation toward the place a plan
 step needs, exploring places not yet visited) gives its own hints through `hints()`.
 """
@@ -49,12 +52,136 @@ def _get(obj: Any, name: str, default: Any = None) -> Any:
     return getattr(obj, name, default)
 
 
-def _concrete(template: str, values: Mapping[str, str], history: Sequence[Any]) -> Optional[str]:
-    """The template with every slot filled, or None when one cannot be (never a guess)."""
+def _pattern(template: str, values: Mapping[str, str], history: Sequence[Any], domain: Any
+             ) -> tuple[str, Optional[re.Pattern[str]]]:
+    """A plan or lesson step as this episode can read it: (its key, a regex over admissible keys).
+
+    Slots the goal or an earlier tool output fills are filled (:func:`resolve`); a slot left over
+    (``[value]``: an instance number of the source episode, a value no tool has returned yet) is a
+    free value, matched by any one argument of an admissible action and searched, never guessed.
+    The regex is None when nothing is free (then the key must match exactly)."""
     from ..domain import resolve
 
     out = resolve(template, history, values)
-    return None if _SLOT.search(out) else out
+    if not _SLOT.search(out):
+        return domain.action_key(out), None
+    marks: list[str] = []
+
+    def mark(m: re.Match[str]) -> str:
+        marks.append(m.group(0))
+        return f"\x00{len(marks) - 1}\x00"
+
+    key = domain.action_key(_SLOT.sub(mark, out))
+    rx = re.escape(key)
+    for i in range(len(marks)):
+        rx = rx.replace(re.escape(f"\x00{i}\x00"), r"[^\s,()=]+")
+    try:
+        return key, re.compile(rx)
+    except re.error:
+        return key, None
+
+
+def _hits(pat: tuple[str, Optional[re.Pattern[str]]], by_key: Mapping[str, list[str]]) -> list[str]:
+    key, rx = pat
+    if rx is None:
+        return list(by_key.get(key, []))
+    return [a for k, acts in by_key.items() if rx.fullmatch(k) for a in acts]
+
+
+def _matches(pat: tuple[str, Optional[re.Pattern[str]]], key: str) -> bool:
+    return key == pat[0] if pat[1] is None else bool(pat[1].fullmatch(key))
+
+
+def _loosen(template: str) -> str:
+    """A step with its source episode's own details made free: a command keeps its verb, its small
+    words and the goal's slots, a tool call its name, argument names and slots; every other word or
+    value is free (``take [noun] [value] from box [value]`` -> ``take [noun] [value] from
+    [free] [value]``: the goal's object, wherever this episode has it)."""
+    from ..domain import _STOP, parse_call
+
+    call = parse_call(template)
+    if call is not None:
+        name, args = call
+        return f"{name}(" + ", ".join((f"{k}=" if k else "") + (v if _SLOT.search(v) else "[free]")
+                                     for k, v in args) + ")"
+    words = template.split()
+    return " ".join(w if i == 0 or _SLOT.search(w) or w.lower() in _STOP or not w.isalpha() else "[free]"
+                    for i, w in enumerate(words))
+
+
+def _progress(exact: Sequence[tuple[str, Optional[re.Pattern[str]]]], loose: Sequence[tuple[str, Optional[re.Pattern[str]]]],
+              goal_step: Sequence[bool], done: Sequence[str]) -> int:
+    """How far this episode has come along a plan: the index of its next step.
+
+    Each action done moves to just past the first plan step from here that it carries out, so a
+    step skipped because it was not possible (another episode's detail) does not hold the plan
+    back: the follower re-anchors on the next step that matches. A step that names the goal's
+    values is never jumped over: it is what the plan is for."""
+    p = 0
+    for key in done:
+        for j in range(p, len(exact)):
+            if _matches(exact[j], key) or (goal_step[j] and _matches(loose[j], key)):
+                p = j + 1
+                break
+            if goal_step[j]:
+                break
+    return p
+
+
+def follow_demo(plan: Sequence[str], values: Mapping[str, str], views: Sequence[Any], done: Sequence[str],
+                by_key: Mapping[str, list[str]], domain: Any, hints: Hints, weight: float = NEXT_STEP) -> None:
+    """Hint the action that carries out a demonstration's next step here.
+
+    Steps that name the goal's values (its object, its target) are what the plan is for; the
+    others are the means its source episode used to get there (where it walked, what it opened).
+    So, in order:
+
+    1. the nearest later step that names the goal, when it is possible here (the goal's object is
+       in view: take it, whatever the source episode did first), matched loosely: its other words
+       and values free;
+    2. the next step, when it is possible here (exactly, else loosely);
+    3. when it is not, the step before it was done with the wrong value for this episode: it is
+       redone with a value not yet tried (``open door [value]``: another door; then any place
+       not yet tried) — a search over what is admissible, never a guess;
+    4. else the first later step that is possible, but never past a step that names the goal.
+    """
+    exact = [_pattern(s, values, views, domain) for s in plan]
+    goal_step = [any(t in values for t in _SLOT.findall(s)) for s in plan]
+    loose = [_pattern(_loosen(s), values, views, domain) if g else e for s, g, e in zip(plan, goal_step, exact)]
+    p = _progress(exact, loose, goal_step, done)
+    if p >= len(plan):
+        return
+
+    def possible(j: int) -> list[str]:
+        return _hits(exact[j], by_key) or _hits(loose[j], by_key)
+
+    def add(acts: Sequence[str], w: float, why: str) -> None:
+        for a in acts:  # each match gets the whole bonus: the policy's own scores choose among them
+            hints.add(a, w, why)
+
+    nxt = next((j for j in range(p, len(plan)) if goal_step[j]), None)
+    if nxt is not None and nxt > p:
+        hits = possible(nxt)
+        if hits:
+            return add(hits, weight, f"demonstration step {nxt + 1}: {plan[nxt]} (possible here)")
+    hits = possible(p)
+    if hits:
+        return add(hits, weight, f"demonstration step {p + 1}: {plan[p]}")
+    if p:
+        tried = set(done)
+        for pat, w in ((exact[p - 1], weight), (_pattern(_loosen(plan[p - 1]), values, views, domain), EXPLORE)):
+            untried = [a for a in _hits(pat, by_key) if domain.action_key(a) not in tried]
+            if untried:
+                return add(untried, w, f"demonstration step {p}: {plan[p - 1]} with a value not tried yet "
+                                       f"(step {p + 1} is not possible)")
+    if goal_step[p]:
+        return
+    for j in range(p + 1, len(plan)):
+        hits = possible(j)
+        if hits:
+            return add(hits, weight, f"demonstration step {j + 1}: {plan[j]} (step {p + 1} is not possible here)")
+        if goal_step[j]:
+            return
 
 
 def generic_hints(context: Any, goal: str, pairs: Sequence[tuple[str, str]], admissible: Sequence[str],
@@ -71,36 +198,28 @@ def generic_hints(context: Any, goal: str, pairs: Sequence[tuple[str, str]], adm
     state = domain.state(goal, views)
 
     def values_for(template_goal: str) -> dict[str, str]:
-        return slots.bind(template_goal, goal) if template_goal and hasattr(slots, "bind") else dict(slots.values)
+        # A template worded otherwise than this goal still names its values in the same order.
+        bound = slots.bind(template_goal, goal) if template_goal and hasattr(slots, "bind") else {}
+        return bound or dict(slots.values)
 
     for les in _get(context, "lessons", None) or []:
         trigger = _get(les, "trigger", "") or ""
         if not domain.holds(trigger, state, goal):
             continue
         vals = dict(slots.values)
-        bad = _concrete((_get(les, "bad_action", "") or "").strip(), vals, views)
-        for a in by_key.get(domain.action_key(bad), []) if bad else []:
+        bad = (_get(les, "bad_action", "") or "").strip()
+        for a in _hits(_pattern(bad, vals, views, domain), by_key) if bad else []:
             hints.add(a, AVOID, f"lesson: avoid '{bad}'")
         fix = (_get(les, "fix", "") or "").strip()
         fix = re.sub(r"^(call|do)\s+", "", fix).split(";")[0].split(" (")[0].strip().strip("'")
-        filled = _concrete(fix, vals, views)
-        for a in by_key.get(domain.action_key(filled), []) if filled else []:
+        for a in _hits(_pattern(fix, vals, views, domain), by_key) if fix else []:
             hints.add(a, FIX, f"lesson fix: {fix[:80]}")
 
-    done = {domain.action_key(a) for a, o in pairs
-            if domain.step_kind(StepView(a, o)) is not StepKind.reasoning and not domain.failure(StepView(a, o))}
+    done = [domain.action_key(a) for a, o in pairs
+            if domain.step_kind(StepView(a, o)) is not StepKind.reasoning and not domain.failure(StepView(a, o))]
     for demo in _get(context, "demonstrations", None) or []:
-        vals = values_for(_get(demo, "goal_template", "") or "")
-        for k, step in enumerate(_get(demo, "plan", None) or []):
-            filled = _concrete(step, vals, views)
-            if filled is None:
-                break  # a step needs a value this episode does not have yet: stop there
-            key = domain.action_key(filled)
-            if key in done:
-                continue
-            for a in by_key.get(key, []):
-                hints.add(a, NEXT_STEP, f"demonstration step {k + 1}: {step}")
-            break
+        follow_demo(_get(demo, "plan", None) or [], values_for(_get(demo, "goal_template", "") or ""), views,
+                    done, by_key, domain, hints)
     return hints
 
 
