@@ -21,11 +21,14 @@ and fix each say the same thing (:func:`same_advice`):
   merge that drops one side's advice loses what an episode taught.
 
 A demonstration is a near-duplicate of one with the same goal template whose goal and
-plan embed within `DUPLICATE_COSINE`; the stored plan is kept and gains support.
+plan embed within `DUPLICATE_COSINE` and whose plan takes the same steps (as many, each one's
+words within the other's); the stored plan is kept and gains support. Plans where a step does
+something else ("in oven" for "in toaster": another recipe) stay apart.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from contextlib import contextmanager
@@ -291,6 +294,23 @@ def _comparable(parts: "Curator", kind: str, row: Any, vec: np.ndarray) -> list[
     return out
 
 
+def _plan_steps(plan: Any) -> list[set[str]]:
+    if isinstance(plan, str):
+        try:
+            plan = json.loads(plan)
+        except ValueError:
+            plan = [plan]
+    return [set(re.findall(r"\[[^\]]*\]|[\w'-]+", str(s).lower())) for s in (plan or [])]
+
+
+def _same_steps(a: Any, b: Any) -> bool:
+    """Whether two plans take the same steps: as many, each one's words within the other's
+    ("heat [object]" and "heat [object] now"); a word put in another's place ("in oven" for "in
+    toaster") makes it another step."""
+    sa, sb = _plan_steps(a), _plan_steps(b)
+    return len(sa) == len(sb) and all(x <= y or y <= x for x, y in zip(sa, sb))
+
+
 def _duplicate(parts: "Curator", kind: str, row: Any, vec: np.ndarray) -> tuple[Optional[Any], str, str]:
     """The stored item `row` repeats or paraphrases: (item, "repeated" | "merged", why), or (None, "created", why)."""
     near = _comparable(parts, kind, row, vec)
@@ -298,7 +318,9 @@ def _duplicate(parts: "Curator", kind: str, row: Any, vec: np.ndarray) -> tuple[
         for other, score in near[:1]:
             if other.text_hash == row.text_hash:
                 return other, "repeated", "exact repeat"
-            if score >= parts.duplicate_cosine:
+            # A plan that takes other steps is other know-how (another recipe, another tool's
+            # arguments), however alike the goals read: it is kept apart, like differing advice.
+            if score >= parts.duplicate_cosine and _same_steps(other.plan, row.plan):
                 return other, "merged", f"near-duplicate (cosine {score:.2f}) merged on insert"
         return None, "created", ""
     mine = lesson_parts(row)

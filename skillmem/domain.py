@@ -682,7 +682,10 @@ class TextDomain:
         A value an earlier tool returned reads ``[lookup_order.total]`` (the tool, and the field
         of its JSON output) or ``[from lookup_order]``; any other id-like value not in the goal
         reads ``[value]``: a lesson never quotes another episode's ids, and a demonstration can
-        be replayed by reading the value where it came from (:func:`resolve`).
+        be replayed by reading the value where it came from (:func:`resolve`). In a text command,
+        words the agent had read in an earlier look step read ``[from read cookbook]`` (the
+        whole command when it was read as one: a list of directions), so a replay takes them
+        from what that step says in its own episode.
         """
         def source(value: str, fallback: str = "[value]") -> str:
             for s in reversed(before):
@@ -715,7 +718,49 @@ class TextDomain:
             inside = m.string[:m.start()].rfind("[") > m.string[:m.start()].rfind("]")
             return m.group(0) if inside else source(m.group(0))
 
-        return _NUMBER.sub(sub, _ID.sub(sub, text))
+        return self._read_values(_NUMBER.sub(sub, _ID.sub(sub, text)), before)
+
+    def _read_values(self, command: str, before: Sequence[StepView]) -> str:
+        """A text command's words that the agent had read in an earlier look step (``read cookbook``,
+        ``examine note``) written as ``[from read cookbook]``: the value to use is in what that step
+        says, in any episode. A look that only describes again what was already in view (``look``
+        where the first observation said the same) is no source; nor is any other step."""
+        sources = []
+        for i, s in enumerate(before):
+            fb = " ".join((s.feedback or "").split()).lower()
+            if not fb or self.step_kind(s) is not StepKind.look or self.failure(s):
+                continue
+            seen = [" ".join((x.observation or "").split()).lower() for x in before[: i + 1]] + \
+                   [" ".join((x.feedback or "").split()).lower() for x in before[:i]]
+            if any(fb in o for o in seen if o):
+                continue
+            sources.append((content_words(fb), self.written(s.action)))
+        if not sources:
+            return command
+        # The whole command, read there ("dice the yellow potato" in a list of directions).
+        whole = content_words(command)
+        if len(whole.split()) > 1 and not _SLOT_TOKEN.search(command):
+            hit = next((a for fb, a in reversed(sources) if f" {whole} " in f" {fb} "), None)
+            if hit and not _SLOT_TOKEN.search(hit):
+                return f"[from {hit}]"
+        words = command.split(" ")
+        out, run = words[:1], []
+
+        def flush() -> None:
+            if run:
+                phrase = content_words(" ".join(run))
+                hit = next((a for fb, a in reversed(sources) if f" {phrase} " in f" {fb} "), None)
+                out.append(f"[from {hit}]" if hit and not _SLOT_TOKEN.search(hit) else " ".join(run))
+                run.clear()
+
+        for w in words[1:]:
+            if re.fullmatch(r"[A-Za-z][A-Za-z'-]*", w) and w.lower() not in _STOP:
+                run.append(w)
+            else:
+                flush()
+                out.append(w)
+        flush()
+        return " ".join(out)
 
     # ----------------------------------------------------------- policy
 
@@ -740,6 +785,11 @@ class TextDomain:
     def privileged_steps(self, steps: Sequence[StepView], pivot: int) -> set[int]:
         """Steps of a guided retry that only a teacher who sees everything could choose (none known here)."""
         return set()
+
+
+def content_words(text: str) -> str:
+    """Text as words compared for "the agent read this": lower case, no punctuation, no small words."""
+    return " ".join(w for w in re.findall(r"[a-z0-9][a-z0-9'-]*", (text or "").lower()) if w not in _STOP)
 
 
 def _json_key_of(feedback: str, value: str) -> str:

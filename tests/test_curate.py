@@ -305,3 +305,14 @@ def test_the_core_rules_name_no_world():
     src = Path(curate.__file__).read_text().lower()
     for word in ("microwave", "fridge", "receptacle", "countertop", "cabinet", "drawer", "apple", "alfworld"):
         assert word not in src, word
+
+
+def test_demonstrations_whose_plans_do_other_steps_stay_apart(mem):
+    # Two recipes of one goal: alike in the embedding, not in what they do.
+    a = Demonstration(task_type="cook", goal_template="cook the meal",
+                      plan=["take [from read cookbook]", "cook [from read cookbook] in oven", "eat meal"])
+    b = Demonstration(task_type="cook", goal_template="cook the meal",
+                      plan=["take [from read cookbook]", "cook [from read cookbook] in toaster", "eat meal"])
+    assert mem.add_demonstration(a, episode_id="e1")[1] == "created"
+    assert mem.add_demonstration(b, episode_id="e2")[1] == "created"
+    assert len(mem.demonstrations()) == 2

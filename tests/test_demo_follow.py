@@ -65,3 +65,36 @@ def test_untrained_policy_does_not_repeat_an_action_from_the_same_observation():
         seen.append(a)
         history.append((a, obs))  # nothing this agent does changes what it sees
     assert len(set(seen)) == len(seen), seen
+
+
+# --------------------------------------------------------------------------- values read, not named
+
+RECIPE = "Ingredients:\n  red apple\n  salt\n\nDirections:\n  slice the red apple\n  prepare meal"
+
+
+def test_values_the_source_read_are_written_as_read_there():
+    from skillmem.domain import SlotMap, StepView
+
+    first = "You are in the kitchen. A counter has a cookbook and a knife on it."
+    before = [StepView("look around", "You are in the kitchen. A counter has a cookbook and a knife on it.", None, first),
+              StepView("read cookbook", RECIPE, None, "")]
+    written = {a: D.lesson_text(a, before, SlotMap()) for a in
+               ("take red apple", "slice red apple", "cook red apple in oven", "take knife")}
+    assert written == {"take red apple": "take [from read cookbook]", "slice red apple": "[from read cookbook]",
+                       "cook red apple in oven": "cook [from read cookbook] in oven",
+                       "take knife": "take knife"}  # the knife was in view anyway: no value read
+
+
+def test_a_step_whose_value_was_read_reads_first_then_takes_what_this_episode_read():
+    demo = NS(goal_template="", plan=["read cookbook", "take [from read cookbook]", "[from read cookbook]"])
+    ctx = NS(lessons=[], demonstrations=[demo])
+    adm = ["read cookbook", "take yellow potato", "take salt", "take knife", "slice yellow potato",
+           "dice yellow potato", "look around"]
+
+    def bonus(history):
+        return {a for a, v in hints_from_context(ctx, "Cook the meal.", history, adm, D).bonus.items() if v > 0}
+
+    assert bonus([]) == {"read cookbook"}
+    read = [("read cookbook", "Ingredients: yellow potato\nDirections: dice the yellow potato")]
+    assert bonus(read) == {"take yellow potato"}
+    assert bonus(read + [("take yellow potato", "You take the yellow potato.")]) == {"dice yellow potato"}

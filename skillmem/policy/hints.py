@@ -23,6 +23,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Sequence
 
+from ..domain import content_words
+
 # How strongly each kind of memory speaks. A policy learns its own weight on top.
 AVOID, FIX, NEXT_STEP, EXPLORE = -1.0, 0.5, 1.0, 0.3
 _SLOT = re.compile(r"\[[^\]]+\]")
@@ -52,19 +54,41 @@ def _get(obj: Any, name: str, default: Any = None) -> Any:
     return getattr(obj, name, default)
 
 
-def _pattern(template: str, values: Mapping[str, str], history: Sequence[Any], domain: Any
-             ) -> tuple[str, Optional[re.Pattern[str]]]:
-    """A plan or lesson step as this episode can read it: (its key, a regex over admissible keys).
+@dataclass
+class _Step:
+    """A plan or lesson step as this episode can read it: its key, and when it has free values a
+    regex over admissible keys plus what each ``[from ...]`` value must be found in."""
 
-    Slots the goal or an earlier tool output fills are filled (:func:`resolve`); a slot left over
-    (``[value]``: an instance number of the source episode, a value no tool has returned yet) is a
-    free value, matched by any one argument of an admissible action and searched, never guessed.
-    The regex is None when nothing is free (then the key must match exactly)."""
+    key: str
+    rx: Optional[re.Pattern[str]] = None
+    reads: dict[str, str] = field(default_factory=dict)  # regex group -> the text its value must be in
+    unreadable: bool = False  # a value to read from a step this episode has not taken yet
+    sources: list[str] = field(default_factory=list)  # those steps, to take first
+
+    def fits(self, key: str) -> bool:
+        if self.unreadable:
+            return False
+        if self.rx is None:
+            return key == self.key
+        m = self.rx.fullmatch(key)
+        if not m:
+            return False
+        return all(f" {content_words(m.group(g))} " in f" {text} " for g, text in self.reads.items())
+
+
+def _pattern(template: str, values: Mapping[str, str], history: Sequence[Any], domain: Any) -> _Step:
+    """A plan or lesson step as this episode can read it.
+
+    Slots the goal or an earlier tool output fills are filled (:func:`resolve`). A slot left over
+    is a free value, searched among the admissible actions, never guessed: ``[value]`` (an
+    instance number of the source episode, a value no tool has returned yet) is any one argument;
+    ``[from read note]`` (what the source read there) is any words that this episode's latest
+    ``read note`` says — none before this episode has read it."""
     from ..domain import resolve
 
     out = resolve(template, history, values)
     if not _SLOT.search(out):
-        return domain.action_key(out), None
+        return _Step(domain.action_key(out))
     marks: list[str] = []
 
     def mark(m: re.Match[str]) -> str:
@@ -72,24 +96,34 @@ def _pattern(template: str, values: Mapping[str, str], history: Sequence[Any], d
         return f"\x00{len(marks) - 1}\x00"
 
     key = domain.action_key(_SLOT.sub(mark, out))
-    rx = re.escape(key)
-    for i in range(len(marks)):
-        rx = rx.replace(re.escape(f"\x00{i}\x00"), r"[^\s,()=]+")
+    rx, reads, unreadable, sources = re.escape(key), {}, False, []
+    for i, slot in enumerate(marks):
+        src = slot[len("[from "):-1] if slot.startswith("[from ") else None
+        if src is None:
+            rx = rx.replace(re.escape(f"\x00{i}\x00"), r"[^\s,()=]+", 1)
+            continue
+        said = next((o for a, o in reversed([(getattr(h, "action", ""), getattr(h, "feedback", "")) for h in history])
+                     if domain.action_key(a) == domain.action_key(src)), None)
+        if said is None:
+            unreadable = True
+            sources.append(src)
+            said = ""
+        reads[f"r{i}"] = content_words(said)
+        rx = rx.replace(re.escape(f"\x00{i}\x00"), rf"(?P<r{i}>[^,()=]+?)", 1)
     try:
-        return key, re.compile(rx)
+        return _Step(key, re.compile(rx), reads, unreadable, sources)
     except re.error:
-        return key, None
+        return _Step(key, None, {}, True)
 
 
-def _hits(pat: tuple[str, Optional[re.Pattern[str]]], by_key: Mapping[str, list[str]]) -> list[str]:
-    key, rx = pat
-    if rx is None:
-        return list(by_key.get(key, []))
-    return [a for k, acts in by_key.items() if rx.fullmatch(k) for a in acts]
+def _hits(pat: _Step, by_key: Mapping[str, list[str]]) -> list[str]:
+    if pat.rx is None and not pat.unreadable:
+        return list(by_key.get(pat.key, []))
+    return [a for k, acts in by_key.items() if pat.fits(k) for a in acts]
 
 
-def _matches(pat: tuple[str, Optional[re.Pattern[str]]], key: str) -> bool:
-    return key == pat[0] if pat[1] is None else bool(pat[1].fullmatch(key))
+def _matches(pat: _Step, key: str) -> bool:
+    return pat.fits(key)
 
 
 def _loosen(template: str) -> str:
@@ -104,12 +138,12 @@ def _loosen(template: str) -> str:
         name, args = call
         return f"{name}(" + ", ".join((f"{k}=" if k else "") + (v if _SLOT.search(v) else "[free]")
                                      for k, v in args) + ")"
-    words = template.split()
+    words = re.findall(r"\[[^\]]*\]|\S+", template)
     return " ".join(w if i == 0 or _SLOT.search(w) or w.lower() in _STOP or not w.isalpha() else "[free]"
                     for i, w in enumerate(words))
 
 
-def _progress(exact: Sequence[tuple[str, Optional[re.Pattern[str]]]], loose: Sequence[tuple[str, Optional[re.Pattern[str]]]],
+def _progress(exact: Sequence[_Step], loose: Sequence[_Step],
               goal_step: Sequence[bool], done: Sequence[str]) -> int:
     """How far this episode has come along a plan: the index of its next step.
 
@@ -144,6 +178,9 @@ def follow_demo(plan: Sequence[str], values: Mapping[str, str], views: Sequence[
        redone with a value not yet tried (``open door [value]``: another door; then any place
        not yet tried) — a search over what is admissible, never a guess;
     4. else the first later step that is possible, but never past a step that names the goal.
+
+    A step whose value the source read somewhere (``take [from read note]``) is possible once
+    this episode has read the same; before that, the read is the step.
     """
     exact = [_pattern(s, values, views, domain) for s in plan]
     goal_step = [any(t in values for t in _SLOT.findall(s)) for s in plan]
@@ -153,6 +190,8 @@ def follow_demo(plan: Sequence[str], values: Mapping[str, str], views: Sequence[
         return
 
     def possible(j: int) -> list[str]:
+        if exact[j].unreadable:  # what this step needs is read elsewhere: read it first
+            return [a for src in exact[j].sources for a in by_key.get(domain.action_key(src), [])]
         return _hits(exact[j], by_key) or _hits(loose[j], by_key)
 
     def add(acts: Sequence[str], w: float, why: str) -> None:
