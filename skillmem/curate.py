@@ -23,7 +23,7 @@ and fix each say the same thing (:func:`same_advice`):
 A demonstration is a near-duplicate of one with the same goal template whose goal and
 plan embed within `DUPLICATE_COSINE` and whose plan takes the same steps (as many, each one's
 words within the other's); the stored plan is kept and gains support. Plans where a step does
-something else ("in oven" for "in toaster": another recipe) stay apart.
+something else ("currency='EUR'" for "currency='USD'": another case) stay apart.
 """
 
 from __future__ import annotations
@@ -305,8 +305,8 @@ def _plan_steps(plan: Any) -> list[set[str]]:
 
 def _same_steps(a: Any, b: Any) -> bool:
     """Whether two plans take the same steps: as many, each one's words within the other's
-    ("heat [object]" and "heat [object] now"); a word put in another's place ("in oven" for "in
-    toaster") makes it another step."""
+    ("heat [object]" and "heat [object] now"); a word put in another's place ("currency='EUR'" for
+    "currency='USD'") makes it another step."""
     sa, sb = _plan_steps(a), _plan_steps(b)
     return len(sa) == len(sb) and all(x <= y or y <= x for x, y in zip(sa, sb))
 
