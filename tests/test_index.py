@@ -419,3 +419,22 @@ def test_a_new_outlier_is_found_at_once_in_an_approximate_partition():
     ix.remove(P, [10_000])
     assert ix.search(P, outliers[:1], 1)[1][0, 0] != 10_000
     assert len(set(ix.search(P, outliers[1:2], 10)[1][0].tolist())) == 10  # each id once
+
+
+def test_large_inverted_file_uses_a_graph_over_its_lists_and_survives_save_load(tmp_path):
+    # 70k vectors: 1,058 lists, where the centroids are searched by an HNSW graph.
+    dim = 16
+    rng = np.random.default_rng(5)
+    vecs = rng.standard_normal((70_000, dim)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    ix = VectorIndex(dim, device="cpu", exact_max=20_000)
+    ix.add(P, np.arange(70_000), vecs)  # one bulk add: trained at once, no exact copy first
+    part = ix._parts[P]
+    assert ix.kind_of(P) == "ivf" and part.nlist == index_mod.nlist_for(70_000) >= 1024
+    assert isinstance(faiss.downcast_index(part.quantizer), faiss.IndexHNSWFlat)
+    scores, ids, got = ix.search_one(P, vecs[123:124], 5)
+    assert ids[0] == 123 and np.allclose(got[0], vecs[123]) and scores[0] == pytest.approx(1.0, abs=1e-5)
+    assert ix.remove(P, [123]) == 1 and 123 not in ix.search_one(P, vecs[123:124], 5)[1]
+    ix.save(tmp_path / "ix")
+    back, _ = VectorIndex.load(tmp_path / "ix", device="cpu")
+    assert back.count(P) == 69_999 and back.search_one(P, vecs[456:457], 1)[1][0] == 456

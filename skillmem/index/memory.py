@@ -116,6 +116,46 @@ def fetch_active_items(conn: Any, kind: str) -> tuple[list[Item], list[tuple[str
     return items, recorded
 
 
+def fetch_active_with_vectors(conn: Any, kind: str, model: str, dim: int, chunk: int = 50_000
+                              ) -> tuple[list[Item], list[tuple[str, str]], np.ndarray, np.ndarray]:
+    """`fetch_active_items` with each row's cached vector joined in SQL: (items, recorded,
+    vectors (n, dim), found (n,) bool). A row without a vector of `model` (or whose recorded
+    hash names none) has found False and a zero row; the caller checks the hash against the
+    text. One query, blobs decoded by numpy a chunk at a time: what a rebuild at 1M needs."""
+    t = KIND_TABLE[kind].__table__
+    e = EmbeddingRow.__table__
+    cols = [t.c[c] for c in ITEM_COLUMNS[kind]] + [t.c.text_hash, t.c.embedding_model, e.c.vector]
+    q = (select(*cols).select_from(t.outerjoin(e, (e.c.text_hash == t.c.text_hash) & (e.c.model == model)
+                                               & (e.c.dim == dim)))
+         .where(t.c.status == ItemStatus.active.value).order_by(t.c.id))
+    items: list[Item] = []
+    recorded: list[tuple[str, str]] = []
+    vec_parts: list[np.ndarray] = []
+    found_parts: list[np.ndarray] = []
+    width = 4 * dim
+    zero = bytes(width)
+    result = conn.execution_options(stream_results=True, yield_per=chunk).execute(q)
+    while True:
+        rows = result.fetchmany(chunk)
+        if not rows:
+            break
+        blobs = []
+        found = np.empty(len(rows), dtype=bool)
+        for j, r in enumerate(rows):
+            items.append(Item(kind, r))
+            recorded.append((r.text_hash, r.embedding_model))
+            blob = r.vector
+            ok = blob is not None and len(blob) == width
+            found[j] = ok
+            blobs.append(bytes(blob) if ok else zero)
+        vec_parts.append(np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(rows), dim))
+        found_parts.append(found)
+    if not vec_parts:
+        return items, recorded, np.zeros((0, dim), np.float32), np.zeros(0, bool)
+    vecs = vec_parts[0].copy() if len(vec_parts) == 1 else np.concatenate(vec_parts)
+    return items, recorded, vecs, np.concatenate(found_parts)
+
+
 def reader_engine(engine: Engine) -> Engine:
     """An engine for reads only. On SQLite the store's engine starts every transaction with
     BEGIN IMMEDIATE (the write lock); retrieval's reads must not queue behind writers, and in
@@ -192,13 +232,26 @@ def default_index_dir(url: str, index_dir: Any = None) -> Path:
     return Path(base) / "skillmem" / f"index-{hashlib.sha256(url.encode()).hexdigest()[:16]}"
 
 
+@contextmanager
+def _all_threads() -> Iterator[None]:
+    """FAISS OpenMP threads for this thread set to the machine's cores for the block
+    (searches run on one thread; a bulk build gains from all)."""
+    from .vector import faiss
+
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(os.cpu_count() or 1)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
+
+
 # --------------------------------------------------------------------------- the change probe
 
-# Writes to lesson_events committed through SQLAlchemy in this process (any engine): a
-# retrieval that sees this counter move probes at once instead of trusting its last probe.
+# Writes to lesson_events committed in this process through a store's engine (every
+# SkillMemory's, see `_listen_for_local_writes`): a retrieval that sees this counter move
+# probes at once instead of trusting its last probe.
 _local_writes = [0]
-_listening = threading.Lock()
-_listeners_on = [False]
 _FLAG = "skillmem_lesson_events_written"
 
 
@@ -219,17 +272,13 @@ def _bump_on_checkin(dbapi_connection: Any, record: Any) -> None:
         _local_writes[0] += 1
 
 
-def _listen_for_local_writes() -> None:
-    with _listening:
-        if _listeners_on[0]:
-            return
-        from sqlalchemy.pool import Pool
-
-        event.listen(Engine, "before_cursor_execute", _mark_write)
-        event.listen(Engine, "commit", _bump_on_commit)
-        event.listen(Pool, "checkin", _bump_on_checkin)
-        _listeners_on[0] = True
-
+def _listen_for_local_writes(engine: Engine) -> None:
+    """Count `engine`'s lesson_events writes (only the store's own engines: never every
+    engine of the host application)."""
+    if not event.contains(engine, "before_cursor_execute", _mark_write):
+        event.listen(engine, "before_cursor_execute", _mark_write)
+        event.listen(engine, "commit", _bump_on_commit)
+        event.listen(engine, "checkin", _bump_on_checkin)
 
 
 class HeadProbe:
@@ -342,7 +391,7 @@ class MemoryIndex:
         self.probe_interval = PROBE_INTERVAL
         self._probed_at = -1e18  # monotonic time of the last probe `refresh` trusts
         self._probed_writes = -1  # _local_writes when it was taken
-        _listen_for_local_writes()
+        _listen_for_local_writes(engine)
 
     @property
     def embedder(self) -> Embedder:
@@ -421,15 +470,16 @@ class MemoryIndex:
         """Rebuild the whole index from SQL rows and cached vectors, then save it."""
         with self._lock:
             emb = self.embedder
-            with self.read_engine.connect() as conn:
-                head, sid = head_event_id(conn), store_id(conn)
-                items = {kind: fetch_active_items(conn, kind) for kind in KIND_TABLE}
             index = VectorIndex(emb.dim, **self.settings)
             cache: dict[tuple[str, int], Item] = {}
             counts: dict[str, int] = {}
-            for kind, (its, recorded) in items.items():
-                self._add_items(index, cache, kind, its, recorded)
+            with self.read_engine.connect() as conn:
+                head, sid = head_event_id(conn), store_id(conn)
+                loaded = {kind: fetch_active_with_vectors(conn, kind, emb.name, emb.dim) for kind in KIND_TABLE}
+            for kind, (its, recorded, vecs, found) in loaded.items():
+                self._bulk_add(index, cache, kind, its, recorded, vecs, found)
                 counts[kind] = len(its)
+            del loaded
             self.index, self.mark, self.store_id, self.items = index, head, sid, cache
             self._rows.clear()
             self.rebuilds += 1
@@ -453,6 +503,30 @@ class MemoryIndex:
             cache[(kind, it.id)] = it
         for p, pos in by_part.items():
             index.add(p, [items[i].id for i in pos], vecs[pos])
+
+    def _bulk_add(self, index: VectorIndex, cache: dict[tuple[str, int], Item], kind: str, items: list[Item],
+                  recorded: list[tuple[str, str]], vecs: np.ndarray, found: np.ndarray) -> None:
+        """Add a rebuild's items: joined vectors are used where the row's hash is its text's
+        (checked here: a hash is never trusted blind), the rest are looked up or encoded."""
+        if not items:
+            return
+        name = self.embedder.name
+        keys = [content_hash(item_text(kind, it), name) for it in items]
+        redo = [j for j, (k, (h, m), ok) in enumerate(zip(keys, recorded, found.tolist())) if not ok or h != k]
+        if redo:
+            fixed, _ = embed_texts(self.engine, self.embedder, [item_text(kind, items[j]) for j in redo],
+                                   self.read_engine)
+            vecs[redo] = fixed
+        self._note_model(kind, items, keys, recorded)
+        by_part: dict[str, list[int]] = {}
+        for j, it in enumerate(items):
+            by_part.setdefault(it.partition, []).append(j)
+            cache[(kind, it.id)] = it
+        ids = np.fromiter((it.id for it in items), dtype=np.int64, count=len(items))
+        for p, pos in by_part.items():
+            sel = np.asarray(pos, dtype=np.int64)
+            with _all_threads():  # a rebuild is one big job: training and assignment use every core
+                index.add(p, ids[sel], vecs[sel] if len(pos) < len(items) else vecs)
 
     def _note_model(self, kind: str, items: list[Item], keys: list[str], recorded: list[tuple[str, str]]) -> None:
         """Rows record the model (and hash) their vector comes from; a model change rewrites them."""

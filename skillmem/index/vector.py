@@ -4,7 +4,8 @@ Vectors are unit-norm, so inner product is cosine. Each partition (e.g.
 "ns/lesson/general") is searched exactly (`IndexIDMap2(IndexFlatIP)`) while it holds up
 to `exact_max` vectors (20,000 by default: one exact scan there costs about what the
 approximate search costs at a million), and approximately above that, by an inverted
-file (`IndexIVFFlat`, about sqrt(n) lists, `nprobe` of them searched; recall@5 against
+file (`IndexIVFFlat`, about 4 sqrt(n) lists, `nprobe` of them searched, an HNSW graph over
+the centroids choosing them from 1,024 lists up; recall@5 against
 exact search is measured by `python -m eval bench retrieval`). Both are keyed by the SQL
 rows' int64 ids and support add, remove and reconstruct, so a new or retired lesson is
 applied in place. An inverted file is retrained (its lists re-cut) when its partition has
@@ -57,8 +58,8 @@ GPU_MAX_K = 2048
 EXACT_MAX = 20_000
 # An inverted file is re-cut when its partition has grown this many times past its training size.
 RETRAIN_GROWTH = 4
-# Lists probed per query: 0.97-0.99 recall@5 on the benchmark's vectors at 100k-1M (measured there).
-DEFAULT_NPROBE = 24
+# Lists probed per query (of about 4 sqrt(n)): recall@5 0.97-0.99 at 100k (measured by the benchmark).
+DEFAULT_NPROBE = 40
 KINDS = ("auto", "exact", "ivf")
 # The last this-many vectors added to an inverted file are also kept in an exact buffer that
 # every search scans: a new item is found at once even when it lies far from the lists the
@@ -143,21 +144,39 @@ def _merge_hits(s1: np.ndarray, i1: np.ndarray, s2: np.ndarray, i2: np.ndarray, 
 
 
 def nlist_for(n: int) -> int:
-    """Inverted lists for `n` vectors: about sqrt(n), so a probe scans ~nprobe/sqrt(n) of them."""
-    return int(min(4096, max(64, round(math.sqrt(n)))))
+    """Inverted lists for `n` vectors: about 4 sqrt(n). Four times more lists than sqrt(n)
+    scan half as many vectors for the same recall (measured at 100k: 316 lists need 16
+    probes, 5% of the vectors, for recall@5 0.97; 1,264 lists 32 probes, 2.5%)."""
+    return int(min(4096, max(64, round(4 * math.sqrt(n)))))
 
 
-def _train_ivf(dim: int, ids: np.ndarray, vecs: np.ndarray) -> faiss.IndexIVFFlat:
+def _train_ivf(dim: int, ids: np.ndarray, vecs: np.ndarray, *, graph_quantizer: bool = True
+               ) -> faiss.IndexIVFFlat:
     nlist = nlist_for(len(ids))
     ivf = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
-    # 40 points per list is enough for k-means to place the lists (faiss warns below 39);
-    # a fixed seed makes a rebuild of the same rows give the same lists.
+    # 32 points per list and 10 rounds place the lists well enough for recall (measured by the
+    # benchmark) at a tenth of faiss's default cost: at 1M, 4,096 lists trained on 128k points.
+    # A fixed seed makes a rebuild of the same rows give the same lists.
     rng = np.random.default_rng(0)
-    sample = vecs if len(vecs) <= 40 * nlist else vecs[np.sort(rng.choice(len(vecs), 40 * nlist, replace=False))]
+    per_list = 32
+    sample = vecs if len(vecs) <= per_list * nlist else \
+        vecs[np.sort(rng.choice(len(vecs), per_list * nlist, replace=False))]
     ivf.cp.seed = 1234
+    ivf.cp.niter = 10
+    ivf.cp.min_points_per_centroid = min(per_list, max(1, len(sample) // nlist))
     ivf.train(np.ascontiguousarray(sample))
+    if graph_quantizer and nlist >= 1024:
+        # Which lists a vector belongs to (every add) and which to probe (every search): a small
+        # HNSW graph over the centroids finds them in ~50 us where a scan of 4,096 costs ~300.
+        graph = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
+        graph.hnsw.efConstruction = 80
+        graph.add(ivf.quantizer.reconstruct_n(0, nlist))
+        graph.hnsw.efSearch = 128
+        ivf = faiss.IndexIVFFlat(graph, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        ivf.is_trained = True
     ivf.set_direct_map_type(faiss.DirectMap.Hashtable)  # reconstruct and remove by id
-    ivf.add_with_ids(np.ascontiguousarray(vecs), ids)
+    for i in range(0, len(ids), 200_000):  # in slices: the assignment's buffers stay small
+        ivf.add_with_ids(np.ascontiguousarray(vecs[i:i + 200_000]), ids[i:i + 200_000])
     return ivf
 
 
@@ -254,6 +273,13 @@ class VectorIndex:
             ids, vectors = ids[keep], vectors[keep]
         with self._lock:
             index = self._parts.get(partition)
+            if index is None and len(ids) > max(self.approx_from, MIN_IVF - 1):
+                # A bulk load (a rebuild): cut the lists from these vectors at once, with no
+                # exact copy first and no buffer (every vector was in view of the training).
+                self._parts[partition] = _train_ivf(self.dim, ids, vectors, graph_quantizer=self.device == "cpu")
+                self._trained[partition] = len(ids)
+                self._gpu.pop(partition, None)
+                return
             if index is None:
                 index = self._parts[partition] = _new_partition(self.dim)
             else:
@@ -309,7 +335,7 @@ class VectorIndex:
 
     def _to_ivf(self, partition: str, index: Any) -> None:
         ids, vecs = _all_vectors(index, self.dim)
-        self._parts[partition] = _train_ivf(self.dim, ids, vecs)
+        self._parts[partition] = _train_ivf(self.dim, ids, vecs, graph_quantizer=self.device == "cpu")
         self._trained[partition] = len(ids)
         self._fresh.pop(partition, None)  # the lists were just cut with every vector in view
         self._gpu.pop(partition, None)
@@ -451,6 +477,16 @@ class VectorIndex:
         if mirror is None:
             cpu = self._parts[partition]
             if _is_ivf(cpu):
+                if not isinstance(faiss.downcast_index(cpu.quantizer), faiss.IndexFlat):
+                    # Built on a CPU with a graph over the centroids (loaded from disk): the GPU
+                    # inverted file wants a flat quantizer, so the mirror gets one, same lists.
+                    flat_q = faiss.IndexFlatIP(self.dim)
+                    flat_q.add(cpu.quantizer.reconstruct_n(0, cpu.nlist))
+                    twin = faiss.IndexIVFFlat(flat_q, self.dim, cpu.nlist, faiss.METRIC_INNER_PRODUCT)
+                    twin.is_trained = True
+                    twin.replace_invlists(cpu.invlists, False)
+                    twin.ntotal = cpu.ntotal
+                    cpu = twin
                 gpu = faiss.index_cpu_to_all_gpus(cpu)
                 space = getattr(faiss, "GpuParameterSpace", faiss.ParameterSpace)()  # absent from faiss-cpu
                 space.set_index_parameter(gpu, "nprobe", min(self.nprobe, cpu.nlist))
