@@ -247,10 +247,15 @@ def generic_hints(context: Any, goal: str, pairs: Sequence[tuple[str, str]], adm
             continue
         vals = dict(slots.values)
         bad = (_get(les, "bad_action", "") or "").strip()
-        for a in _hits(_pattern(bad, vals, views, domain), by_key) if bad else []:
-            hints.add(a, AVOID, f"lesson: avoid '{bad}'")
         fix = (_get(les, "fix", "") or "").strip()
         fix = re.sub(r"^(call|do)\s+", "", fix).split(";")[0].split(" (")[0].strip().strip("'")
+        if bad and bad == fix:
+            continue  # only a value of its own episode differed: nothing here to avoid or prefer
+        # A bad action is avoided only as it was: with a value left free it names every instance,
+        # and which one was wrong belonged to its episode. A fix may be any instance of itself.
+        bad_step = _pattern(bad, vals, views, domain) if bad else None
+        for a in _hits(bad_step, by_key) if bad_step is not None and bad_step.rx is None else []:
+            hints.add(a, AVOID, f"lesson: avoid '{bad}'")
         for a in _hits(_pattern(fix, vals, views, domain), by_key) if fix else []:
             hints.add(a, FIX, f"lesson fix: {fix[:80]}")
 
