@@ -287,7 +287,7 @@ def _content(text: str) -> set[str]:
 
 
 # A text command's arguments are the phrases between its verb and its prepositions ("take X from Y").
-_PREPOSITION = re.compile(r"\s+(?:from|to|in|into|on|onto|with|at|under|over|for|by|about|using|inside|off)\s+",
+_PREPOSITION = re.compile(r"(?:^|\s+)(?:from|to|in|into|on|onto|with|at|under|over|for|by|about|using|inside|off)\s+",
                           re.IGNORECASE)
 
 
@@ -558,18 +558,31 @@ class TextDomain:
             nxt = next((j for j in range(i + 1, len(steps)) if self.step_kind(steps[j]) is not StepKind.reasoning),
                        None)
             if nxt is not None and not call_name(s.action) and not call_name(steps[nxt].action) and \
-                    self._failed(steps, nxt) and _content(s.feedback) & _content(" ".join(args)):
-                wanted = _content(" ".join(arguments(steps[nxt].action)))
+                    _verb(steps[nxt].action) != _verb(s.action) and self._failed(steps, nxt) and \
+                    _content(s.feedback) & _content(" ".join(args)):
+                wanted = arguments(steps[nxt].action)
                 # What the next step named exists (the world showed it before) but not where this step led.
-                shown = _content(" ".join([goal, *(x.observation for x in steps[: i + 1]),
-                                           *(x.feedback for x in steps[:i])]))
-                if wanted & shown and not wanted & _content(s.feedback):
+                shown = " ".join([goal, *(x.observation for x in steps[: i + 1]),
+                                  *(x.feedback for x in steps[:i])]).lower()
+                # ...unless the next step named something never shown at all: its own mistake (hallucinated).
+                everything = _content(" ".join([shown, *(x.feedback for x in steps[i:nxt])]))
+                made_up = any(_content(w) and not _content(w) & everything for w in wanted)
+                if _content(" ".join(wanted)) & _content(shown) and not made_up and \
+                        not _content(" ".join(wanted)) & _content(s.feedback):
                     return ("went to the wrong place: the next step's object was not where this step led",
                             f"before '{_verb(steps[nxt].action)}', go where what it acts on is in view")
+            wrong = self._other_than_needed(goal, steps, i)
+            if wrong:
+                return wrong
         if self._failed(steps, i):
             seen = " ".join([goal, *(x.observation for x in steps[: i + 1]), *(x.feedback for x in steps[:i]),
                              *(c for x in steps[: i + 1] for c in (x.admissible or ()))]).lower()
             unseen = [a for a in args if a.lower() not in seen and not _SLOT_TOKEN.search(a)]
+            if unseen and not call_name(s.action) and all(_content(a) <= _content(seen) for a in unseen):
+                # Its words were shown, the whole of it never: a look-alike of something in view.
+                return ("acted on something never shown (hallucinated): a look-alike of what the world showed, "
+                        "not the thing itself",
+                        "act on the very thing the world showed, as it named it, not a look-alike of it")
             if unseen and not call_name(s.action):  # a call's made-up value is a wrong argument, named below
                 return ("acted on something never seen (hallucinated): it was not in the goal, any observation "
                         "or earlier answer",
@@ -582,6 +595,29 @@ class TextDomain:
             if signal.startswith("no-op reply"):
                 return ("invalid command: the world answered with a no-op (the same non-answer to other commands)",
                         "a no-op answer means nothing happened: change the command, not only its wording")
+        return None
+
+    def _other_than_needed(self, goal: str, steps: Sequence[StepView], i: int) -> Optional[tuple[str, str]]:
+        """Step `i` acted on Y while the world showed both Y and the X the goal names, and a later step
+        on X failed: it took the wrong one of two in view (text commands only)."""
+        s = steps[i]
+        if call_name(s.action):
+            return None
+        mine = arguments(s.action)
+        prev = next((steps[j] for j in range(i - 1, -1, -1) if self.step_kind(steps[j]) is not StepKind.reasoning),
+                    None)
+        view = ((prev.feedback if prev is not None else "") or s.observation or "").lower()
+        fail = next((j for j in range(i + 1, len(steps)) if self.step_kind(steps[j]) is not StepKind.reasoning
+                     and self._failed(steps, j)), None)
+        if not mine or fail is None or call_name(steps[fail].action):
+            return None
+        needed = arguments(steps[fail].action)
+        goal_words = _content(goal)
+        x, y = (needed[0] if needed else ""), mine[0]
+        if x and x.lower() != y.lower() and x.lower() in view and y.lower() in view and \
+                _content(x) & goal_words and not _content(y) & goal_words and _verb(s.action) != "":
+            return ("wrong object: acted on one the goal does not name while the one it names was in view",
+                    "act on the thing the goal names when it is in view, not on another one next to it")
         return None
 
     def _failed(self, steps: Sequence[StepView], i: int) -> bool:

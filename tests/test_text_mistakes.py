@@ -132,3 +132,22 @@ def test_tool_lessons_read_as_advice_and_name_an_earlier_output_by_its_source():
     assert "EUR" not in les.fix and "ORD-1004" not in les.fix
     assert not les.fix.rstrip().endswith(("tool error", "error")), les.fix
     assert "with currency as shown" in les.fix
+
+
+def test_taking_another_thing_than_the_goal_names_while_both_are_in_view_is_the_mistake():
+    t = trace("put a key in box", [
+        ("go to table 1", "You arrive at table 1. On the table 1, you see a key 1, and a pen 1."),
+        ("take pen 1 from table 1", "You pick up the pen 1 from the table 1."),
+        ("go to box 1", "You arrive at box 1."), ("move key 1 to box 1", NOOP), ("open box 1", NOOP)])
+    a, les = lesson(t)
+    assert a.pivot.step == 1, a.pivot
+    assert les.provenance["mistake"].startswith("wrong object") and "pen 1" not in les.fix
+
+
+def test_a_step_that_left_the_place_where_the_failing_step_was_meant_to_act_is_not_blamed_for_a_hallucination():
+    t = trace("put a key in box", [
+        ("go to table 1", "You arrive at table 1. On the table 1, you see a pen 1."),
+        ("use lamp 1", "You turn on the lamp 1."),
+        ("take spoon 9 from table 1", NOOP), ("open box 1", NOOP)])
+    a, les = lesson(t)
+    assert a.pivot.step == 2 and "hallucinated" in les.provenance["mistake"], (a.pivot, les.provenance)

@@ -172,15 +172,15 @@ def make_domain(name: str):
 # Words a lesson uses when it names the kind of mistake injected (None: the kind is any admissible
 # command, which has no name; such lessons are scored only on where they are read).
 MISTAKE_WORDS = {
-    "wrong_object": r"look-alike|resembl|wrong object|not the (?:one|object|value)|not in view|never (?:seen|shown)|"
-                    r"not (?:there|present)|not an admissible|changed nothing|no-op",
-    "lookalike": r"look-alike|resembl|wrong object|not the (?:one|object|value)|other than (?:what|the)",
-    "wrong_place": r"place|went to|go(?:ne)? (?:to|where)|not in view|where .{0,40} (?:is|was) (?:seen|shown)",
-    "revisit": r"already|again|revisit|visited|repeat|same result",
-    "hallucinated": r"not in view|never (?:seen|shown|appeared)|not (?:there|present)|does not exist|hallucinat",
-    "old_grammar": r"not an admissible|admissible|not understood|invalid|no-op|changed nothing|refused",
-    "garbled": r"not in view|never (?:seen|shown)|not (?:there|present)|not an admissible|no-op|changed nothing|"
-               r"look-alike|resembl|refused|failed",
+    "wrong_object": r"look-alike|resembl|wrong object|never (?:seen|shown)|not (?:there|present|in view)|"
+                    r"does not exist|hallucinat",
+    "garbled": r"look-alike|resembl|wrong object|never (?:seen|shown)|not (?:there|present|in view)|"
+               r"does not exist|hallucinat",
+    "lookalike": r"look-alike|resembl",
+    "wrong_place": r"wrong place|not where|where .{0,40} is in view|went (?:somewhere|elsewhere)",
+    "revisit": r"already (?:seen|visited|searched)|searched again|revisit|same result|repeated an earlier",
+    "hallucinated": r"never (?:seen|shown|appeared)|not (?:there|present|in view)|does not exist|hallucinat",
+    "old_grammar": r"not an admissible|not among the commands|not offered|not understood|invalid|no-op|refused",
     "admissible": None,
 }
 
