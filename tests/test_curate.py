@@ -263,6 +263,7 @@ def test_a_paraphrase_is_merged_and_keeps_both_episodes(real_mem):
     assert events(real_mem, a)[-1][3].startswith("paraphrase")
 
 
+@pytest.mark.slow  # 51 s on the loaded machine; the real-model merge tests above run by default
 def test_the_benchmark_pairs(sqlite_url, tmp_path):
     # A slice of eval/bench/curation.py's pairs (the whole set: python -m eval bench curation).
     from eval.bench.curation import measure
