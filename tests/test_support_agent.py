@@ -153,6 +153,14 @@ def test_support_agent_lessons_name_the_real_mistake_and_demos_replay(tmp_path):
     memory.feedback(fixed, step=2, source="human", text="they paid in USD and want EUR",
                     corrected_action="convert_currency(amount=55.0, from_currency='USD', to_currency='EUR')")
     failures["to_currency"] = fixed
+    # A correction whose value came from a tool's output, not from the goal: the order's currency.
+    own = run(memory, "Refund order ORD-1003 in full and convert the amount from EUR to the order's currency.",
+              "refund_own_currency",
+              [("lookup_order", {"order_id": "ORD-1003"}), ("refund", {"order_id": "ORD-1003", "amount": 20.0}),
+               ("convert_currency", {"amount": 20.0, "from_currency": "EUR", "to_currency": "GBP"})], verdict=False)
+    memory.feedback(own, step=2, source="human", text="the order was paid in USD",
+                    corrected_action="convert_currency(amount=20.0, from_currency='EUR', to_currency='USD')")
+    failures["[lookup_order.currency]"] = own  # the lesson names where the value comes from, never the value
 
     report = reflect_pending(memory, OfflineWriter(), progress=False)  # no domain given: TextDomain
     assert report.errors == 0 and report.no_lesson == 0, report.results
@@ -175,6 +183,7 @@ def test_support_agent_lessons_name_the_real_mistake_and_demos_replay(tmp_path):
     # The goal's USD, slotted as a quoted value (the recorder writes tool-call values as JSON).
     assert re.search(r"""(['"])\[code\]\1""", by_episode[failures["from_currency"]].fix)
     assert by_episode[failures["to_currency"]].grounded_on_feedback
+    assert "USD" not in by_episode[own].fix and "GBP" not in by_episode[own].fix, by_episode[own].fix
 
     # Demonstrations replay against the same tools on orders they have never seen.
     demos = {d.task_type: d for d in memory.demonstrations()}
