@@ -569,6 +569,12 @@ class TextDomain:
                 made_up = any(_content(w) and not _content(w) & everything for w in wanted)
                 if _content(" ".join(wanted)) & _content(shown) and not made_up and \
                         not _content(" ".join(wanted)) & _content(s.feedback):
+                    again = any(self.action_key(steps[j].action) == self.action_key(s.action) for j in acted)
+                    if again:  # a place it had already searched, gone back to: a revisit, and the wrong place
+                        return ("went back to a place already visited, the wrong place: the next step's object was "
+                                "not there",
+                                f"do not go back to a place already searched; before '{_verb(steps[nxt].action)}', "
+                                "go where what it acts on is in view")
                     return ("went to the wrong place: the next step's object was not where this step led",
                             f"before '{_verb(steps[nxt].action)}', go where what it acts on is in view")
             wrong = self._other_than_needed(goal, steps, i)

@@ -151,3 +151,13 @@ def test_a_step_that_left_the_place_where_the_failing_step_was_meant_to_act_is_n
         ("take spoon 9 from table 1", NOOP), ("open box 1", NOOP)])
     a, les = lesson(t)
     assert a.pivot.step == 2 and "hallucinated" in les.provenance["mistake"], (a.pivot, les.provenance)
+
+
+def test_going_back_to_a_place_whose_answer_changed_is_still_a_revisit_when_the_next_step_finds_nothing():
+    t = trace("put a key in box", [
+        ("go to shelf 1", "You arrive at shelf 1. On the shelf 1, you see a cup 1, and a pen 1."),
+        ("take pen 1 from shelf 1", "You pick up the pen 1 from the shelf 1."),
+        ("go to shelf 1", "You arrive at shelf 1. On the shelf 1, you see a cup 1."),
+        ("take key 1 from table 1", NOOP), ("open box 1", NOOP)])
+    a, les = lesson(t)
+    assert a.pivot.step == 2 and "already visited" in les.provenance["mistake"], (a.pivot, les.provenance)
