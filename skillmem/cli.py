@@ -13,7 +13,6 @@ import argparse
 import csv
 import json
 import sys
-import time
 from datetime import date, datetime
 from typing import Any, Callable, Optional, Sequence
 
@@ -200,19 +199,26 @@ def cmd_train(a: argparse.Namespace) -> int:
     from .store import init_schema, make_engine, resolve_url
     from .train import gate as gates
     from .train.round import train_round
-    from .train.trainer import TrainConfig, policy_run_dir, should_train
+    from .train.trainer import TrainConfig, policy_run_dir
 
     config = TrainConfig(**{f.name: getattr(a, f.name) for f in fields(TrainConfig) if getattr(a, f.name) is not None})
     url = resolve_url(a.db)
     engine = make_engine(url)
     init_schema(engine)
+    backend = None
     if a.policy == "trl":
-        # Chat models train through their own backend (skillmem.train.trl_backend), behind the same gate.
-        go, why, counts = should_train(engine, a.namespace, config)
-        if not go and not a.force:
-            print(f"skillmem train: not yet: {why}")
-            return 0
-        return _train_trl(a, engine, config, counts, url)
+        if not a.base_model:
+            print("skillmem train: --policy trl needs --base-model DIR (a local transformers chat model)",
+                  file=sys.stderr)
+            return 2
+        from .train.trl_backend import TRLBackend, TRLConfig
+
+        # TrainConfig's trigger and split knobs hold for chat models too; these are the TRL run's own.
+        knobs = {"base_model": a.base_model, "objective": a.objective, "device": a.device, "dtype": a.dtype,
+                 "gradient_checkpointing": a.gradient_checkpointing, "sft_steps": a.sft_steps,
+                 "pref_steps": a.pref_steps, "lora_r": a.lora_r, "lr": a.lr, "batch_size": a.batch_size,
+                 "seed": a.seed, "max_history": a.max_history}
+        backend = TRLBackend(TRLConfig(**{k: v for k, v in knobs.items() if v is not None}))
     current = gates.current_version(engine, a.namespace)
     if a.policy == "hf" and not a.base_model and (current is None or current.kind != "hf"):
         print("skillmem train: --policy hf needs --base-model DIR (a local transformers model)", file=sys.stderr)
@@ -240,7 +246,7 @@ def cmd_train(a: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     owner.write_text(json.dumps(mine))
     r = train_round(engine, a.namespace, out, config, kind=a.policy, new_policy=new_policy, force=a.force,
-                    gate=not a.no_gate)
+                    gate=not a.no_gate, backend=backend)
     if r.status == "skipped":
         print(f"skillmem train: not yet: {r.reason}")
         return 0
@@ -248,7 +254,12 @@ def cmd_train(a: argparse.Namespace) -> int:
         print(f"skillmem train: {r.reason}", file=sys.stderr)
         return 1
     t = r.train
-    print(f"trained {t.steps} steps ({t.status}), {t.examples_per_s:.0f} examples/s, loss {t.loss:.4f}: {t.path}")
+    if t.stages:  # a chat model: SFT, then DPO or KTO
+        done = ", ".join(f"{k} {v.get('steps', 0)} steps, loss {v.get('first_loss')} -> {v.get('last_loss')}"
+                         for k, v in t.stages.items())
+        print(f"trained {done} ({t.status}, actions as {'tool calls' if backend.config.tools else 'text'}): {t.path}")
+    else:
+        print(f"trained {t.steps} steps ({t.status}), {t.examples_per_s:.0f} examples/s, loss {t.loss:.4f}: {t.path}")
     if r.status == "stopped":
         print(f"version {r.version_id}: rejected ({r.reason})")
         return 1
@@ -257,40 +268,6 @@ def cmd_train(a: argparse.Namespace) -> int:
         return 0
     d = r.decision
     print(f"version {r.version_id}: {r.status} (held-out score {d.candidate_score:.3f} vs {d.current_score})")
-    return 0
-
-
-def _train_trl(a: argparse.Namespace, engine: Any, config: Any, counts: dict[str, int], url: str) -> int:
-    """`skillmem train --policy trl`: a chat model through TRL, behind the same gate and versions."""
-    from pathlib import Path
-
-    from .train.trl_backend import TRLConfig, train_chat_round
-
-    if not a.base_model:
-        print("skillmem train: --policy trl needs --base-model DIR (a local transformers chat model)", file=sys.stderr)
-        return 2
-    knobs = {"base_model": a.base_model, "objective": a.objective, "device": a.device, "dtype": a.dtype,
-             "gradient_checkpointing": a.gradient_checkpointing, "sft_steps": a.sft_steps, "pref_steps": a.pref_steps,
-             "lora_r": a.lora_r, "lr": a.lr, "batch_size": a.batch_size, "seed": a.seed,
-             "max_history": a.max_history}
-    tcfg = TRLConfig(**{k: v for k, v in knobs.items() if v is not None})
-    out = Path(a.out) if a.out else Path(url.split("///", 1)[-1]).parent / "policies" / f"trl-{int(time.time())}"
-    round_ = train_chat_round(engine, a.namespace, tcfg, out, heldout_fraction=config.heldout_fraction,
-                              gate=not a.no_gate, data=counts)
-    r = round_["result"]
-    stages = ", ".join(f"{k} {v.get('steps', 0)} steps, loss {v.get('first_loss')} -> {v.get('last_loss')}"
-                       for k, v in r.stages.items())
-    print(f"trained {stages} ({r.status}, actions as {'tool calls' if r.tools else 'text'}): {r.path}")
-    vid = round_["version_id"]
-    if round_["promoted"] is None:
-        print(f"version {vid}: candidate (not gated)")
-        return 0
-    d = round_.get("decision")
-    if d is None:
-        print(f"version {vid}: rejected (training stopped: {r.status})")
-        return 1
-    print(f"version {vid}: {'promoted' if d.promoted else 'rejected'} "
-          f"(held-out score {d.candidate_score:.3f} vs {d.current_score})")
     return 0
 
 

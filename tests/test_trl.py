@@ -101,6 +101,52 @@ def test_kto_and_text_actions(tiny_chat, store, tmp_path):
     assert policy.tools is False and policy.act(GOAL, [], None, ADM) in ADM
 
 
+def test_trl_is_a_backend_of_the_training_round(tiny_chat, store, tmp_path):
+    """The same round as the CPU policy's: trigger, held-out split, register, gate, parent for rollback."""
+    from skillmem.train import TrainConfig, gate as gates, train_round
+    from skillmem.train.trl_backend import TRLBackend
+
+    cfg = TrainConfig(heldout_fraction=0.34)
+    assert train_round(store.engine, "default", tmp_path / "r0", TrainConfig(every_episodes=1000, every_lessons=1000),
+                       backend=TRLBackend(fast(tiny_chat))).status == "skipped"
+    first = train_round(store.engine, "default", tmp_path / "r1", cfg, backend=TRLBackend(fast(tiny_chat)), force=True)
+    assert first.status in ("promoted", "rejected") and first.heldout > 0 and first.examples > 0
+    assert first.decision.current_id is None and first.decision.current_score is not None  # against the base model
+    assert set(first.train.stages) == {"sft", "dpo"} and first.train.steps == 6
+    row = gates.get_version(store.engine, first.version_id)
+    assert row.kind == "hf-chat" and row.config["base_model"] == str(tiny_chat) and row.config["tools"] is True
+    assert row.metrics["train"]["stages"]["dpo"]["steps"] == 3 and row.metrics["data"]["episodes"] == 9
+    policy = load_policy(row.path)
+    assert policy.kind == "hf-chat" and policy.act(GOAL, [], None, ADM) in ADM
+    quick = fast(tiny_chat)
+    quick.sft_steps, quick.pref_steps = 1, 0
+    second = train_round(store.engine, "default", tmp_path / "r2", cfg, backend=TRLBackend(quick), force=True,
+                         gate=False)
+    current = gates.current_version(store.engine, "default")
+    assert second.status == "candidate"
+    assert gates.get_version(store.engine, second.version_id).parent_id == (current.id if current else None)
+    with pytest.raises(ValueError, match="base_model"):
+        TRLBackend(fast(""))
+
+
+def test_trl_round_without_sft_examples_says_so(tiny_chat, tmp_path):
+    from skillmem.train import TrainConfig, train_round
+    from skillmem.train.trl_backend import TRLBackend
+
+    mem = SkillMemory(str(tmp_path / "f.db"), embedder=HashingEmbedder(), index_dir=tmp_path / "idx")
+    for t in range(2):  # failures only: pivots to push away from, nothing to imitate
+        with mem.episode(task=GOAL, task_type="heat", task_id=f"t{t}", split="train") as ep:
+            for a in BAD:
+                ep.step(observation="", action=a, feedback="Nothing happens.", admissible=ADM)
+            ep.finish(success=False, source="environment")
+        mem.add_lesson(LessonBase(task_type="heat", trigger=f"heating {t}", bad_action="heat [object] with fridge 1",
+                                  fix="heat [object] with microwave 1", pivot_step=3, source_episodes=[ep.id]))
+    r = train_round(mem.engine, "default", tmp_path / "r", TrainConfig(heldout_fraction=0.0),
+                    backend=TRLBackend(fast(tiny_chat)), force=True)
+    mem.close()
+    assert r.status == "no_examples" and "no SFT examples" in r.reason and r.version_id is None
+
+
 @pytest.mark.slow  # a fresh interpreter importing torch, transformers and TRL, then two trainings
 @pytest.mark.timeout(1800)  # its subprocesses may take 900 + 300 + 300 s
 def test_cli_train_trl_registers_and_gates(tiny_chat, store, tmp_path):

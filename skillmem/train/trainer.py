@@ -17,7 +17,7 @@ import json
 import os
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -39,7 +39,8 @@ from .objectives import (
 
 @dataclass
 class TrainResult:
-    """How a run ended: `finished`, or `nan` (stopped by the guard; weights are the last good ones)."""
+    """How a run ended: `finished`, `nan` (stopped by the guard; weights are the last good ones),
+    or `no_examples` (a backend found nothing it can train on; `reason` says why)."""
 
     status: str
     steps: int  # optimizer steps done, resumed ones included
@@ -49,6 +50,8 @@ class TrainResult:
     examples_per_s: float
     seconds: float
     path: Optional[Path]
+    stages: dict[str, Any] = field(default_factory=dict)  # backends with stages (TRL: sft, dpo/kto): steps, losses
+    reason: str = ""
 
 
 def init_distributed() -> tuple[int, int]:

@@ -4,7 +4,7 @@ The data is `skillmem export`'s (demonstrations and corrections for SFT, pairs a
 DPO, unpaired good and bad steps for KTO), rendered by the model's own chat template, with
 actions as tool calls when the template can show them. The result is an `HFChatPolicy`
 (a LoRA adapter over the user's base model) that goes through the same eval gate and
-version registry as the CPU policy (`train_chat_round`).
+version registry as the CPU policy (:class:`TRLBackend`, a backend of `train_round`).
 
     result = train_chat(records, TRLConfig(base_model="models/qwen2.5-0.5b-instruct"), "runs/trl")
     policy = load_policy(result.path)
@@ -183,49 +183,61 @@ def chat_tools(config: TRLConfig, tokenizer: Any = None) -> bool:
     return template_renders_tool_calls(tok)
 
 
-def train_chat_round(engine: Any, namespace: str, config: TRLConfig, out_dir: str | Path, *,
-                     examples: Optional[Sequence[Any]] = None, heldout_fraction: float = 0.2,
-                     gate: bool = True, data: Optional[dict[str, int]] = None) -> dict[str, Any]:
-    """Examples → export → SFT then DPO/KTO → register a candidate → the held-out eval gate.
+class TRLBackend:
+    """Chat models as a backend of :func:`~skillmem.train.round.train_round`: export, SFT, then DPO or KTO.
 
-    The gate is the CPU policy's (`heldout_evaluator`: on held-out tasks, the share of
-    decisions where the policy picks the demonstrated or corrected action, minus the share
-    where it repeats a pivot's bad action), comparing the candidate with the current
-    promoted chat policy, or with the untrained base model for the first one.
+    Each round trains a fresh LoRA adapter over `config.base_model` on all the examples the
+    store holds (not on top of the previous adapter), so a version is reproducible from its data.
+    The gate is the round's (held-out decisions: the share where the policy picks the
+    demonstrated or corrected action, minus the share where it repeats a pivot's bad action);
+    a first chat model is compared with the untrained base model.
+
+        r = train_round(engine, "default", "runs/c1", TrainConfig(), backend=TRLBackend(TRLConfig(base_model=d)))
     """
-    from . import gate as gates
-    from .data import collect_examples, split_heldout
-    from ..policy.hf_chat import HFChatConfig, HFChatPolicy
 
-    if examples is None:
-        examples = collect_examples(engine, namespace, max_history=1_000_000, max_candidates=0, distill=False,
-                                    seed=config.seed)
-    train_ex, held = split_heldout(examples, heldout_fraction, config.seed)
-    if not train_ex:
-        raise ValueError(f"namespace {namespace!r} has no training examples: record finished train/live episodes "
-                         "with verified outcomes (and lessons or feedback) first")
-    tools = chat_tools(config)
-    records = export_records(engine, namespace, ExportConfig(tools=tools, max_history=config.max_history),
-                             examples=train_ex)
-    result = train_chat(records, config, out_dir)
-    if result.path is None:
-        raise ValueError("no SFT examples among the training examples (no successful episode or correction)")
-    current = gates.current_version(engine, namespace)
-    parent = current.id if current is not None and current.kind == "hf-chat" else None
-    vid = gates.register(engine, namespace, result.path, kind="hf-chat", parent_id=parent, config=asdict(config),
-                         metrics={"data": data or {}, "train": {"status": result.status, "stages": result.stages,
-                                                               "examples": len(train_ex), "tools": tools}})
-    out = {"version_id": vid, "result": result, "promoted": None}
-    if result.status != "finished":
-        gates.reject(engine, vid, f"training stopped: {result.status}")
-        out["promoted"] = False
-        return out
-    if not gate:
-        return out
-    baseline = None
-    if parent is None:
-        baseline = HFChatPolicy(HFChatConfig(base_model=config.base_model, tools=tools, max_history=config.max_history,
-                                             dtype=config.dtype, device=config.device))
-    decision = gates.gate(engine, vid, gates.heldout_evaluator(held or train_ex), baseline=baseline)
-    out.update(promoted=decision.promoted, decision=decision)
-    return out
+    kind = "hf-chat"
+
+    def __init__(self, config: TRLConfig):
+        if not config.base_model:
+            raise ValueError("TRLBackend needs TRLConfig.base_model: a local transformers chat model directory "
+                             "(convert a GGUF with skillmem.policy.hf.from_gguf)")
+        self.config = config
+
+    def collect(self, engine: Any, namespace: str) -> list[Any]:
+        from .data import collect_examples
+
+        # Whole histories and every admissible action: the export renders and cuts them itself.
+        return collect_examples(engine, namespace, max_history=1_000_000, max_candidates=0, distill=False,
+                                seed=self.config.seed)
+
+    def start(self, current: Any, out: Path, baseline: bool) -> Any:
+        if self.config.tools is None:  # fixed for the run, so the baseline reads what the candidate reads
+            self.config.tools = chat_tools(self.config)
+        if not baseline:
+            return None
+        from ..policy.hf_chat import HFChatConfig, HFChatPolicy
+
+        c = self.config
+        return lambda load: HFChatPolicy(HFChatConfig(base_model=c.base_model, tools=c.tools,
+                                                      max_history=c.max_history, dtype=c.dtype, device=c.device))
+
+    def train(self, engine: Any, namespace: str, examples: Sequence[Any], out: Path) -> Any:
+        from .trainer import TrainResult
+
+        c = self.config
+        records = export_records(engine, namespace, ExportConfig(tools=bool(c.tools), max_history=c.max_history),
+                                 examples=examples)
+        r = train_chat(records, c, out)
+        if r.path is None:
+            return TrainResult("no_examples", 0, 0, float("nan"), {}, 0.0, r.seconds, None,
+                               reason="no SFT examples among the training examples: record a successful episode "
+                                      "or give a correction (skillmem feedback) first")
+        last = [st["last_loss"] for st in r.stages.values() if st.get("last_loss") is not None]
+        steps = sum(st.get("steps", 0) for st in r.stages.values())
+        return TrainResult(r.status, steps, 0, last[-1] if last else float("nan"),
+                           {k: st["last_loss"] for k, st in r.stages.items() if st.get("last_loss") is not None},
+                           steps * c.batch_size * c.grad_accum / r.seconds if r.seconds else 0.0, r.seconds, r.path,
+                           stages=r.stages)
+
+    def config_dict(self) -> dict[str, Any]:
+        return asdict(self.config)
