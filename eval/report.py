@@ -223,22 +223,27 @@ def llm_usage(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
             "valid_first_share": tot["valid_first"] / n if n else None,
             "retries_per_decision": tot["retries"] / n if n else None,
             "tokens_per_episode": (tot["prompt_tokens"] + tot["completion_tokens"]) / len(rows),
-            "seconds_per_call": tot["seconds"] / tot["calls"] if tot["calls"] else None}
+            "seconds_per_call": tot["seconds"] / tot["calls"] if tot["calls"] else None,
+            "seconds_per_decision": tot["seconds"] / n if n else None}
 
 
 def llm_table(summary: dict[str, Any]) -> str:
     """Token usage and answer quality per condition ("" when no model-backed policy played)."""
-    rows = [(c, v["llm"]) for c, v in summary["conditions"].items() if v.get("llm")]
+    rows = [(c, v["llm"], v["success_mean"]) for c, v in summary["conditions"].items() if v.get("llm")]
     if not rows:
         return ""
-    lines = ["| condition | decisions | valid first time | retries / decision | invalid | prompt tokens | "
-             "completion tokens | tokens / episode | s / call |", "|---|---|---|---|---|---|---|---|---|"]
-    for c, u in rows:
+    lines = ["| condition | success | decisions | valid first time | retries / decision | invalid | prompt tokens | "
+             "completion tokens | tokens / episode | s / call | s / decision |", "|---" * 11 + "|"]
+
+    def num(x: Any, fmt: str) -> str:
+        return "–" if x is None else format(x, fmt)
+
+    for c, u, won in rows:
         share = f"{100 * u['valid_first_share']:.0f} %" if u["valid_first_share"] is not None else "–"
-        rpd = f"{u['retries_per_decision']:.2f}" if u["retries_per_decision"] is not None else "–"
-        spc = f"{u['seconds_per_call']:.2f}" if u["seconds_per_call"] is not None else "–"
-        lines.append(f"| {c} | {u['decisions']} | {share} | {rpd} | {u['invalid']} | {u['prompt_tokens']:.0f} | "
-                     f"{u['completion_tokens']:.0f} | {u['tokens_per_episode']:.0f} | {spc} |")
+        lines.append(f"| {c} | {100 * won:.0f} % | {u['decisions']} | {share} | "
+                     f"{num(u['retries_per_decision'], '.2f')} | {u['invalid']} | {u['prompt_tokens']:.0f} | "
+                     f"{u['completion_tokens']:.0f} | {u['tokens_per_episode']:.0f} | "
+                     f"{num(u['seconds_per_call'], '.2f')} | {num(u.get('seconds_per_decision'), '.2f')} |")
     return "\n".join(lines)
 
 

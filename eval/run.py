@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 from pathlib import Path
 
 from .runner import CONDITIONS, RunConfig, run
@@ -40,7 +41,15 @@ def main(argv: list[str] | None = None) -> int:
         # A user's agent is evaluated as it is: no trainer touches it.
         cfg.conditions = tuple(c for c in cfg.conditions if CONDITIONS[c]["policy"] == "base")
         cfg.train = False
-    out = run(cfg, progress=progress)
+    from skillmem.llm import LLMError
+
+    try:
+        out = run(cfg, progress=progress)
+    except LLMError as e:  # the endpoint's fault, said without a traceback
+        played = Path(cfg.out) / "results.jsonl"
+        print(f"python -m eval run: {e}" + (f"\nThe episodes played so far are kept in {played}: rerun the same "
+                                            "command to resume." if played.exists() else ""), file=sys.stderr)
+        return 1
     from .report import main as report
 
     return report([str(Path(out))])

@@ -168,6 +168,9 @@ def test_tool_call_round_trip():
     "go to fridge 1",
     "1",
     "**Action:** `go to fridge 1`",
+    'Thought: "the apple is cold."\n- go to fridge 1',  # a list item, as SmolLM2 answers
+    "Action: - go to fridge 1",
+    'The action is to "go to fridge 1"',
 ])
 def test_parser_accepts_the_usual_answers(answer):
     assert parse_action(answer, ["go to countertop 1", "go to fridge 1"]) == "go to fridge 1"
@@ -178,6 +181,10 @@ def test_parser_says_what_was_wrong():
         parse_action("Action: fly to the moon", ["go to fridge 1"])
     with pytest.raises(ValueError, match="empty"):
         parse_action("  ", ["go to fridge 1"])
+    # The admissible list copied back is no choice (SmolLM2's usual answer): asked again, saying so.
+    with pytest.raises(ValueError, match="lists 2 actions .*'go to countertop 1', 'go to fridge 1'.* instead of"):
+        parse_action("Thought: I go.\nActions:\n- go to countertop 1\n- go to fridge 1", ["go to countertop 1",
+                                                                                        "go to fridge 1"])
 
 
 def test_prompt_carries_memory_and_choices():

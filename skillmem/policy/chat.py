@@ -153,6 +153,7 @@ def for_api(messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 _ACTION_LINE = re.compile(r"^\s*(?:\**\s*)?(?:action|command|next action)\s*(?:\d+\s*)?\**\s*[:=]\s*(.+?)\s*$",
                           re.IGNORECASE | re.MULTILINE)
 _EDGES = re.compile(r"^[\s\"'`*]+|[\s\"'`*.]+$")
+_BULLET = re.compile(r"^\s*(?:[-*\u2022>]+|\d+[.)])\s+")  # "- go to x", "* go to x", "3. go to x"
 
 
 def _unquote(s: str) -> str:
@@ -207,8 +208,9 @@ def parse_action(text: Optional[str], admissible: Optional[Sequence[str]] = None
 
     Accepted: a tool call (as JSON ``{"name": ..., "arguments": ...}``), a JSON object with
     ``action``/``command``, a line ``Action: ...`` (the last one wins; ReAct), a fenced block,
-    the action alone, or its number in the list. With `admissible`, the answer must name one
-    of them (case, quotes and a final period are forgiven).
+    the action alone or as a list item, its number in the list, or prose quoting one action.
+    With `admissible`, the answer must name one of them (case, quotes and a final period are
+    forgiven); an answer naming several (a copy of the list) is refused as no choice.
     """
     text = (text or "").strip()
     if not text:
@@ -228,17 +230,33 @@ def parse_action(text: Optional[str], admissible: Optional[Sequence[str]] = None
     lines = _ACTION_LINE.findall(text)
     for line in reversed(lines):
         tried.append(line)
-        found = _match(line, admissible)
+        found = _match(line, admissible) or _match(_BULLET.sub("", line), admissible)
         if found:
             return found
+    named: list[str] = []  # lines that are an action by themselves, as a bare line or a list item
     for line in reversed([ln for ln in text.splitlines() if ln.strip()]):
-        found = _match(line, admissible)
-        if found:
-            return found
+        found = _match(line, admissible) or (_match(_BULLET.sub("", line), admissible) if admissible else None)
         if not admissible:
-            break
+            return found or _fail_no_action()
+        if found and found not in named:
+            named.append(found)
+    if not named:  # prose that quotes its choice: I will "open the door".
+        for q in re.findall(r"\"([^\"\n]+)\"|'([^'\n]+)'|`([^`\n]+)`", text):
+            found = _match(next(x for x in q if x), admissible)
+            if found and found not in named:
+                named.append(found)
+    if len(named) == 1:
+        return named[0]
+    if named:  # a copy of the list is no choice; the model is asked again
+        shown = ", ".join(f"'{a}'" for a in reversed(named[-3:]))
+        raise ValueError(f"the answer lists {len(named)} actions ({shown}{', ...' if len(named) > 3 else ''}) "
+                         "instead of choosing one; give only the chosen one, on a last line 'Action: <action>'")
     if admissible:
         said = tried[-1] if tried else text.splitlines()[-1]
         raise ValueError(f"'{said[:200]}' is not one of the admissible actions; answer with one of them exactly, "
                          "on a last line 'Action: <action>'")
+    return _fail_no_action()
+
+
+def _fail_no_action() -> str:
     raise ValueError("no action found; end the answer with a line 'Action: <action>'")
