@@ -189,3 +189,21 @@ def test_probe_is_skipped_within_its_interval_and_another_process_is_seen_after_
     time.sleep(0.06)
     assert "the kettle is empty" in served(m, "heat")
     m.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_rebuild_reads_rows_and_vectors_in_bulk_and_renders_them_as_before(backend, tmp_path, request):
+    from skillmem import Demonstration
+
+    db = str(tmp_path / "skillmem.db") if backend == "sqlite" else request.getfixturevalue("pg_url")
+    m = open_memory(db, tmp_path)
+    heat(m)
+    m.add_demonstration(Demonstration(task_type="heat", goal_template="heat some egg",
+                                      plan=["take egg 1 from fridge 1", "heat egg 1 with microwave 1"]))
+    before = m.retrieve(QUERY, task_type="heat", record=False)
+    assert "heat egg 1 with microwave 1" in before.text
+    m.index_rebuild()  # the bulk path: one joined query on the DBAPI cursor
+    after = m.retrieve(QUERY, task_type="heat", record=False)
+    assert after.text == before.text and after.items == before.items
+    assert m.index_check()["ok"]
+    m.close()

@@ -7,6 +7,7 @@ rendering need (the full row is loaded on demand, see `MemoryIndex.rows`).
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from typing import Any, Optional
 from urllib.parse import quote
@@ -85,12 +86,41 @@ class Item:
         self.task_type = row.task_type or ""
         if kind == LESSON:
             scope = row.scope
-            self.scope = scope.value if hasattr(scope, "value") else scope
+            self.scope = scope if type(scope) is str else scope.value
             self.trigger, self.bad_action, self.fix = row.trigger, row.bad_action, row.fix
             self.goal_template, self.plan = "", ()
         else:
             self.scope, self.trigger, self.bad_action, self.fix = "", "", "", ""
-            self.goal_template, self.plan = row.goal_template, tuple(row.plan or ())
+            plan = row.plan
+            if isinstance(plan, str):  # a DBAPI cursor on SQLite gives the JSON column's text
+                plan = json.loads(plan)
+            self.goal_template, self.plan = row.goal_template, tuple(plan or ())
         self.partition = partition_of(kind, self)
         self.block: Optional[str] = None
         self.tokens = 0
+
+    @classmethod
+    def from_values(cls, kind: str, v: Any) -> "Item":
+        """An Item from a plain tuple of `ITEM_COLUMNS[kind]` (and anything after), as a DBAPI
+        cursor gives: slots set straight from the positions (a rebuild makes a million)."""
+        self = cls.__new__(cls)
+        self.kind, self.id, self.namespace = kind, int(v[0]), v[1]
+        if kind == LESSON:  # id, namespace, scope, task_type, trigger, bad_action, fix
+            self.scope, self.task_type = v[2], v[3] or ""
+            self.trigger, self.bad_action, self.fix = v[4], v[5], v[6]
+            self.goal_template, self.plan = "", ()
+            general = self.scope == _GENERAL or not self.task_type
+            self.partition = partition_name(self.namespace, LESSON, None if general else self.task_type)
+        else:  # id, namespace, task_type, goal_template, plan
+            self.scope, self.trigger, self.bad_action, self.fix = "", "", "", ""
+            self.task_type, self.goal_template = v[2] or "", v[3]
+            plan = json.loads(v[4]) if isinstance(v[4], str) else v[4]
+            self.plan = tuple(plan or ())
+            self.partition = partition_name(self.namespace, DEMO, self.task_type)
+        self.block, self.tokens = None, 0
+        return self
+
+
+_GENERAL = Scope.general.value
+assert ITEM_COLUMNS == {LESSON: ("id", "namespace", "scope", "task_type", "trigger", "bad_action", "fix"),
+                        DEMO: ("id", "namespace", "task_type", "goal_template", "plan")}  # from_values' order

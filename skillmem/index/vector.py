@@ -150,33 +150,99 @@ def nlist_for(n: int) -> int:
     return int(min(4096, max(64, round(4 * math.sqrt(n)))))
 
 
+def _kmeans(x: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """k unit centroids of unit vectors `x` (spherical k-means, 10 rounds: enough to place
+    inverted lists, a tenth of faiss's default cost)."""
+    km = faiss.Kmeans(x.shape[1], k, niter=10, seed=seed, spherical=True, min_points_per_centroid=1,
+                      max_points_per_centroid=1 << 30)
+    km.train(np.ascontiguousarray(x, dtype=np.float32))
+    return km.centroids
+
+
+def _nearest(x: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    flat = faiss.IndexFlatIP(centroids.shape[1])
+    flat.add(np.ascontiguousarray(centroids))
+    out = np.empty(len(x), dtype=np.int64)
+    for i in range(0, len(x), 100_000):  # in slices: the distance buffers stay small
+        out[i:i + 100_000] = flat.search(np.ascontiguousarray(x[i:i + 100_000]), 1)[1][:, 0]
+    return out
+
+
+# From this many lists up, the lists are cut and filled in two levels (below).
+TWO_LEVEL_FROM = 1024
+
+
+def _two_level(sample: np.ndarray, vecs: np.ndarray, nlist: int) -> tuple[np.ndarray, np.ndarray]:
+    """(centroids, the list of each vector) for `nlist` lists, cut in two levels: about
+    sqrt(nlist) top groups, then each group's share of lists within it. A flat k-means (and
+    a flat assignment) compares every point with every list: at 1M vectors and 4,096 lists
+    that is ~1.5 TFLOP, minutes here; two levels compare with ~2 sqrt(nlist) of them."""
+    top = int(round(math.sqrt(nlist)))
+    groups = _kmeans(sample, top, seed=1234)
+    of_sample = _nearest(sample, groups)
+    sizes = np.bincount(of_sample, minlength=top)
+    # Lists per group in proportion to its share of the sample, at most one per point, the
+    # remainder to the largest groups.
+    share = np.minimum(np.floor(sizes / max(sizes.sum(), 1) * nlist).astype(int), sizes)
+    for g in np.argsort(-sizes, kind="stable"):
+        if share.sum() >= nlist:
+            break
+        share[g] += min(nlist - share.sum(), sizes[g] - share[g])
+    centroids, offset = [], np.zeros(top + 1, dtype=np.int64)
+    for g in range(top):
+        pts = sample[of_sample == g]
+        c = pts[:share[g]] if share[g] >= len(pts) else _kmeans(pts, int(share[g]), seed=1234 + g)
+        centroids.append(np.asarray(c, dtype=np.float32).reshape(-1, sample.shape[1]))
+        offset[g + 1] = offset[g] + len(centroids[-1])
+    of_vec = _nearest(vecs, groups)
+    lists = np.empty(len(vecs), dtype=np.int64)
+    for g in range(top):
+        rows = np.flatnonzero(of_vec == g)
+        if len(rows) == 0:
+            continue
+        if len(centroids[g]) == 0:  # a group the sample left without lists: its nearest group's
+            lists[rows] = _nearest(vecs[rows], np.concatenate(centroids))
+            continue
+        lists[rows] = offset[g] + _nearest(vecs[rows], centroids[g])
+    return np.concatenate(centroids), lists
+
+
 def _train_ivf(dim: int, ids: np.ndarray, vecs: np.ndarray, *, graph_quantizer: bool = True
                ) -> faiss.IndexIVFFlat:
     nlist = nlist_for(len(ids))
-    ivf = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
-    # 32 points per list and 10 rounds place the lists well enough for recall (measured by the
-    # benchmark) at a tenth of faiss's default cost: at 1M, 4,096 lists trained on 128k points.
-    # A fixed seed makes a rebuild of the same rows give the same lists.
+    # 32 points a list place the lists well enough for recall (measured by the benchmark);
+    # a fixed seed makes a rebuild of the same rows give the same lists.
     rng = np.random.default_rng(0)
     per_list = 32
     sample = vecs if len(vecs) <= per_list * nlist else \
         vecs[np.sort(rng.choice(len(vecs), per_list * nlist, replace=False))]
-    ivf.cp.seed = 1234
-    ivf.cp.niter = 10
-    ivf.cp.min_points_per_centroid = min(per_list, max(1, len(sample) // nlist))
-    ivf.train(np.ascontiguousarray(sample))
-    if graph_quantizer and nlist >= 1024:
-        # Which lists a vector belongs to (every add) and which to probe (every search): a small
+    sample = np.ascontiguousarray(sample, dtype=np.float32)
+    lists = None
+    if nlist >= TWO_LEVEL_FROM:
+        centroids, lists = _two_level(sample, vecs, nlist)
+    else:
+        centroids = _kmeans(sample, nlist, seed=1234)
+    nlist = len(centroids)
+    if graph_quantizer and nlist >= TWO_LEVEL_FROM:
+        # Which lists to probe (every search) and where a new vector goes (every add): a small
         # HNSW graph over the centroids finds them in ~50 us where a scan of 4,096 costs ~300.
-        graph = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
-        graph.hnsw.efConstruction = 80
-        graph.add(ivf.quantizer.reconstruct_n(0, nlist))
-        graph.hnsw.efSearch = 128
-        ivf = faiss.IndexIVFFlat(graph, dim, nlist, faiss.METRIC_INNER_PRODUCT)
-        ivf.is_trained = True
+        quantizer = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
+        quantizer.hnsw.efConstruction = 80
+        quantizer.add(centroids)
+        quantizer.hnsw.efSearch = 128
+    else:
+        quantizer = faiss.IndexFlatIP(dim)
+        quantizer.add(centroids)
+    ivf = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+    ivf.is_trained = True
     ivf.set_direct_map_type(faiss.DirectMap.Hashtable)  # reconstruct and remove by id
-    for i in range(0, len(ids), 200_000):  # in slices: the assignment's buffers stay small
-        ivf.add_with_ids(np.ascontiguousarray(vecs[i:i + 200_000]), ids[i:i + 200_000])
+    if lists is None:
+        lists = _nearest(vecs, centroids)
+    ids = np.ascontiguousarray(ids, dtype=np.int64)
+    for i in range(0, len(ids), 200_000):
+        x = np.ascontiguousarray(vecs[i:i + 200_000], dtype=np.float32)
+        xi, li = ids[i:i + 200_000], np.ascontiguousarray(lists[i:i + 200_000])
+        ivf.add_core(len(x), faiss.swig_ptr(x), faiss.swig_ptr(xi), faiss.swig_ptr(li))
     return ivf
 
 
