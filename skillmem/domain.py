@@ -411,6 +411,9 @@ class TextDomain:
     """
 
     name = "text"
+    # Whether this domain's own hints explore (a pack that tracks which places were visited). A
+    # policy adds its loop guard only where they do not: two explorers pull against each other.
+    explores = False
 
     def __init__(self, *, look_tools: Iterable[str] = (), action_tools: Iterable[str] = ()):
         self.look_tools = frozenset(look_tools)

@@ -10,7 +10,8 @@ its own state: what is held, which places were visited...), so what memory-guide
 does becomes a linear rule the trainer can distill into weights. Those weights start at
 zero, so the untrained policy is steered by hints alone, and by two weights that start
 negative: on an action taken before from the observation it is in now, and on one taken before
-at all (an untrained argmax would otherwise loop on its favourite action). No tokenizer, no download;
+at all (an untrained argmax would otherwise loop on its favourite action), unless memory
+prefers that action or the domain's own hints explore (`Domain.explores`, a world pack). No tokenizer, no download;
 thousands of decisions per second on one core.
 
     policy = CPUPolicy()                       # untrained; memory hints still steer it
@@ -50,7 +51,8 @@ class CPUPolicyConfig:
     hint_init: float = 3.0  # initial weight of the hint bonus: memory steers before any training
     # Initial weights on repeating an action: taken before from this same observation (it led
     # nowhere new then), and taken before at all. An untrained argmax policy otherwise loops on
-    # its favourite action; training may change both.
+    # its favourite action; training may change both. They weigh only actions memory does not
+    # prefer.
     repeat_init: float = -2.0
     tried_init: float = -0.5
     use_text: bool = True  # read retrieved memory as text (its words in the context bag)
@@ -98,7 +100,9 @@ class CPUPolicy(nn.Module):
                 self.lin.weight.zero_()
             self.mlp = nn.Sequential(nn.Linear(2 * c.dim + N_DENSE, c.hidden), nn.Tanh(), nn.Linear(c.hidden, 1))
         self.hint_weight = nn.Parameter(torch.tensor(c.hint_init))
-        self.repeat_weight = nn.Parameter(torch.tensor([c.repeat_init, c.tried_init]))
+        # A domain whose hints explore (a world pack) gets no loop guard: they would pull apart.
+        guard = 0.0 if getattr(self.domain, "explores", False) else 1.0
+        self.repeat_weight = nn.Parameter(torch.tensor([c.repeat_init * guard, c.tried_init * guard]))
         self.rng = random.Random(c.seed)
         self._cache: dict[tuple, tuple] = {}
 
@@ -214,7 +218,10 @@ class CPUPolicy(nn.Module):
         c_own = ctx[own]
         score = self.mlp(torch.cat([c_own * cand, cand, dense_t], dim=-1)).squeeze(-1)
         lin = self.lin(torch.frombuffer(lin_idx, dtype=torch.int32).long(), torch.tensor(lin_off))
-        repeat = torch.frombuffer(reps, dtype=torch.float32).reshape(-1, 2) @ self.repeat_weight
+        # Where memory prefers an action, memory knows better than the loop guard (going back to
+        # where an object was seen is a repeat too): the guard weighs only the others.
+        unhinted = (dense_t[:, 0] <= 0).float()
+        repeat = (torch.frombuffer(reps, dtype=torch.float32).reshape(-1, 2) @ self.repeat_weight) * unhinted
         score = score + lin.squeeze(-1) + self.hint_weight * dense_t[:, 0] + repeat
         sizes = [len(c) for c in candidates]
         C = max(sizes) if sizes else 0
