@@ -83,6 +83,8 @@ class RunConfig:
     llm_json: bool = False  # openai: ask for JSON answers (response_format json_object)
     llm_timeout: float = 120.0  # openai: seconds to wait for one answer
     llm_max_tokens: int = 256  # openai: tokens one answer may have (a thought and the action fit)
+    # Retrieval: the harness's own choice over skillmem's RetrievalConfig (5 lessons, 1
+    # demonstration): every household figure in the README was measured with 4 and 2.
     k: int = 4  # lessons retrieved (general and task-type), at most
     k_demos: int = 2  # demonstrations of the task type retrieved, at most
     token_budget: int = 400  # tokens of memory in the context, at most
@@ -213,6 +215,13 @@ def raw_trajectory_context(memory: SkillMemory, task_type: str, k: int) -> Simpl
     return SimpleNamespace(text=text, lessons=[], demonstrations=[], tokens=count_tokens(text))
 
 
+def retrieval_config(cfg: RunConfig) -> Any:
+    """skillmem's RetrievalConfig with the run's k, k_demos and token budget."""
+    from skillmem.retrieve import RetrievalConfig
+
+    return RetrievalConfig(k=cfg.k, k_demos=cfg.k_demos, token_budget=cfg.token_budget)
+
+
 def make_retriever(memory: SkillMemory, cfg: RunConfig, kinds: tuple[str, ...], view: str = "both"
                    ) -> Optional[Callable]:
     """The condition's retrieval; with view="hints" nothing is put in the prompt (0 tokens)."""
@@ -221,9 +230,11 @@ def make_retriever(memory: SkillMemory, cfg: RunConfig, kinds: tuple[str, ...], 
     if kinds == ("raw",):
         return lambda state: raw_trajectory_context(memory, state["task_type"], cfg.raw_k)
 
+    retrieval = retrieval_config(cfg)
+
     def retrieve(state: dict) -> Any:
         ctx = memory.retrieve(state["goal"], state.get("observation", ""), task_type=state["task_type"],
-                              k=cfg.k, k_demos=cfg.k_demos, token_budget=cfg.token_budget,
+                              config=retrieval,
                               episode_id=state.get("episode_id"), step_index=state.get("step", 0), kinds=kinds)
         if view == "hints":
             return SimpleNamespace(text="", tokens=0, lessons=ctx.lessons, demonstrations=ctx.demonstrations)
@@ -687,9 +698,8 @@ def train_policy(memory: SkillMemory, cfg: RunConfig, seed: int, rnd: int, paren
         # Once per goal (with its first observation), not per step: an embedding per step
         # would cost more than the training itself.
         if (goal, task_type) not in contexts:
-            contexts[goal, task_type] = memory.retrieve(goal, observation, task_type=task_type, k=cfg.k,
-                                                        k_demos=cfg.k_demos, token_budget=cfg.token_budget,
-                                                        record=False)
+            contexts[goal, task_type] = memory.retrieve(goal, observation, task_type=task_type,
+                                                        config=retrieval_config(cfg), record=False)
         return contexts[goal, task_type]
 
     out = Path(cfg.out) / f"policy-seed{seed}-round{rnd}"

@@ -31,6 +31,7 @@ _EXPORTS = {
     "MemoryPrompt": ("prompt", "MemoryPrompt"),
     "retrieval_node": ("prompt", "retrieval_node"),
     "Context": ("retrieve", "Context"),
+    "RetrievalConfig": ("retrieve", "RetrievalConfig"),
     "SkillStore": ("lgstore", "SkillStore"),
     "Episode": ("episode", "EpisodeBase"),
     "Step": ("episode", "StepBase"),
@@ -67,4 +68,4 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from .messages import RecordedAgent, RecordedChatModel, RecordingCallback
     from .prompt import MemoryPrompt, memory_prompt, retrieval_node
     from .record import EpisodeRecorder, MalformedInput, RecordedNode, record_messages, wrap
-    from .retrieve import Context
+    from .retrieve import Context, RetrievalConfig

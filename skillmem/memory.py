@@ -32,7 +32,7 @@ from .episode import DemonstrationBase, LessonBase
 from .record import EpisodeRecorder, MalformedInput, Verifier
 from .index.items import DEMO, LESSON
 from .index.memory import MemoryIndex, default_index_dir, reader_engine
-from .retrieve import Context, build_context, query_text, record_retrievals
+from .retrieve import Context, RetrievalConfig, build_context, query_text, record_retrievals
 from .store import (
     DemonstrationRow,
     EpisodeRow,
@@ -60,12 +60,13 @@ class SkillMemory:
                  index_dir: Any = None, untrusted_namespaces: tuple[str, ...] = (),
                  reap_after: timedelta = timedelta(hours=1), duplicate_cosine: float = DUPLICATE_COSINE,
                  field_cosine: float = FIELD_COSINE, save_interval: float = 30.0,
-                 index_kind: Optional[str] = None):
+                 index_kind: Optional[str] = None, retrieval: Optional[RetrievalConfig] = None):
         self.url = resolve_url(db)
         self.engine = make_engine(self.url)
         init_schema(self.engine)
         reap_interrupted(self.engine, stale_after=reap_after)
         self.namespace = namespace
+        self.retrieval = retrieval or RetrievalConfig()  # what retrieve() uses unless a call says otherwise
         for ns in untrusted_namespaces:  # stored with the namespace: other processes see it too
             self.set_trust(ns, False, reason="SkillMemory(untrusted_namespaces=...)")
         self._embedder = embedder
@@ -298,20 +299,27 @@ class SkillMemory:
         return curate.add_bulk(self.curator, LESSON, lessons, namespace=namespace or self.namespace, vectors=vectors)
 
     def retrieve(self, goal: str = "", observation: str = "", *, namespace: Optional[str] = None,
-                 task_type: Optional[str] = None, k: int = 5, token_budget: int = 400,
+                 task_type: Optional[str] = None, k: Optional[int] = None, token_budget: Optional[int] = None,
                  episode_id: Optional[str] = None, step_index: Optional[int] = None,
-                 kinds: tuple[str, ...] = (LESSON, DEMO), record: bool = True, k_demos: int = 1) -> Context:
+                 kinds: tuple[str, ...] = (LESSON, DEMO), record: bool = True, k_demos: Optional[int] = None,
+                 config: Optional[RetrievalConfig] = None) -> Context:
         """The lessons (general and task-type, MMR-diverse, up to `k`) and demonstrations (up to
         `k_demos`) most relevant to the goal and observation, rendered within `token_budget` tokens;
-        each chosen item is written to the retrievals table unless `record=False`."""
+        each chosen item is written to the retrievals table unless `record=False`.
+
+        `config` (default: `memory.retrieval`, a :class:`RetrievalConfig`) holds every knob;
+        `k`, `k_demos` and `token_budget` override it for this call.
+        """
         ns = namespace or self.namespace
         kinds = tuple("demonstration" if x == "demo" else x for x in kinds)
-        if token_budget <= 0 or (k <= 0 and k_demos <= 0):
+        cfg = config or self.retrieval
+        if k is not None or k_demos is not None or token_budget is not None:
+            cfg = cfg.with_(k=k, k_demos=k_demos, token_budget=token_budget)
+        if cfg.token_budget <= 0 or (cfg.k <= 0 and cfg.k_demos <= 0):
             return Context()
         self.index.refresh()  # no SQL unless memory changed here, or the last probe is over 50 ms old
-        query = self.embedder.encode([query_text(goal, observation)])
-        ctx = build_context(self.index, query, namespace=ns, task_type=task_type or None, k=k,
-                            k_demos=k_demos, token_budget=token_budget, kinds=kinds)
+        query = self.embedder.encode([query_text(goal, observation, cfg.max_query_chars)])
+        ctx = build_context(self.index, query, namespace=ns, task_type=task_type or None, config=cfg, kinds=kinds)
         if record:
             record_retrievals(self.engine, ctx, namespace=ns, episode_id=episode_id, step_index=step_index)
         return ctx

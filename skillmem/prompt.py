@@ -21,7 +21,7 @@ import threading
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 
-from .retrieve import MAX_QUERY_CHARS, Context
+from .retrieve import DEFAULT, Context, RetrievalConfig
 
 if TYPE_CHECKING:
     from .memory import SkillMemory
@@ -40,7 +40,7 @@ def _text(m: Any) -> str:
     return content_text(getattr(m, "content", None) if not isinstance(m, Mapping) else m.get("content"))
 
 
-def query_from_messages(messages: Sequence[Any], *, errors: int = 2) -> str:
+def query_from_messages(messages: Sequence[Any], *, errors: int = 2, max_chars: int = DEFAULT.max_query_chars) -> str:
     """What a message agent is doing now, as retrieval's query: task, last request, recent tool errors."""
     humans = [_text(m) for m in messages if _type(m) == "human"]
     parts = humans[:1]
@@ -48,7 +48,7 @@ def query_from_messages(messages: Sequence[Any], *, errors: int = 2) -> str:
         parts.append(humans[-1])
     failed = [m for m in messages if _type(m) == "tool" and getattr(m, "status", "success") == "error"]
     parts += [f"{getattr(m, 'name', None) or 'tool'} failed: {_text(m)}" for m in failed[-errors:]] if errors else []
-    return "\n".join(p for p in parts if p)[:MAX_QUERY_CHARS]
+    return "\n".join(p for p in parts if p)[:max_chars]
 
 
 def current_config() -> Optional[dict[str, Any]]:
@@ -87,14 +87,16 @@ class MemoryPrompt:
     instructions; memory is appended to them in the same message.
     """
 
-    def __init__(self, memory: "SkillMemory", system_prompt: str = "", *, k: int = 5, k_demos: int = 1,
-                 token_budget: int = 400, every: Optional[int] = None, on_error: bool = False,
-                 task_type: Optional[str] = None, namespace: Optional[str] = None, errors: int = 2):
+    def __init__(self, memory: "SkillMemory", system_prompt: str = "", *, k: Optional[int] = None,
+                 k_demos: Optional[int] = None, token_budget: Optional[int] = None, every: Optional[int] = None,
+                 on_error: bool = False, task_type: Optional[str] = None, namespace: Optional[str] = None,
+                 errors: int = 2, config: Optional[RetrievalConfig] = None):
         if every is not None and every < 1:
             raise ValueError(f"every must be a positive number of model calls or None (once per episode), got {every}")
         self.memory = memory
         self.system_prompt = system_prompt
-        self.k, self.k_demos, self.token_budget = k, k_demos, token_budget
+        # The memory's RetrievalConfig unless `config`; k, k_demos, token_budget override either.
+        self.retrieval = (config or memory.retrieval).with_(k=k, k_demos=k_demos, token_budget=token_budget)
         self.every, self.on_error, self.errors = every, on_error, errors
         self.task_type, self.namespace = task_type, namespace
         # episode key -> [context, model calls so far, tool errors seen at the last retrieval]
@@ -144,9 +146,9 @@ class MemoryPrompt:
         config = config if config is not None else current_config()
         ctx, key, episode, call = self._plan(messages, config)
         if ctx is None:
-            ctx = self.memory.retrieve(query_from_messages(messages, errors=self.errors), namespace=self.namespace,
-                                       task_type=self._task_type(config), k=self.k, k_demos=self.k_demos,
-                                       token_budget=self.token_budget, episode_id=episode, step_index=call)
+            query = query_from_messages(messages, errors=self.errors, max_chars=self.retrieval.max_query_chars)
+            ctx = self.memory.retrieve(query, namespace=self.namespace, task_type=self._task_type(config),
+                                       config=self.retrieval, episode_id=episode, step_index=call)
             self._store(key, ctx)
         return ctx
 
@@ -228,9 +230,10 @@ def memory_prompt(memory: "SkillMemory", system_prompt: str = "", **options: Any
 # --------------------------------------------------------------------------- LangGraph node
 
 
-def retrieval_node(memory: Any, *, k: int = 5, token_budget: int = 400, key: str = "context",
+def retrieval_node(memory: Any, *, k: Optional[int] = None, token_budget: Optional[int] = None, key: str = "context",
                    as_system_message: bool = False, namespace: Optional[str] = None,
-                   k_demos: int = 1) -> Callable[..., dict[str, Any]]:
+                   k_demos: Optional[int] = None, config: Optional[RetrievalConfig] = None
+                   ) -> Callable[..., dict[str, Any]]:
     """A LangGraph node that puts retrieved lessons and demonstrations into the state.
 
     Reads `goal` and `observation` (a messages state without them: the query comes from the
@@ -240,16 +243,19 @@ def retrieval_node(memory: Any, *, k: int = 5, token_budget: int = 400, key: str
     With `as_system_message` it also puts the text in `messages` as ONE SystemMessage whose id
     stays the same for the episode, so LangGraph's `add_messages` replaces it instead of
     appending another. (For create_react_agent, `skillmem.memory_prompt` is the simpler hook.)
+    The knobs are the memory's RetrievalConfig unless `config`; k, k_demos, token_budget
+    override either.
     """
     from .episode import new_id
 
+    retrieval = (config or memory.retrieval).with_(k=k, k_demos=k_demos, token_budget=token_budget)
     steps: dict[str, int] = {}
     by_task: dict[str, str] = {}
 
     def retrieve_context(state: dict[str, Any]) -> dict[str, Any]:
         messages = state.get("messages") or []
         goal = state.get("goal") or ""
-        query_goal = goal or (query_from_messages(messages) if messages else "")
+        query_goal = goal or (query_from_messages(messages, max_chars=retrieval.max_query_chars) if messages else "")
         episode_id = state.get("episode_id") or recorded_episode(current_config())
         if not episode_id:
             # A state without an episode_id channel never carries ours back: keep one per task.
@@ -260,8 +266,8 @@ def retrieval_node(memory: Any, *, k: int = 5, token_budget: int = 400, key: str
             step = steps.get(episode_id, 0)
             steps[episode_id] = step + 1
         ctx = memory.retrieve(query_goal, state.get("observation") or "", namespace=namespace,
-                              task_type=state.get("task_type") or None, k=k, k_demos=k_demos,
-                              token_budget=token_budget, episode_id=episode_id, step_index=step)
+                              task_type=state.get("task_type") or None, config=retrieval,
+                              episode_id=episode_id, step_index=step)
         out: dict[str, Any] = {key: ctx.text, "context_tokens": ctx.tokens, "episode_id": episode_id}
         if as_system_message and ctx.text:
             from langchain_core.messages import SystemMessage

@@ -1,6 +1,8 @@
 """Retrieval from skill memory: the context a goal and an observation get, within a token budget.
 
-`build_context` turns a query vector into a `Context`: MMR-diverse lessons (general and
+`RetrievalConfig` holds every knob of a retrieval with its default; `memory.retrieve`,
+`retrieval_node`, `memory_prompt` and the harness all read it. `build_context` turns a
+query vector into a `Context`: MMR-diverse lessons (general and
 task-type, as in SkillRL) and task-type demonstrations, rendered within a token budget.
 Everything it needs comes from the in-process `MemoryIndex` (skillmem/index/), which is
 kept exact by the audit high-water mark: no SQL is read for a retrieval unless memory
@@ -9,6 +11,7 @@ changed. `record_retrievals` writes what was chosen to the `retrievals` table.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
@@ -22,13 +25,34 @@ from .index.memory import MemoryIndex, fetch_rows
 from .store import DemonstrationRow, LessonRow, RetrievalRow
 from .tokens import count_tokens
 
-# The query is cut here: embedding models read ~256 tokens anyway, and a 50,000-character
-# observation must cost no more than a short one.
-MAX_QUERY_CHARS = 4_000
-# MMR trade-off between relevance and novelty (1.0 = relevance only).
-MMR_LAMBDA = 0.7
-# A candidate this close to an item already chosen adds nothing: never take it.
-NEAR_COPY_COSINE = 0.95
+
+
+def _f(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class RetrievalConfig:
+    """Every knob of one retrieval, with its default (`RetrievalConfig(k=3)`; `.with_(k=3)` for a copy)."""
+
+    k: int = _f(5, "lessons retrieved (general and task-type together), at most")
+    k_demos: int = _f(1, "demonstrations of the task type retrieved, at most")
+    token_budget: int = _f(400, "tokens of memory in the context, at most; demonstrations are placed first")
+    mmr_lambda: float = _f(0.7, "MMR trade-off between relevance and novelty (1.0 = relevance only)")
+    near_copy_cosine: float = _f(0.95, "a candidate this close to an item already chosen adds nothing: never taken")
+    max_query_chars: int = _f(4_000, "the query is cut here: embedding models read ~256 tokens anyway, and a "
+                                     "50,000-character observation must cost no more than a short one")
+
+    def with_(self, **changes: Any) -> "RetrievalConfig":
+        """A copy with `changes`; a None value keeps this config's own (so callers can pass k=None through)."""
+        known = {f.name for f in fields(self)}
+        unknown = set(changes) - known
+        if unknown:
+            raise TypeError(f"RetrievalConfig has no {sorted(unknown)}; its knobs: {', '.join(sorted(known))}")
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+DEFAULT = RetrievalConfig()
 
 
 # --------------------------------------------------------------------------- rendering
@@ -120,17 +144,18 @@ class Context:
         return f"Context(items={self.items!r}, tokens={self.tokens})"
 
 
-def mmr(cands: list[tuple[str, int, float, np.ndarray]], k: int, lam: float = MMR_LAMBDA
-        ) -> list[tuple[str, int, float, np.ndarray]]:
+def mmr(cands: list[tuple[str, int, float, np.ndarray]], k: int, lam: float = DEFAULT.mmr_lambda,
+        near_copy: float = DEFAULT.near_copy_cosine) -> list[tuple[str, int, float, np.ndarray]]:
     """Maximal marginal relevance: relevant, and unlike what is already chosen; ties go to the lower id."""
     if not cands or k <= 0:
         return []
     chosen = mmr_order(np.array([c[1] for c in cands], dtype=np.int64), np.array([c[2] for c in cands]),
-                       np.array([c[3] for c in cands], dtype=np.float32), k, lam)
+                       np.array([c[3] for c in cands], dtype=np.float32), k, lam, near_copy)
     return [cands[i] for i in chosen]
 
 
-def mmr_order(ids: np.ndarray, scores: np.ndarray, vecs: np.ndarray, k: int, lam: float = MMR_LAMBDA) -> list[int]:
+def mmr_order(ids: np.ndarray, scores: np.ndarray, vecs: np.ndarray, k: int, lam: float = DEFAULT.mmr_lambda,
+              near_copy: float = DEFAULT.near_copy_cosine) -> list[int]:
     """`mmr` on arrays: the positions chosen, in order of choice."""
     n = len(ids)
     if n == 0 or k <= 0:
@@ -158,18 +183,19 @@ def mmr_order(ids: np.ndarray, scores: np.ndarray, vecs: np.ndarray, k: int, lam
         # Only the chosen rows of the similarity matrix are ever needed: k products, not n.
         row = vecs @ vecs[best]
         blocked[best] = True
-        blocked |= row >= NEAR_COPY_COSINE  # a near copy of a chosen item adds nothing: never take it
+        blocked |= row >= near_copy  # a near copy of a chosen item adds nothing: never take it
         np.maximum(redundancy, row, out=redundancy)
     return by_id[chosen].tolist()
 
 
-def build_context(index: MemoryIndex, query: np.ndarray, *, namespace: str, task_type: Optional[str], k: int,
-                  k_demos: int, token_budget: int, kinds: Sequence[str]) -> Context:
+def build_context(index: MemoryIndex, query: np.ndarray, *, namespace: str, task_type: Optional[str],
+                  config: RetrievalConfig = DEFAULT, kinds: Sequence[str] = (LESSON, DEMO)) -> Context:
     """Choose and render items within the budget (no recording: see `record_retrievals`).
 
     The caller has synced `index` (one probe read): its items are exactly the active ones
     as of the mark, so no SQL is read here.
     """
+    k, k_demos, token_budget = config.k, config.k_demos, config.token_budget
     picked: dict[str, list[tuple[Item, float]]] = {LESSON: [], DEMO: []}
     wanted = []
     if LESSON in kinds and k > 0:
@@ -190,7 +216,8 @@ def build_context(index: MemoryIndex, query: np.ndarray, *, namespace: str, task
         if len(keep) < len(its):
             ids, scores, vecs, its = ids[keep], scores[keep], vecs[keep], [its[j] for j in keep]
         score_l = scores.tolist()
-        picked[kind] = [(its[j], score_l[j]) for j in mmr_order(ids, scores, vecs, limit)]
+        picked[kind] = [(its[j], score_l[j]) for j in mmr_order(ids, scores, vecs, limit, config.mmr_lambda,
+                                                                    config.near_copy_cosine)]
     # Greedy fill: lines are joined by newlines, so tokens add up part by part.
     lines: list[str] = []
     used = 0
@@ -230,9 +257,9 @@ def record_retrievals(engine: Engine, ctx: Context, *, namespace: str, episode_i
         conn.execute(insert(RetrievalRow.__table__), rows)
 
 
-def query_text(goal: Any, observation: Any) -> str:
+def query_text(goal: Any, observation: Any, max_chars: int = DEFAULT.max_query_chars) -> str:
     parts = [str(p).strip() for p in (goal, observation) if p]
-    return "\n".join(p for p in parts if p)[:MAX_QUERY_CHARS]
+    return "\n".join(p for p in parts if p)[:max_chars]
 
 
 def search_items(index: MemoryIndex, query: np.ndarray, *, namespace: str, kind: str,

@@ -20,7 +20,7 @@ from conftest import open_memory
 from skillmem import Demonstration, Lesson, SkillMemory, wrap
 from skillmem.embed import HashingEmbedder
 from skillmem.prompt import retrieval_node
-from skillmem.retrieve import NEAR_COPY_COSINE
+from skillmem.retrieve import RetrievalConfig
 from skillmem.tokens import count_tokens
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -136,7 +136,7 @@ def test_near_copies_never_fill_the_context(sqlite_url, tmp_path):
     ctx = m.retrieve("the microwave is closed: open the microwave first", task_type="heat", k=5, k_demos=0)
     vecs = m.embedder.encode([f"When {r.trigger}: instead {r.fix}" for r in ctx.lessons])
     sims = vecs @ vecs.T
-    assert (sims[np.triu_indices(len(vecs), 1)] < NEAR_COPY_COSINE).all()
+    assert (sims[np.triu_indices(len(vecs), 1)] < RetrievalConfig().near_copy_cosine).all()
     assert sum(r.trigger == "the microwave is closed" for r in ctx.lessons) == 1
     assert len(ctx.lessons) == 3
     m.close()
