@@ -8,15 +8,13 @@ the state (goal, observation, context, admissible, history) to a command; `wrap(
 each step with the environment's next-state feedback and finishes the episode with the
 environment's verdict. Retrieval puts the memory's context into the state before each
 action (or once per episode, `retrieve_every=0`), and each retrieval is logged in SQL.
-The module-level `graph` (named in langgraph.json) plays one household task with a random
-agent and an in-memory store, for `langgraph dev` and as a smoke test.
+The `agent` graph of langgraph.json (one household task, a random agent) is built by the
+harness, in eval/graphs.py: this file imports no environment.
 """
 
 from __future__ import annotations
 
 import random
-import tempfile
-from pathlib import Path
 from typing import Any, Callable, Optional, TypedDict
 
 from langgraph.graph import END, START, StateGraph
@@ -101,19 +99,3 @@ def random_agent(seed: int = 0) -> Callable[[dict], str]:
     """Uniform-random over admissible commands: the baseline every condition must beat."""
     rng = random.Random(seed)
     return lambda state: rng.choice(state["admissible"]) if state.get("admissible") else "look"
-
-
-def _demo_graph():
-    """One household task with a random agent, for `langgraph dev` and smoke tests."""
-    from eval.envs.base import TaskSpec, make_env
-
-    env = make_env(TaskSpec(env="household", split="train", task_id="", seed=0))
-    memory = SkillMemory(Path(tempfile.mkdtemp()) / "agent-graph.db")
-    return build_agent_graph(env, random_agent(0), memory)
-
-
-def __getattr__(name: str) -> Any:
-    # Built lazily: importing this module must not create databases or environments.
-    if name == "graph":
-        return _demo_graph()
-    raise AttributeError(name)

@@ -86,6 +86,34 @@ def _rendered(item: Item) -> tuple[str, int]:
 _HEADER_TOKENS = {LESSON: count_tokens(LESSON_HEADER), DEMO: count_tokens(DEMO_HEADER)}
 
 
+def render_memory(lessons: Sequence[Any], demonstrations: Sequence[Any],
+                  token_budget: Optional[int] = None) -> tuple[str, int]:
+    """Lessons and demonstrations as the agent reads them: (text, tokens).
+
+    The one rendering of memory: the agent's context (`build_context` fills the same way from
+    its cached blocks), the distillation teacher's (skillmem.train.data) and the benchmarks'.
+    Demonstrations come first, each kind under its header; an item that does not fit in
+    `token_budget` (None: no limit) is skipped and a shorter one further down may still fit.
+    """
+    budget = token_budget if token_budget is not None else float("inf")
+    lines: list[str] = []
+    used = 0
+    for kind, header, rows, render in ((DEMO, DEMO_HEADER, demonstrations, render_demo),
+                                       (LESSON, LESSON_HEADER, lessons, render_lesson)):
+        started = False
+        for row in rows:
+            block = render(row)
+            cost = count_tokens(block) + (0 if started else _HEADER_TOKENS[kind])
+            if used + cost > budget:
+                continue
+            if not started:
+                lines.append(header)
+                started = True
+            lines.append(block)
+            used += cost
+    return "\n".join(lines), used
+
+
 # --------------------------------------------------------------------------- retrieval
 
 
@@ -218,7 +246,8 @@ def build_context(index: MemoryIndex, query: np.ndarray, *, namespace: str, task
         score_l = scores.tolist()
         picked[kind] = [(its[j], score_l[j]) for j in mmr_order(ids, scores, vecs, limit, config.mmr_lambda,
                                                                     config.near_copy_cosine)]
-    # Greedy fill: lines are joined by newlines, so tokens add up part by part.
+    # Greedy fill, as render_memory does (lines are joined by newlines, so tokens add up part
+    # by part), over blocks rendered once per item version.
     lines: list[str] = []
     used = 0
     scores: dict[tuple[str, int], float] = {}

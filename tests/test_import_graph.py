@@ -172,3 +172,16 @@ def test_no_reads_of_the_facades_privates():
             for f in sorted(PACKAGE.rglob("*.py")) if f.name != "memory.py" or f.parent != PACKAGE
             for i, line in enumerate(f.read_text().splitlines(), 1) if pattern.search(line)]
     assert not hits, "use the façade's public methods, memory.index or memory.curator:\n" + "\n".join(hits)
+
+
+def test_data_flows_harness_graphs_skillmem():
+    """skillmem imports neither the graphs nor the harness; the graphs never import the harness."""
+    bad = []
+    for folder, banned in (("skillmem", ("eval", "graphs")), ("graphs", ("eval",))):
+        for f in sorted((ROOT / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(f.read_text(), str(f))):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                    [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
+                bad += [f"{f.relative_to(ROOT)}:{node.lineno}: imports {n}" for n in names
+                        if n.split(".")[0] in banned]
+    assert not bad, "\n".join(bad)

@@ -25,7 +25,7 @@ ITEM_COLUMNS = {
 
 
 def lesson_text(row: Any) -> str:
-    """The one-line form of a lesson: what is embedded, deduplicated and injected."""
+    """The one-line form of a lesson that is embedded and deduplicated (the agent reads skillmem.retrieve.render_lesson)."""
     s = f"When {row.trigger.strip()}:"
     if row.bad_action.strip():
         s += f" avoid {row.bad_action.strip()};"

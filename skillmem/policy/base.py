@@ -2,7 +2,7 @@
 
 Retrieved memory reaches a policy two ways:
 
-* as **text** in its prompt (`Prompt.lessons`), which only a policy that reads can use;
+* as **text** in its prompt (`Prompt.memory`), which only a policy that reads can use;
 * as **hints** (`Hints`): the retrieved lessons and demonstrations matched against the
   admissible actions — a lesson's bad action becomes a penalty on the actions it names,
   its fix and a demonstration's next plan step (slots filled from the goal and the
@@ -31,7 +31,7 @@ class Prompt:
 
     goal: str
     history: list[tuple[str, str]] = field(default_factory=list)  # (action, observation), oldest first
-    lessons: str = ""  # retrieved memory as text; "" = without memory
+    memory: str = ""  # retrieved lessons and demonstrations as text (render_memory); "" = without memory
     hints: Optional[Hints] = None
 
     def without_memory(self) -> "Prompt":
@@ -61,7 +61,8 @@ def _get(obj: Any, name: str, default: Any = None) -> Any:
 
 
 def context_text(context: Any) -> str:
-    """The retrieved context as prompt text: its `.text`, a string as is, or rendered rows."""
+    """The retrieved context as prompt text: its `.text`, a string as is, or its rows rendered
+    as the agent is shown them (skillmem.retrieve.render_memory)."""
     if context is None:
         return ""
     if isinstance(context, str):
@@ -69,13 +70,9 @@ def context_text(context: Any) -> str:
     text = _get(context, "text")
     if text:
         return str(text)
-    lines = []
-    for les in _get(context, "lessons", None) or []:
-        lines.append(f"Lesson: when {_get(les, 'trigger', '')}, avoid '{_get(les, 'bad_action', '')}'; "
-                     f"instead {_get(les, 'fix', '')}")
-    for demo in _get(context, "demonstrations", None) or []:
-        lines.append(f"Example plan for '{_get(demo, 'goal_template', '')}': " + "; ".join(_get(demo, "plan", []) or []))
-    return "\n".join(lines)
+    from ..retrieve import render_memory
+
+    return render_memory(_get(context, "lessons", None) or [], _get(context, "demonstrations", None) or [])[0]
 
 
 def make_prompt(goal: str, history: Sequence[HistoryItem] | None, context: Any, admissible: Sequence[str],
@@ -84,4 +81,4 @@ def make_prompt(goal: str, history: Sequence[HistoryItem] | None, context: Any, 
     pairs = history_pairs(history)
     hints = hints_from_context(context, goal, pairs, admissible, domain) \
         if (use_hints and context is not None) else None
-    return Prompt(goal=goal, history=pairs, lessons=context_text(context) if use_text else "", hints=hints)
+    return Prompt(goal=goal, history=pairs, memory=context_text(context) if use_text else "", hints=hints)

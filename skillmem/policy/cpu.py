@@ -117,7 +117,7 @@ class CPUPolicy(nn.Module):
             feats += [_h(f"a{i}:" + w, B) for w in _words(a)]
         last_obs = _words(recent[-1][1]) if recent else ()
         feats += [_h("o:" + w, B) for w in last_obs]
-        lessons = _words(p.lessons) if p.lessons else ()
+        lessons = _words(p.memory) if p.memory else ()
         feats += [_h("l:" + w, B) for w in lessons]
         info = {
             "goal": set(goal), "obs": set(last_obs), "lessons": set(lessons),
@@ -168,7 +168,7 @@ class CPUPolicy(nn.Module):
     def _features(self, p: Prompt, cands: Sequence[str]) -> tuple:
         """A prompt's features apart from the hints: (context, candidate, linear, dense[3:]) index
         arrays, cached because training scores the same examples every epoch."""
-        key = (p.goal, tuple(p.history), p.lessons, tuple(cands))
+        key = (p.goal, tuple(p.history), p.memory, tuple(cands))
         hit = self._cache.get(key)
         if hit is not None:
             return hit

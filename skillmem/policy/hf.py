@@ -80,8 +80,8 @@ def load_causal_lm(path: str | Path, *, device: str = "auto", dtype: str = "auto
 def render_prompt(p: Prompt, max_history: int = 6) -> str:
     """The text an LM reads: goal, memory (text, then hints as words), recent steps, then the cue."""
     lines = [f"Goal: {p.goal}"]
-    if p.lessons:
-        lines.append(f"Memory: {p.lessons}")
+    if p.memory:
+        lines.append(f"Memory: {p.memory}")
     if p.hints:
         good = [a for a, v in p.hints.bonus.items() if v > 0]
         bad = [a for a, v in p.hints.bonus.items() if v < 0]

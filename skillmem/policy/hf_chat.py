@@ -91,7 +91,7 @@ class HFChatPolicy:
         # The whole history goes in: chat_messages keeps the last max_history steps and notes how many
         # it left out, exactly as `skillmem export` rendered the training prompts.
         shown = min(len(prompt.history), self.config.max_history)
-        msgs = chat_messages(prompt.goal, prompt.history, prompt.lessons if self.config.use_text else "", candidates,
+        msgs = chat_messages(prompt.goal, prompt.history, prompt.memory if self.config.use_text else "", candidates,
                              tools=self.tools, max_history=self.config.max_history)
         p_ids = render_ids(self.tokenizer, msgs, tools=self.tools, generation=True)
         rows = []

@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from .demos import compaction, demo_from_trace, demo_text
+from .demos import compaction, demo_from_trace
 from .queue import (
     DrainReport,
     ReflectionWorker,
@@ -22,6 +22,6 @@ from .writers import LLMWriter, OfflineWriter, Writer, default_writer
 __all__ = [
     "Analysis", "DrainReport", "LLMWriter", "OfflineWriter", "Pivot", "ReflectionWorker", "SafetyConfig", "SlotMap",
     "Trace", "TraceStep", "UnsafeLesson", "Writer", "analyse", "approve_lesson", "check_lesson", "compaction",
-    "default_writer", "demo_from_trace", "demo_text", "load_trace", "localize_pivot", "nearest_success", "redact",
+    "default_writer", "demo_from_trace", "load_trace", "localize_pivot", "nearest_success", "redact",
     "reflect_episode", "reflect_pending", "retry_failed",
 ]

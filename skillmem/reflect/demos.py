@@ -49,12 +49,8 @@ def demo_from_trace(trace: Trace, *, writer: str = "offline", domain: Optional[A
     )
 
 
-def demo_text(demo: DemonstrationBase) -> str:
-    """The demonstration as it would be put into an agent's context."""
-    steps = "\n".join(f"{i}. {a}" for i, a in enumerate(demo.plan, 1))
-    return f"Example of {demo.task_type or 'a task'}: {demo.goal_template}\n{steps}"
-
-
 def compaction(demo: DemonstrationBase) -> float:
-    """Tokens of the demonstration over tokens of its raw trajectory (smaller is more compact)."""
-    return count_tokens(demo_text(demo)) / max(1, demo.raw_tokens)
+    """Tokens of the demonstration as the agent reads it over tokens of its raw trajectory (smaller is more compact)."""
+    from ..retrieve import render_demo
+
+    return count_tokens(render_demo(demo)) / max(1, demo.raw_tokens)

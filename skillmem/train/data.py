@@ -66,11 +66,18 @@ class TaskContext:
     text: str = ""
 
 
-def context_by_task_type(engine: Any, namespace: str, max_lessons: int = 5, max_demos: int = 1
-                         ) -> dict[str, TaskContext]:
-    """Active lessons and demonstrations per task type, straight from SQL (no embedding model)."""
+def context_by_task_type(engine: Any, namespace: str, config: Any = None) -> dict[str, TaskContext]:
+    """Active lessons and demonstrations per task type, straight from SQL (no embedding model).
+
+    As many as a retrieval takes (`config`, a RetrievalConfig: k lessons, k_demos
+    demonstrations), rendered as the agent would be shown them, within its token budget.
+    """
+    from ..retrieve import RetrievalConfig, render_memory
     from ..store import DemonstrationRow, LessonRow
     from sqlalchemy import select
+
+    config = config or RetrievalConfig()
+    max_lessons, max_demos = config.k, config.k_demos
 
     out: dict[str, TaskContext] = defaultdict(TaskContext)
     general: list[Any] = []
@@ -91,7 +98,7 @@ def context_by_task_type(engine: Any, namespace: str, max_lessons: int = 5, max_
                 out[demo.task_type].demonstrations.append(demo)
     for ctx in out.values():
         ctx.lessons += general[: max(0, max_lessons - len(ctx.lessons))]
-        ctx.text = context_text(TaskContext(ctx.lessons, ctx.demonstrations))
+        ctx.text = render_memory(ctx.lessons, ctx.demonstrations, config.token_budget)[0]
     return dict(out)
 
 
