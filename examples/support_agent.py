@@ -1,4 +1,4 @@
-"""A customer-support agent built with create_react_agent learns from a refund it got wrong.
+"""A customer-support agent built with LangChain's create_agent learns from a refund it got wrong.
 
     python examples/support_agent.py [--db /tmp/support.db]
 
@@ -14,7 +14,8 @@ rejects that when the order was paid in another currency.
 3. Day two: new tickets. `memory_prompt` puts the lessons into the agent's system message;
    the agent converts the amount first and the refunds go through.
 
-The three lines that add skillmem to an existing create_react_agent are marked `# skillmem`.
+The three lines that add skillmem to an existing create_agent are marked `# skillmem`
+(with langgraph.prebuilt's create_react_agent, `prompt=memory_prompt(...)` does the same).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.tools import ToolException, tool
-from langgraph.prebuilt import ToolNode, create_react_agent
+from langchain.agents import create_agent
 
 from skillmem import SkillMemory, memory_prompt, wrap
 
@@ -74,6 +75,8 @@ def refund(order_id: str, amount: float, currency: str) -> str:
 
 
 TOOLS = [lookup_order, convert_currency, refund]
+for _t in TOOLS:  # a rejected call goes back to the model as an error ToolMessage, as a shop's API would answer
+    _t.handle_tool_error = True
 
 
 def ticket(order_id: str, amount: float, currency: str) -> str:
@@ -143,9 +146,9 @@ class SupportModel(BaseChatModel):
 
 
 def build_agent(memory: SkillMemory) -> Any:
-    agent = create_react_agent(
-        SupportModel(), ToolNode(TOOLS, handle_tool_errors=True),
-        prompt=memory_prompt(memory, "You are a support agent for an online shop."),  # skillmem
+    agent = create_agent(
+        SupportModel(), TOOLS,
+        middleware=[memory_prompt(memory, "You are a support agent for an online shop.").middleware()],  # skillmem
     )
     return wrap(agent, memory, verifier=verifier, task_type="refund")  # skillmem
 

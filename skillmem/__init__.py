@@ -2,7 +2,7 @@
 
     from skillmem import SkillMemory, wrap, memory_prompt
     memory = SkillMemory()                      # SQLite file; SkillMemory("postgresql://...") for PostgreSQL
-    agent = create_react_agent(model, tools, prompt=memory_prompt(memory, "You are ..."))
+    agent = create_agent(model, tools, middleware=[memory_prompt(memory, "You are ...").middleware()])
     agent = wrap(agent, memory, verifier=check_answer)   # every run recorded, tool call by tool call
 
 `import skillmem` is light: each name below is imported when first used (FAISS when the

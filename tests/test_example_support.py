@@ -1,4 +1,4 @@
-"""examples/support_agent.py, step by step: a create_react_agent support agent records its
+"""examples/support_agent.py, step by step: a create_agent support agent records its
 tickets live, a supervisor's corrections become lessons, and the next day's prompt carries
 them and the agent no longer makes the mistake. Real SQLite, FAISS and sentence-transformers."""
 
@@ -14,7 +14,6 @@ from sqlalchemy import text
 
 from skillmem import SkillMemory
 
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore:create_react_agent has been moved")
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "support_agent.py"
 
@@ -46,7 +45,7 @@ def test_day_one_is_recorded_live_with_verified_outcomes(world):
     assert all(memory.get_episode(e).outcome_source.value == "verifier" for e in day_one)
     steps = memory.steps(day_one[1])
     assert [s.action.split("(")[0] for s in steps] == ["lookup_order", "refund", "Sorry, I could not refund order A17: "
-                                                      "Error: ToolException"]
+                                                      "refund rejected: order A17 was paid in EUR, not USD"]
     assert steps[1].tool_args == {"order_id": "A17", "amount": 20.0, "currency": "USD"} and steps[1].tool_call_id
     assert "paid in EUR" in steps[1].error and steps[0].feedback.startswith("Order A17: total 40.00 EUR")
 
