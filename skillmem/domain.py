@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import re
+from functools import lru_cache
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Iterable, Mapping, Optional, Protocol, Sequence, runtime_checkable
@@ -281,9 +282,18 @@ def argument_words(actions: Iterable[str]) -> set[str]:
     return out
 
 
-def _content(text: str) -> set[str]:
+@lru_cache(maxsize=8192)
+def _content(text: str) -> frozenset[str]:
     """The words of `text` that can name something (three letters or more, not a stopword)."""
-    return {w.lower() for w in _WORD.findall(text or "") if len(w) >= 3 and w.lower() not in _STOP}
+    return frozenset(w.lower() for w in _WORD.findall(text or "") if len(w) >= 3 and w.lower() not in _STOP)
+
+
+def _content_of(texts: Iterable[str]) -> frozenset[str]:
+    """`_content` of several texts, each read once (a step's answer is met again at every later step)."""
+    out: set[str] = set()
+    for t in texts:
+        out |= _content(t or "")
+    return frozenset(out)
 
 
 # A text command's arguments are the phrases between its verb and its prepositions ("take X from Y").
@@ -523,7 +533,9 @@ class TextDomain:
 
     # ----------------------------------------------------------- mistakes a trace shows by itself
 
-    def diagnose(self, goal: str, steps: Sequence[StepView], i: int) -> Optional[tuple[str, str]]:
+    def diagnose(self, goal: str, steps: Sequence[StepView], i: int,
+                 noops: Optional[Mapping[int, str]] = None, kinds: Optional[Sequence[StepKind]] = None
+                 ) -> Optional[tuple[str, str]]:
         """The kind of mistake step `i` shows on its own, as (mistake, advice), or None.
 
         In order: a look-alike of a value the goal names (another record's id, "butterknife" for
@@ -535,8 +547,10 @@ class TextDomain:
         """
         if not 0 <= i < len(steps):
             return None
+        noops = self.noop_replies(steps) if noops is None else noops  # read once: every check below asks
+        kinds = [self.step_kind(x) for x in steps] if kinds is None else kinds
         s = steps[i]
-        if self.step_kind(s) is StepKind.reasoning:
+        if kinds[i] is StepKind.reasoning:
             return None
         args = arguments(s.action)
         goal_values = [v for k, v in SlotMap.from_goal(goal).values.items() if v]
@@ -551,26 +565,25 @@ class TextDomain:
                             f"{slot} the goal names but is not it",
                             f"use exactly the {slot} the goal names{' for ' + where if where else ''}, not a "
                             f"look-alike of it")
-        acted = [j for j in range(i) if self.step_kind(steps[j]) is StepKind.action]
-        if self.step_kind(s) is StepKind.action and not self.failure(s):
+        acted = [j for j in range(i) if kinds[j] is StepKind.action]
+        if kinds[i] is StepKind.action and not self.failure(s):
             reply = " ".join((s.feedback or "").split())
             if any(self.action_key(steps[j].action) == self.action_key(s.action) and
                    " ".join((steps[j].feedback or "").split()) == reply for j in acted):
                 return ("searched again what was already seen: repeated an earlier step and got the same result",
                         "do not go back to what was already seen unchanged; try a place or option not yet tried")
-            nxt = next((j for j in range(i + 1, len(steps)) if self.step_kind(steps[j]) is not StepKind.reasoning),
+            nxt = next((j for j in range(i + 1, len(steps)) if kinds[j] is not StepKind.reasoning),
                        None)
             if nxt is not None and not call_name(s.action) and not call_name(steps[nxt].action) and \
-                    _verb(steps[nxt].action) != _verb(s.action) and self._failed(steps, nxt) and \
+                    _verb(steps[nxt].action) != _verb(s.action) and self._failed(steps, nxt, noops) and \
                     _content(s.feedback) & _content(" ".join(args)):
                 wanted = arguments(steps[nxt].action)
                 # What the next step named exists (the world showed it before) but not where this step led.
-                shown = " ".join([goal, *(x.observation for x in steps[: i + 1]),
-                                  *(x.feedback for x in steps[:i])]).lower()
+                shown = _content_of([goal, *(x.observation for x in steps[: i + 1]), *(x.feedback for x in steps[:i])])
                 # ...unless the next step named something never shown at all: its own mistake (hallucinated).
-                everything = _content(" ".join([shown, *(x.feedback for x in steps[i:nxt])]))
+                everything = shown | _content_of(x.feedback for x in steps[i:nxt])
                 made_up = any(_content(w) and not _content(w) & everything for w in wanted)
-                if _content(" ".join(wanted)) & _content(shown) and not made_up and \
+                if _content(" ".join(wanted)) & shown and not made_up and \
                         not _content(" ".join(wanted)) & _content(s.feedback):
                     again = any(self.action_key(steps[j].action) == self.action_key(s.action) for j in acted)
                     if again:  # a place it had already searched, gone back to: a revisit, and the wrong place
@@ -580,10 +593,10 @@ class TextDomain:
                                 "go where what it acts on is in view")
                     return ("went to the wrong place: the next step's object was not where this step led",
                             f"before '{_verb(steps[nxt].action)}', go where what it acts on is in view")
-            wrong = self._other_than_needed(goal, steps, i)
+            wrong = self._other_than_needed(goal, steps, i, noops, kinds)
             if wrong:
                 return wrong
-        if self._failed(steps, i):
+        if self._failed(steps, i, noops):
             seen = " ".join([goal, *(x.observation for x in steps[: i + 1]), *(x.feedback for x in steps[:i]),
                              *(c for x in steps[: i + 1] for c in (x.admissible or ()))]).lower()
             unseen = [a for a in args if a.lower() not in seen and not _SLOT_TOKEN.search(a)]
@@ -597,7 +610,7 @@ class TextDomain:
                         "or earlier answer",
                         "act only on what the world has shown (an observation, an answer, the offered commands); "
                         "look or go where it may be first")
-            signal = self.failure(s).signal or self.noop_replies(steps).get(i, "")
+            signal = self.failure(s).signal or noops.get(i, "")
             if signal.startswith("not an admissible"):
                 return ("invalid command: not among the commands the world offered",
                         "choose a command the world offers, in its wording")
@@ -606,18 +619,19 @@ class TextDomain:
                         "a no-op answer means nothing happened: change the command, not only its wording")
         return None
 
-    def _other_than_needed(self, goal: str, steps: Sequence[StepView], i: int) -> Optional[tuple[str, str]]:
+    def _other_than_needed(self, goal: str, steps: Sequence[StepView], i: int, noops: Mapping[int, str],
+                           kinds: Sequence[StepKind]) -> Optional[tuple[str, str]]:
         """Step `i` acted on Y while the world showed both Y and the X the goal names, and a later step
         on X failed: it took the wrong one of two in view (text commands only)."""
         s = steps[i]
         if call_name(s.action):
             return None
         mine = arguments(s.action)
-        prev = next((steps[j] for j in range(i - 1, -1, -1) if self.step_kind(steps[j]) is not StepKind.reasoning),
+        prev = next((steps[j] for j in range(i - 1, -1, -1) if kinds[j] is not StepKind.reasoning),
                     None)
         view = ((prev.feedback if prev is not None else "") or s.observation or "").lower()
-        fail = next((j for j in range(i + 1, len(steps)) if self.step_kind(steps[j]) is not StepKind.reasoning
-                     and self._failed(steps, j)), None)
+        fail = next((j for j in range(i + 1, len(steps)) if kinds[j] is not StepKind.reasoning
+                     and self._failed(steps, j, noops)), None)
         if not mine or fail is None or call_name(steps[fail].action):
             return None
         needed = arguments(steps[fail].action)
@@ -629,8 +643,8 @@ class TextDomain:
                     "act on the thing the goal names when it is in view, not on another one next to it")
         return None
 
-    def _failed(self, steps: Sequence[StepView], i: int) -> bool:
-        return bool(self.failure(steps[i])) or i in self.noop_replies(steps)
+    def _failed(self, steps: Sequence[StepView], i: int, noops: Mapping[int, str]) -> bool:
+        return i in noops or bool(self.failure(steps[i]))
 
     def wasted_step(self, trace: Any, slots: Any) -> Optional[int]:
         """The first step that, in hindsight, went wrong without failing: a look-alike of what the goal
@@ -638,10 +652,11 @@ class TextDomain:
         of what it named (see diagnose). A failed step is found by the analysis itself."""
         views = [StepView(s.action, s.feedback, s.error, s.observation, _tuple(getattr(s, "admissible", None)))
                  for s in trace.steps]
+        noops, kinds = self.noop_replies(views), [self.step_kind(v) for v in views]
         for i, v in enumerate(views):
-            if self.step_kind(v) is StepKind.reasoning or self._failed(views, i):
+            if kinds[i] is StepKind.reasoning or self._failed(views, i, noops):
                 continue
-            if self.diagnose(trace.goal, views, i) is not None:
+            if self.diagnose(trace.goal, views, i, noops, kinds) is not None:
                 return i
         return None
 
