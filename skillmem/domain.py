@@ -826,8 +826,12 @@ class TextDomain:
 
     def policy_features(self, goal: str, history: Sequence[tuple[str, str]], candidates: Sequence[str]
                         ) -> list[list[str]]:
-        """Generic crosses: has this candidate been tried, did it fail then, does it name the goal's values."""
+        """Generic crosses: has this candidate been tried, did it fail then, does it name the goal's values,
+        and which words of it go with the words the agent last read."""
         values = [v.lower() for v in self.slots(goal).values.values() if v]
+        # What the agent read crossed with each candidate's words ("fry" read, "stove" in the
+        # command): a trained policy can learn which command carries out which instruction.
+        read = self._read_words(history)
         tried: dict[str, list[str]] = {}
         for a, fb in history:
             tried.setdefault(self.action_key(a), []).append(fb)
@@ -837,8 +841,22 @@ class TextDomain:
             failed = any(self.failure(StepView(c, fb)) for fb in fbs)
             names_goal = any(v in c.lower() for v in values)
             kind = self.step_kind(StepView(c)).value
-            out.append([f"T:{kind}|tried{min(len(fbs), 2)}|failed{int(failed)}", f"T:{kind}|goal{int(names_goal)}"])
+            feats = [f"T:{kind}|tried{min(len(fbs), 2)}|failed{int(failed)}", f"T:{kind}|goal{int(names_goal)}"]
+            if read:
+                words = [w for w in content_words(c).split() if not w.isdigit()]
+                feats.append(f"T:{kind}|read{int(bool(words) and all(w in read for w in words))}")
+                feats += [f"R:{r}|{w}" for w in words for r in read if r != w]
+            out.append(feats)
         return out
+
+    def _read_words(self, history: Sequence[tuple[str, str]], limit: int = 48) -> set[str]:
+        """Content words of what the agent last read (its latest two look steps' outputs, not a bare look)."""
+        texts = [fb for a, fb in history if fb and self.step_kind(StepView(a, fb)) is StepKind.look
+                 and len(a.split()) > 1 and not self.failure(StepView(a, fb))][-2:]
+        out: list[str] = []
+        for t in texts:
+            out += [w for w in content_words(t).split() if not w.isdigit()]
+        return set(list(dict.fromkeys(out))[:limit])
 
     # ----------------------------------------------------------- privileged teacher moves
 

@@ -98,3 +98,10 @@ def test_a_step_whose_value_was_read_reads_first_then_takes_what_this_episode_re
     read = [("read cookbook", "Ingredients: yellow potato\nDirections: dice the yellow potato")]
     assert bonus(read) == {"take yellow potato"}
     assert bonus(read + [("take yellow potato", "You take the yellow potato.")]) == {"dice yellow potato"}
+
+
+def test_what_the_agent_read_is_crossed_with_each_candidate():
+    history = [("read cookbook", "Ingredients: carrot\nDirections: fry the carrot")]
+    feats = D.policy_features("Cook the meal.", history, ["cook carrot in stove", "take knife"])
+    assert "R:fry|stove" in feats[0] and "T:action|read0" in feats[0]
+    assert not any(f.startswith("R:") for f in D.policy_features("Cook the meal.", [], ["take knife"])[0])
