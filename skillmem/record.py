@@ -8,11 +8,14 @@ mid-episode loses at most the step in flight; its episode reads `interrupted` af
 from __future__ import annotations
 
 import inspect
+import threading
 import time
+import weakref
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence
 
 from pydantic import ValidationError
-from sqlalchemy import insert, text, update
+from sqlalchemy import event, insert, text, update
+from sqlalchemy.exc import DBAPIError
 
 from .episode import Outcome, OutcomeSource, Status, StepBase, check_label, utcnow
 from .store import EpisodeRow, StepRow
@@ -52,6 +55,91 @@ def _call_verifier(verifier: Verifier, rec: "EpisodeRecorder", kwargs: dict[str,
     return verifier(rec, **kwargs)
 
 
+class _StepWriter:
+    """Writes step rows on one DBAPI connection it keeps, one autocommitted INSERT each.
+
+    A step through the pool cost ~0.15 ms on SQLite and ~0.25 ms on PostgreSQL above the
+    database's own work: checkout (and on PostgreSQL the pool's pre-ping, a second round
+    trip), the transaction's BEGIN/COMMIT, SQLAlchemy's per-statement machinery. Here the
+    statement is compiled once (with the same type processing: JSON, datetimes) and each
+    step is one execute that commits by itself, so the kill -9 promise is unchanged: a step
+    is durable before `step()` returns. One writer per engine, shared by its recorders
+    under a lock; closed when the engine is disposed.
+    """
+
+    def __init__(self, engine: Any):
+        self.engine = engine
+        table = StepRow.__table__
+        self.columns = [c.name for c in table.columns if c.name != "id"]
+        compiled = insert(table).compile(dialect=engine.dialect, column_keys=self.columns)
+        self.sql = compiled.string
+        self.positional = compiled.positiontup is not None
+        self.order = list(compiled.positiontup or self.columns)
+        processors = compiled._bind_processors  # SQLAlchemy's own conversions, per bind name
+        self.processors = [(name, processors[name]) for name in self.order if name in processors]
+        self.postgres = engine.dialect.name == "postgresql"
+        self._conn: Any = None
+        self._lock = threading.Lock()
+
+    def _open(self) -> Any:
+        raw = self.engine.raw_connection()  # the store's connect-time settings (SQLite pragmas) apply
+        driver = raw.driver_connection
+        if self.postgres:
+            driver.autocommit = True
+        else:
+            driver.isolation_level = None  # each statement its own transaction (no BEGIN IMMEDIATE)
+        return raw
+
+    def write(self, values: dict[str, Any]) -> None:
+        params = {name: values.get(name) for name in self.order}
+        for name, process in self.processors:  # as SQLAlchemy does: every value, None too
+            params[name] = process(params[name])
+        args: Any = [params[n] for n in self.order] if self.positional else params
+        with self._lock:
+            for attempt in (0, 1):
+                if self._conn is None:
+                    self._conn = self._open()
+                cur = self._conn.driver_connection.cursor()
+                try:
+                    if self.postgres:
+                        cur.execute(self.sql, args, prepare=True)
+                    else:
+                        cur.execute(self.sql, args)
+                    return
+                except self.engine.dialect.loaded_dbapi.Error as exc:
+                    integrity = isinstance(exc, self.engine.dialect.loaded_dbapi.IntegrityError)
+                    if integrity or attempt:
+                        raise DBAPIError.instance(self.sql, args, exc, self.engine.dialect.loaded_dbapi.Error) \
+                            from exc
+                    self.close_connection()  # a dropped connection (server restart): one fresh try
+                finally:
+                    try:
+                        cur.close()
+                    except Exception:  # noqa: BLE001 - the cursor of a broken connection
+                        pass
+
+    def close_connection(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.invalidate() if self.postgres else self._conn.close()
+            except Exception:  # noqa: BLE001 - closing a broken connection may fail; it is gone either way
+                pass
+            self._conn = None
+
+
+_writers: "weakref.WeakKeyDictionary[Any, _StepWriter]" = weakref.WeakKeyDictionary()
+_writers_lock = threading.Lock()
+
+
+def _step_writer(engine: Any) -> _StepWriter:
+    with _writers_lock:
+        writer = _writers.get(engine)
+        if writer is None:
+            writer = _writers[engine] = _StepWriter(engine)
+            event.listen(engine, "engine_disposed", lambda _engine: writer.close_connection())
+        return writer
+
+
 class EpisodeRecorder:
     """Records one episode: `step(...)` per action, then `finish(...)` with a verified outcome."""
 
@@ -71,10 +159,7 @@ class EpisodeRecorder:
         self.total_reward = 0.0
         self.done = False
         self.last_reward = 0.0
-        # On PostgreSQL a lone INSERT in autocommit is one round trip instead of three
-        # (BEGIN, INSERT, COMMIT); SQLite's single statement is already its own transaction.
-        self._step_engine = (engine.execution_options(isolation_level="AUTOCOMMIT")
-                             if engine.dialect.name == "postgresql" else engine)
+        self._writer = _step_writer(engine)
         self._steps_table = StepRow.__table__
         self._episodes_table = EpisodeRow.__table__
 
@@ -92,8 +177,7 @@ class EpisodeRecorder:
         self.total_reward += s.reward
         # One statement per step: the episode row's counters are settled at finish (or by
         # the reaper from the steps themselves), which keeps a step to one round trip.
-        with self._step_engine.begin() as conn:
-            conn.execute(insert(self._steps_table), values)
+        self._writer.write(values)
         self.num_steps += 1
         self.last_reward = s.reward
         return s.index
