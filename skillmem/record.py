@@ -1,6 +1,6 @@
 """Episode recording: the recorder behind `memory.episode(...)` and `wrap(agent, memory)`.
 
-Steps are written as they happen, one short transaction each, so a process killed
+Steps are written as they happen, one autocommitted INSERT each (see `_StepWriter`), so a process killed
 mid-episode loses at most the step in flight; its episode reads `interrupted` afterwards
 (see :func:`skillmem.store.reap_interrupted`).
 """
