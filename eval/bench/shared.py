@@ -10,7 +10,7 @@ retrieval reflected (the probe lessons in its index) and confirms each change by
 retrieval of the lesson's own text (k=1) before reporting the time. Reported: staleness
 from the writer's return to that confirmation (p50, p95, max, per change and process; the
 wall clock is shared by the processes of one host), retrievals per second in all, writes,
-changes never seen within SETTLE_S after the last write, and full index rebuilds after
+changes never seen within `settle` (5 s) after the last write, and full index rebuilds after
 start (must be 0: changes are applied in place). The last line is one JSON object.
 """
 
@@ -44,7 +44,8 @@ def _probe_text(i: int) -> tuple[str, str]:
     return f"process {i} saw {words}", f"answer {uuid.uuid4().hex[:10]}"
 
 
-def _worker(i: int, url: str, index_root: str, seconds: float, write_every: float, inbox: Any, outbox: Any) -> None:
+def _worker(i: int, url: str, index_root: str, seconds: float, write_every: float, settle: float, inbox: Any,
+            outbox: Any) -> None:
     from skillmem import Lesson, SkillMemory
     from skillmem.embed import HashingEmbedder
     from skillmem.retrieve import lesson_text
@@ -88,10 +89,20 @@ def _worker(i: int, url: str, index_root: str, seconds: float, write_every: floa
                 del texts[item_id]
                 outbox.put(("gone", i, item_id, time.time()))
 
+    said_done = False
     while True:
         now = time.time()
-        if now >= end + SETTLE_S:
+        if now >= end and not said_done:
+            outbox.put(("writes_done", i))
+            said_done = True
+        if now >= end + settle:
             break
+        if now >= end:
+            try:
+                if inbox.get_nowait()[0] == "stop":  # every change has been seen everywhere
+                    break
+            except queue.Empty:
+                pass
         t0 = time.perf_counter()
         mem.retrieve(rng.choice(queries), task_type="heat", record=False)
         if now < end:
@@ -135,14 +146,14 @@ def _stats(xs: list[float]) -> dict[str, Any]:
 
 
 def run(url: str, procs: int = 8, seconds: float = 15.0, write_every: float = 0.5, prefill: int = 200,
-        start_timeout: float = 300.0) -> dict[str, Any]:
+        start_timeout: float = 300.0, settle: float = SETTLE_S) -> dict[str, Any]:
     """Run the processes against `url` (a store that may be empty) and return what they measured."""
     _prefill(url, prefill)
     ctx = mp.get_context("spawn")  # a fresh interpreter each, as separate deployments would be
     outbox = ctx.Queue()
     inboxes = [ctx.Queue() for _ in range(procs)]
     with tempfile.TemporaryDirectory(prefix="skillmem-shared-") as root:
-        workers = [ctx.Process(target=_worker, args=(i, url, root, seconds, write_every, inboxes[i], outbox))
+        workers = [ctx.Process(target=_worker, args=(i, url, root, seconds, write_every, settle, inboxes[i], outbox))
                    for i in range(procs)]
         for w in workers:
             w.start()
@@ -168,10 +179,29 @@ def run(url: str, procs: int = 8, seconds: float = 15.0, write_every: float = 0.
         retires: dict[int, float] = {}
         seen: dict[tuple[str, int, int], float] = {}  # (new|gone, process, item) -> when it was seen
         done: list[tuple[Any, ...]] = []
+        writing, stopped = procs, False
+
+        def complete() -> bool:
+            for item_id, (writer, _) in adds.items():
+                for j in range(procs):
+                    if j != writer and ("new", j, item_id) not in seen and item_id not in retires:
+                        return False
+            for item_id in retires:
+                for j in range(procs):
+                    if ("new", j, item_id) in seen and ("gone", j, item_id) not in seen and j != adds[item_id][0]:
+                        return False
+            return True
+
         while len(done) < procs:
-            msg = get(seconds + SETTLE_S + 120)
+            if writing == 0 and not stopped and complete():
+                for q in inboxes:
+                    q.put(("stop",))
+                stopped = True
+            msg = get(seconds + settle + 120)
             kind = msg[0]
-            if kind == "add":
+            if kind == "writes_done":
+                writing -= 1
+            elif kind == "add":
                 adds[msg[2]] = (msg[1], msg[3])
             elif kind == "retire":
                 retires[msg[2]] = msg[3]
