@@ -8,6 +8,7 @@ mid-episode loses at most the step in flight; its episode reads `interrupted` af
 from __future__ import annotations
 
 import inspect
+import os
 import threading
 import time
 import weakref
@@ -79,6 +80,7 @@ class _StepWriter:
         self.processors = [(name, processors[name]) for name in self.order if name in processors]
         self.postgres = engine.dialect.name == "postgresql"
         self._conn: Any = None
+        self._pid = os.getpid()
         self._lock = threading.Lock()
 
     def _open(self) -> Any:
@@ -96,6 +98,8 @@ class _StepWriter:
             params[name] = process(params[name])
         args: Any = [params[n] for n in self.order] if self.positional else params
         with self._lock:
+            if self._pid != os.getpid():  # a forked child: the parent's connection is not ours to use
+                self._conn, self._pid = None, os.getpid()
             for attempt in (0, 1):
                 if self._conn is None:
                     self._conn = self._open()
