@@ -41,6 +41,37 @@ def smollm2_gguf() -> Path | None:
     return found[0] if found else None
 
 
+def smollm2_transformers(gguf: Path) -> Path:
+    """`gguf` dequantized into a transformers directory (safetensors) for training, once per machine.
+
+    The conversion took 1068 s on the loaded two-core machine, so, like the wheels, it is kept
+    under ${SKILLMEM_MODEL_CACHE:-~/.cache/skillmem/models}, keyed by the file and the
+    transformers version that converted it; it is written aside and renamed, so a killed run
+    leaves no half-written copy behind.
+    """
+    import hashlib
+    import shutil
+
+    import transformers
+
+    from skillmem.policy.hf import from_gguf
+
+    st = gguf.stat()
+    key = hashlib.sha256(f"{gguf.name}:{st.st_size}:{int(st.st_mtime)}:{transformers.__version__}".encode())
+    root = Path(os.environ.get("SKILLMEM_MODEL_CACHE") or Path.home() / ".cache" / "skillmem" / "models")
+    cached = root / f"{gguf.stem}-{key.hexdigest()[:12]}"
+    if (cached / "config.json").exists():
+        return cached
+    partial = root / f".{cached.name}.{os.getpid()}"
+    shutil.rmtree(partial, ignore_errors=True)
+    from_gguf(gguf, partial)
+    try:
+        partial.rename(cached)
+    except OSError:  # another process got there first
+        shutil.rmtree(partial, ignore_errors=True)
+    return cached
+
+
 def _missing(reason: str) -> None:
     missing("llm_server", f"{reason}; run `bash .ci/llamacpp.sh .venv/bin/python` to install it")
 

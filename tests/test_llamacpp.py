@@ -60,11 +60,29 @@ def test_lesson_writer_and_merge_hook(llamacpp_server, tmp_path):
             break
     writer = LLMWriter(client_for(llamacpp_server))
     memory.merge_hook = writer.merge
+    asked = []  # per question the writer asked: HTTP calls it took, and whether an answer validated
+    complete = writer.client.complete
+
+    def counted(*args, **kw):
+        before = writer.client.usage.calls
+        try:
+            out = complete(*args, **kw)
+        except LLMError:
+            asked.append((writer.client.usage.calls - before, False))
+            raise
+        asked.append((writer.client.usage.calls - before, True))
+        return out
+
+    writer.client.complete = counted
     report = reflect_pending(memory, writer, progress=False)
     usage = writer.client.usage
+    first = sum(1 for calls, ok in asked if ok and calls == 1)
+    print(f"\nlesson writer: {len(asked)} questions, {first} answered validly first time "
+          f"({100 * first / max(1, len(asked)):.0f} %), {sum(c for c, _ in asked) - len(asked)} re-asks, "
+          f"{sum(1 for _, ok in asked if not ok)} never valid")
     lessons = memory.lessons()
     stored = sum(1 for les in lessons if les.provenance.get("writer") == "llm")
-    print(f"\nlesson writer, SmolLM2-135M via llama.cpp: {failed} failed episodes -> {report.lessons} lessons "
+    print(f"lesson writer, SmolLM2-135M via llama.cpp: {failed} failed episodes -> {report.lessons} lessons "
           f"stored, {report.errors} refused; {usage.calls} calls, {usage.seconds / max(1, usage.calls):.2f} s/call, "
           f"{usage.prompt_tokens} prompt + {usage.completion_tokens} completion tokens")
     assert report.done + report.errors >= failed and usage.calls >= failed
@@ -87,11 +105,12 @@ def test_lesson_writer_and_merge_hook(llamacpp_server, tmp_path):
         merged = writer.merge(existing, new)
     except LLMError as e:  # an invalid answer 3 times, or the server failing: said plainly
         assert llamacpp_server.model in str(e)
-        print(f"merge hook: refused ({str(e)[:160]})")
+        print(f"merge hook: refused after {asked[-1][0]} calls ({str(e)[:160]})")
     else:
         assert merged.source_episodes == ["a", "b"] and merged.fix
         assert merged.provenance["merged_by"]["model"] == llamacpp_server.model
-        print(f"merge hook: merged into {merged.fix[:100]!r}")
+        m = merged.provenance["merged_by"]
+        print(f"merge hook: merged in {m['calls']} calls, {m['seconds']:.1f} s, into {merged.fix[:100]!r}")
     memory.close()
 
 
