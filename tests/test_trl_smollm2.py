@@ -38,7 +38,7 @@ def test_few_steps_move_smollm2_toward_the_correction(tmp_path):
     mem = SkillMemory(str(tmp_path / "s.db"), embedder=HashingEmbedder(), index_dir=tmp_path / "idx")
     fill_store(mem, tasks=1)
     # One batch holds every example, so each stage's loss is measured on the same data at every step.
-    cfg = TRLConfig(base_model=str(base), sft_steps=4, pref_steps=4, batch_size=8, lr=1e-3, lora_r=8,
+    cfg = TRLConfig(base_model=str(base), sft_steps=3, pref_steps=3, batch_size=8, lr=1e-3, lora_r=8,
                     max_length=1024, beta=0.1)
     tools = chat_tools(cfg)
     records = export_records(mem.engine, "default", ExportConfig(tools=tools))
