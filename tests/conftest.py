@@ -13,6 +13,7 @@ appends them to $SKILLMEM_TEST_TALLY when that is set (`.ci/run` prints the sum 
 
 from __future__ import annotations
 
+import copy
 import importlib.abc
 import importlib.machinery
 import json
@@ -174,10 +175,33 @@ def pytest_runtest_protocol(item, nextitem):
             _TESTS[name] += 1
 
 
+def _plain_traceback(exc: BaseException) -> str:
+    lines = ["Traceback (pytest could not format it: one of its entries has no line number):"]
+    tb = exc.__traceback__
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        lines.append(f'  File "{code.co_filename}", line {tb.tb_lineno}, in {code.co_name}')
+        tb = tb.tb_next
+    return "\n".join(lines + [f"{type(exc).__name__}: {exc}"])
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     global _skipped_now
-    rep = (yield).get_result()
+    outcome = yield
+    try:
+        rep = outcome.get_result()
+    except TypeError:
+        # pytest's traceback formatting fails on an entry whose tb_lineno is None (seen on
+        # Python 3.11 for a pytest-timeout failure raised from its signal handler), and the
+        # INTERNALERROR ended the whole slow suite. Report that test's failure with its frames
+        # as Python has them instead, and go on with the next test.
+        if call.excinfo is None:
+            raise
+        plain = copy.copy(call)
+        plain.excinfo = _plain_traceback(call.excinfo.value)  # a string: reported as the failure's text
+        rep = pytest.TestReport.from_item_and_call(item, plain)
+        outcome.force_result(rep)
     if rep.skipped and not hasattr(rep, "wasxfail"):
         _skipped_now = True  # not counted as run against its components
 

@@ -40,6 +40,20 @@ CASES = {
         def test_runs():
             assert True
     ''',
+    # pytest's own formatting of a failure breaks (as on a traceback entry with no line number).
+    "test_unformattable.py": '''
+        import _pytest.python
+
+        def test_fails_unformattably(monkeypatch):
+            def broken(self, excinfo, style=None):
+                raise TypeError("unsupported operand type(s) for -: 'NoneType' and 'int'")
+
+            monkeypatch.setattr(_pytest.python.Function, "_repr_failure_py", broken)
+            assert 1 == 2, "the real failure"
+
+        def test_after_it():
+            pass
+    ''',
     # At import, as a module that needs the part throughout does it.
     "test_module_needs_part.py": '''
         from conftest import missing
@@ -94,6 +108,14 @@ def test_under_ci_only_a_missing_real_component_fails(tmp_path):
     assert got["test_condition_of_the_machine"] == ("skipped", "a GPU is visible")
     assert got["test_skipif_condition"] == ("skipped", "not on this platform")
     assert got["test_runs"][0] == "passed"
+
+
+def test_a_failure_pytest_cannot_format_is_reported_and_the_run_goes_on(tmp_path):
+    got, out = _run(tmp_path, ci=True)
+    assert "INTERNALERROR" not in out, out
+    kind, _ = got["test_fails_unformattably"]
+    assert kind == "failure" and "AssertionError: the real failure" in out, (got, out)
+    assert "test_fails_unformattably" in out and got["test_after_it"][0] == "passed"
 
 
 def test_outside_ci_a_missing_real_component_skips_with_its_reason(tmp_path):
