@@ -39,7 +39,8 @@ ACT_TOOL: dict[str, Any] = {
 SYSTEM = (
     "You are an agent that reaches a goal by acting, one action at a time. After each action you see "
     "what it did. Think in one short line starting with 'Thought:' if it helps, then give the action on "
-    "the last line as 'Action: <action>', copied exactly from the admissible actions when they are listed."
+    "the last line as 'Action:' and then the action itself, copied exactly from the admissible actions "
+    "when they are listed."
 )
 SYSTEM_TOOLS = (
     "You are an agent that reaches a goal by acting, one action at a time, with the tools you are given. "
@@ -250,13 +251,14 @@ def parse_action(text: Optional[str], admissible: Optional[Sequence[str]] = None
     if named:  # a copy of the list is no choice; the model is asked again
         shown = ", ".join(f"'{a}'" for a in reversed(named[-3:]))
         raise ValueError(f"the answer lists {len(named)} actions ({shown}{', ...' if len(named) > 3 else ''}) "
-                         "instead of choosing one; give only the chosen one, on a last line 'Action: <action>'")
+                         "instead of choosing one; give only the chosen one, "
+                         "on a last line 'Action:' and then the action itself")
     if admissible:
         said = tried[-1] if tried else text.splitlines()[-1]
         raise ValueError(f"'{said[:200]}' is not one of the admissible actions; answer with one of them exactly, "
-                         "on a last line 'Action: <action>'")
+                         "on a last line 'Action:' and then the action itself")
     return _fail_no_action()
 
 
 def _fail_no_action() -> str:
-    raise ValueError("no action found; end the answer with a line 'Action: <action>'")
+    raise ValueError("no action found; end the answer with a line 'Action:' and then the action itself")
