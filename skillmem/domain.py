@@ -311,7 +311,7 @@ def arguments(action: str) -> list[str]:
 
 
 def resembles(value: str, goal_value: str) -> bool:
-    """Is `value` a look-alike of `goal_value`: close to it but not it? ("butterknife" of "knife",
+    """Is `value` a look-alike of `goal_value`: close to it but not it? ("gpt-4o-mini" of "gpt-4o",
     "ORD-1005" or "ORD-1030" of "ORD-1004"; never a value equal to it, whatever its case)."""
     a, b = value.lower(), goal_value.lower()
     if a == b or len(b) < 3 or len(a) < 3:
@@ -538,8 +538,8 @@ class TextDomain:
                  ) -> Optional[tuple[str, str]]:
         """The kind of mistake step `i` shows on its own, as (mistake, advice), or None.
 
-        In order: a look-alike of a value the goal names (another record's id, "butterknife" for
-        the goal's "knife"); a repeat of an earlier action that got the same answer (searching
+        In order: a look-alike of a value the goal names (another record's id, "gpt-4o-mini" for
+        the goal's "gpt-4o"); a repeat of an earlier action that got the same answer (searching
         again what was already seen); a step after which the next action failed because nothing
         it named was where this step led; an action on something never shown (not in the goal,
         an observation or any earlier answer); a command the world did not offer, or answered
@@ -743,7 +743,7 @@ class TextDomain:
         of its JSON output) or ``[from lookup_order]``; any other id-like value not in the goal
         reads ``[value]``: a lesson never quotes another episode's ids, and a demonstration can
         be replayed by reading the value where it came from (:func:`resolve`). In a text command,
-        words the agent had read in an earlier look step read ``[from read cookbook]`` (the
+        words the agent had read in an earlier look step read ``[from read manual]`` (the
         whole command when it was read as one: a list of directions), so a replay takes them
         from what that step says in its own episode.
         """
@@ -773,7 +773,7 @@ class TextDomain:
                     v = source(raw, fallback=v)
                 out.append(f"{k}={v}" if k else v)
             return f"{name}(" + ", ".join(out) + ")"
-        # In a text command a bare number is an instance ("door 3"): another episode's, never this one's.
+        # In a text command a bare number is an instance ("server 3"): another episode's, never this one's.
         def sub(m: re.Match[str]) -> str:
             inside = m.string[:m.start()].rfind("[") > m.string[:m.start()].rfind("]")
             return m.group(0) if inside else source(m.group(0))
@@ -781,8 +781,8 @@ class TextDomain:
         return self._read_values(_NUMBER.sub(sub, _ID.sub(sub, text)), before)
 
     def _read_values(self, command: str, before: Sequence[StepView]) -> str:
-        """A text command's words that the agent had read in an earlier look step (``read cookbook``,
-        ``examine note``) written as ``[from read cookbook]``: the value to use is in what that step
+        """A text command's words that the agent had read in an earlier look step (``read manual``,
+        ``examine note``) written as ``[from read manual]``: the value to use is in what that step
         says, in any episode. A look that only describes again what was already in view (``look``
         where the first observation said the same) is no source; nor is any other step."""
         sources = []
@@ -829,7 +829,7 @@ class TextDomain:
         """Generic crosses: has this candidate been tried, did it fail then, does it name the goal's values,
         and which words of it go with the words the agent last read."""
         values = [v.lower() for v in self.slots(goal).values.values() if v]
-        # What the agent read crossed with each candidate's words ("fry" read, "stove" in the
+        # What the agent read crossed with each candidate's words ("restart" read, "service" in the
         # command): a trained policy can learn which command carries out which instruction.
         read = self._read_words(history)
         tried: dict[str, list[str]] = {}
