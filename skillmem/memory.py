@@ -75,7 +75,7 @@ class SkillMemory:
         self._finished_hooks: list[Callable[[str], None]] = []
         # Lessons and demonstrations (second half): the index is opened on first use.
         self.read_engine = reader_engine(self.engine)
-        # index_kind (or SKILLMEM_INDEX): "auto" searches a partition exactly up to 20,000 items
+        # index_kind (or SKILLMEM_INDEX): "auto" searches a partition exactly up to 4,096 items
         # and approximately (FAISS IVF) above; "exact" or "ivf" force one (skillmem.index.vector).
         self.index = MemoryIndex(self.engine, lambda: self.embedder, default_index_dir(self.url, index_dir),
                                  save_interval=save_interval, read_engine=self.read_engine, kind=index_kind)

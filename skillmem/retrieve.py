@@ -238,14 +238,18 @@ def build_context(index: MemoryIndex, query: np.ndarray, *, namespace: str, task
         if not len(ids):
             continue
         # Only this namespace's items that are active as of the mark (the partition already
-        # says the namespace; the item check costs nothing and holds if partition names collide).
-        its = [cached.get((kind, i)) for i in ids.tolist()]
-        keep = [j for j, it in enumerate(its) if it is not None and it.namespace == namespace]
-        if len(keep) < len(its):
-            ids, scores, vecs, its = ids[keep], scores[keep], vecs[keep], [its[j] for j in keep]
-        score_l = scores.tolist()
-        picked[kind] = [(its[j], score_l[j]) for j in mmr_order(ids, scores, vecs, limit, config.mmr_lambda,
-                                                                    config.near_copy_cosine)]
+        # says the namespace; the check holds even if partition names collided). Checked on
+        # the few MMR chose: a candidate it never chose changed none of its choices, so if
+        # those pass, MMR over the valid candidates alone would choose the same.
+        chosen = mmr_order(ids, scores, vecs, limit, config.mmr_lambda, config.near_copy_cosine)
+        its = [cached.get((kind, i)) for i in ids[chosen].tolist()]
+        if not all(it is not None and it.namespace == namespace for it in its):
+            keep = [j for j, i in enumerate(ids.tolist())
+                    if (it := cached.get((kind, i))) is not None and it.namespace == namespace]
+            ids, scores, vecs = ids[keep], scores[keep], vecs[keep]
+            chosen = mmr_order(ids, scores, vecs, limit, config.mmr_lambda, config.near_copy_cosine)
+            its = [cached[(kind, i)] for i in ids[chosen].tolist()]
+        picked[kind] = list(zip(its, scores[chosen].tolist()))
     # Greedy fill, as render_memory does (lines are joined by newlines, so tokens add up part
     # by part), over blocks rendered once per item version.
     lines: list[str] = []

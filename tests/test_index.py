@@ -438,3 +438,29 @@ def test_large_inverted_file_uses_a_graph_over_its_lists_and_survives_save_load(
     ix.save(tmp_path / "ix")
     back, _ = VectorIndex.load(tmp_path / "ix", device="cpu")
     assert back.count(P) == 69_999 and back.search_one(P, vecs[456:457], 1)[1][0] == 456
+
+
+def test_inverted_file_keeps_8bit_codes_and_rescores_candidates_with_float_vectors(tmp_path):
+    vecs = clustered(6000, seed=3)
+    ix = VectorIndex(DIM, device="cpu", kind="ivf")
+    ix.add(P, np.arange(6000), vecs)
+    part = ix._parts[P]
+    assert isinstance(part, faiss.IndexIVFScalarQuantizer) and part.code_size == DIM  # one byte a dimension
+    q = clustered(50, seed=12)
+    scores, ids = ix.search(P, q, 5)
+    # Scores are the float vectors' cosines, not the codes' approximations.
+    np.testing.assert_allclose(scores, np.einsum("qd,qkd->qk", q, vecs[ids]), atol=1e-5)
+    exact = VectorIndex(DIM, device="cpu", kind="exact")
+    exact.add(P, np.arange(6000), vecs)
+    assert recall_at(ix, exact, q) >= 0.95
+    s1, i1, v1 = ix.search_one(P, q[:1], 5)
+    np.testing.assert_array_equal(i1, ids[0])
+    np.testing.assert_allclose(v1, vecs[i1], atol=1e-7)
+    ix.save(tmp_path)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    floats = manifest["partitions"][P]["floats"]["file"]
+    back, _ = VectorIndex.load(tmp_path, device="cpu", kind="ivf")
+    np.testing.assert_array_equal(back.search(P, q, 5)[1], ids)
+    (tmp_path / floats).unlink()
+    with pytest.raises(IndexCorrupt, match="cannot read"):
+        VectorIndex.load(tmp_path, device="cpu", kind="ivf")

@@ -678,21 +678,20 @@ class MemoryIndex:
 
     def candidate_arrays(self, partitions: Sequence[str], query: np.ndarray, n: int
                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """`candidates` as arrays, for retrieval: (ids, cosines, vectors), sorted by score then id."""
+        """Top-`n` of each partition as arrays, for retrieval: (ids, cosines, vectors), in no
+        set order (MMR orders them by id itself; a sort here would cost more than MMR)."""
         with self._lock:
+            if len(partitions) == 1:
+                scores, ids, vecs = self.index.search_one(partitions[0], query, n)
+                return ids, scores, vecs
             hits = [self.index.search_one(p, query, n) for p in partitions]
         hits = [h for h in hits if len(h[1])]
         if not hits:
             return np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros((0, self.index.dim), np.float32)
         if len(hits) == 1:
-            scores, ids, vecs = hits[0]
-        else:
-            scores = np.concatenate([h[0] for h in hits])
-            ids = np.concatenate([h[1] for h in hits])
-            vecs = np.concatenate([h[2] for h in hits])
-        # Rounding makes ties exact, so equal inputs give the same order whatever the float noise.
-        order = np.lexsort((ids, -np.round(scores.astype(np.float64), 6)))
-        return ids[order], scores[order], vecs[order]
+            return hits[0][1], hits[0][0], hits[0][2]
+        return (np.concatenate([h[1] for h in hits]), np.concatenate([h[0] for h in hits]),
+                np.concatenate([h[2] for h in hits]))
 
     def item(self, kind: str, item_id: int) -> Optional[Item]:
         """The cached active item, or None if it is not retrievable (as of the mark)."""
