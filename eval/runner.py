@@ -499,7 +499,8 @@ def run(cfg: RunConfig, *, progress: bool = True, log: Callable[[str], None] = p
                            "reflected": stats.done, "lessons_written": stats.lessons,
                            "demonstrations_written": stats.demonstrations, "no_lesson": stats.no_lesson,
                            **memory_size(memory)})
-            log(f"seed {seed} round {rnd}: reflected on {stats.done} episodes: {stats.lessons} lessons, "
+            log(f"seed {seed} round {rnd}: reflected on {stats.done} episodes: {stats.lessons} lessons "
+                f"(+{stats.more_lessons} more from the same failures), "
                 f"{stats.demonstrations} demonstrations written (merged or skipped when near-duplicates)")
             # 3. train
             if (cfg.train and seen and any(CONDITIONS[c]["policy"] == "trained" for c in cfg.conditions)

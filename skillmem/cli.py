@@ -373,7 +373,7 @@ def cmd_reflect(a: argparse.Namespace) -> int:
     finally:
         mem.close()
     print(json.dumps({"writer": writer.name, "done": report.done, "lessons": report.lessons,
-                      "demonstrations": report.demonstrations, "no_lesson": report.no_lesson,
+                      "more_lessons": report.more_lessons, "demonstrations": report.demonstrations, "no_lesson": report.no_lesson,
                       "no_lesson_reasons": report.no_lesson_reasons, "skipped": report.skipped,
                       "errors": report.errors}))
     for why, n in sorted(report.no_lesson_reasons.items(), key=lambda kv: -kv[1]):

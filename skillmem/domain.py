@@ -107,6 +107,9 @@ please then than so if when where what which who how can could would should will
 done have has had get got make made use using put set about after before up down out off more most each every
 there here just only also very too back again new same other another such own""".split())
 _SLOT_TOKEN = re.compile(r"\[([A-Za-z_][\w ]*?)\]")
+# Situations a trigger names by a step: done (after it succeeded) or not yet done.
+_AFTER = re.compile(r"after `([^`]+)` succeeded")
+_UNTIL = re.compile(r"while `([^`]+)` is not done yet")
 
 
 def _as_number(text: str) -> Optional[float]:
@@ -424,6 +427,9 @@ class TextDomain:
     # Whether this domain's own hints explore (a pack that tracks which places were visited). A
     # policy adds its loop guard only where they do not: two explorers pull against each other.
     explores = False
+    # Lessons one failure may give: its pivot's, then the other mistakes where it left a successful
+    # plan (`plan_mistakes`), each at its own step and situation.
+    lessons_per_failure = 4
 
     def __init__(self, *, look_tools: Iterable[str] = (), action_tools: Iterable[str] = ()):
         self.look_tools = frozenset(look_tools)
@@ -516,12 +522,16 @@ class TextDomain:
                 facts.add("the last action changed nothing")
             called = {call_name(s.action) for s in acts if call_name(s.action) and not self.failure(s)}
             facts.update(f"after calling {n}" for n in called)
-        return State(frozenset(facts), None)
+        # The steps themselves: a trigger may name a step done or not done yet (`holds`).
+        return State(frozenset(facts), tuple(steps))
 
     def situations(self) -> Sequence[str]:
-        return ("at the start", "the last action failed", "the last action changed nothing", "after calling <tool>")
+        return ("at the start", "the last action failed", "the last action changed nothing", "after calling <tool>",
+                "after `<step>` succeeded", "while `<step>` is not done yet")
 
-    def holds(self, trigger: str, state: State, goal: str) -> bool:
+    def holds(self, trigger: str, state: State, goal: str, values: Optional[Mapping[str, str]] = None) -> bool:
+        """Every situation the trigger names holds in `state`; steps it names (`after ... succeeded`,
+        `while ... is not done yet`) are read with `values` for their slots (default: this goal's)."""
         low = (trigger or "").lower()
         for phrase in ("at the start", "the last action failed", "the last action changed nothing"):
             if phrase in low and phrase not in state.facts:
@@ -529,7 +539,109 @@ class TextDomain:
         for tool in re.findall(r"after calling (\w[\w.\-]*)", trigger or ""):
             if f"after calling {tool}" not in state.facts:
                 return False
+        after, until = _AFTER.findall(trigger or ""), _UNTIL.findall(trigger or "")
+        if after or until:
+            done = self.done_steps(state.detail if isinstance(state.detail, tuple) else ())
+            values = values if values is not None else self.slots(goal).values
+            # "after A, while B is not done yet": A was done, and B not since the last A (a step the
+            # plan takes twice, as two objects put one by one, is due again after each A).
+            since = 0
+            for p in after:
+                hits = [i for i, a in enumerate(done) if step_matches(p, a, values, self)]
+                if not hits:
+                    return False
+                since = max(since, hits[-1] + 1)
+            if any(step_matches(p, a, values, self) for p in until for a in done[since:]):
+                return False
         return True
+
+    def done_steps(self, steps: Sequence[StepView]) -> list[str]:
+        """The actions of `steps` that were carried out: not reasoning, not failed."""
+        return [s.action for s in steps if self.step_kind(s) is not StepKind.reasoning and not self.failure(s)]
+
+    def repeats(self, action: str, done: Iterable[str]) -> bool:
+        """Does `action` do again what a done step did: the same command, or the same verb on the same
+        first argument ("take key 1 from box 1" after "take key 1 from table 1": the key is taken
+        back, not a second one taken)? A plan's step due again wants another instance."""
+        key = self.action_key(action)
+        head = (call_name(action) or _verb(action)).lower(), [x.lower() for x in arguments(action)[:1]]
+        for d in done:
+            if self.action_key(d) == key:
+                return True
+            if not call_name(action) and head[1] and \
+                    ((call_name(d) or _verb(d)).lower(), [x.lower() for x in arguments(d)[:1]]) == head:
+                return True
+        return False
+
+    # ----------------------------------------------------------- a plan's goal steps, against a trace
+
+    def plan_mistakes(self, goal: str, steps: Sequence[StepView], plan: Sequence[str]) -> list[Rule]:
+        """Where a failed episode left a successful plan's goal steps, as rules over situations.
+
+        A plan's *goal steps* are those that name the goal's values (``take [noun] ...``, ``refund(
+        order_id='[id]')``): what the plan is for, in order, whatever its episode did in between.
+        Read with their other details free, they are steps of any episode of the task. Walking the
+        failed trace, the next goal step not yet done is *due*; the situation is "after the
+        previous goal step succeeded, while the due one is not done yet". Two mistakes show:
+
+        * the due step was **offered and not taken** (a command the world listed matched it, and
+          the agent did something else). A step offered from the very start, before any goal step
+          was done, is no mistake: which of the first options to try was the source episode's
+          choice, not a skill;
+        * a **later goal step was done first** (the due one skipped): the fix is the plan's step
+          that led to the due one (``go to [the tool] ...``), else the due step itself.
+
+        One rule per due step, at the first step it shows. Steps of a world that lists no commands
+        can only show the second mistake.
+        """
+        full = self.slots(goal)
+        values = full.values
+        goal_ix = [j for j, p in enumerate(plan) if names_goal(p, values)]
+        if not goal_ix:
+            return []
+        loose = [loosen(plan[j]) for j in goal_ix]
+        start = set(steps[0].admissible or ()) if steps else set()
+        out: list[Rule] = []
+        p, told, done = 0, set(), []
+        for i, s in enumerate(steps):
+            if p >= len(goal_ix):
+                break
+            if self.step_kind(s) is StepKind.reasoning:
+                continue
+            failed = bool(self.failure(s))
+            due = loose[p]
+            if not failed and step_matches(due, s.action, values, self) and not self.repeats(s.action, done):
+                p += 1
+                done.append(s.action)
+                continue
+            if not failed:
+                done.append(s.action)
+            if p in told:
+                continue
+            sit = ([f"after `{loose[p - 1]}` succeeded"] if p else []) + [f"while `{due}` is not done yet"]
+            offered = [a for a in (s.admissible or ()) if step_matches(due, a, values, self)
+                       and not self.repeats(a, done)]
+            if offered and (p or not any(a in start for a in offered)):
+                told.add(p)
+                bad = self.lesson_text(full.abstract(self.written(s.action)), steps[:i], full)
+                out.append(Rule(sit, bad, f"{due} (offered here: the goal's next step)", "task",
+                                step=i, mistake=f"the goal's next step was offered and not taken: {due}"))
+                continue
+            # Before any goal step, or when the plan's first goal step is due again (a second object to
+            # find), doing a later one (going where the goal ends) is still searching. A due step done
+            # before may still hold (already there): skipping it then is no mistake.
+            searching = not p or due == loose[0]
+            later = next((q for q in range(p + 1, len(goal_ix)) if step_matches(loose[q], s.action, values, self)),
+                         None) if not failed and not searching else None
+            if later is not None and not any(step_matches(due, a, values, self) for a in done):
+                told.add(p)
+                j = goal_ix[p] - 1
+                means = plan[j] if j >= 0 and (not p or j > goal_ix[p - 1]) and not names_goal(plan[j], values) \
+                    else ""
+                fix = f"{means} (then {due})" if means else due
+                out.append(Rule(sit, loose[later], fix, "task", step=i,
+                                mistake=f"skipped a step of the goal: did {loose[later]} before {due}"))
+        return out
 
     # ----------------------------------------------------------- mistakes a trace shows by itself
 
@@ -663,16 +775,70 @@ class TextDomain:
     # ----------------------------------------------------------- rules
 
     def rules(self, trace: Any, pivot: Any, slots: SlotMap, success_plan: Sequence[str]) -> list[Rule]:
+        """What the failure teaches: the pivot's rule, then where the episode left a successful plan's
+        goal steps (`plan_mistakes`), each a rule over situations; only the transferable ones, unless
+        none is (then the first, which says why not).
+
+        A correction the agent could not have known (`_first_choice`: which of the options offered
+        from the start held what the goal needs) does not transfer: a lesson quoting it would only
+        repeat another episode's first choice.
+        """
+        if pivot is None or pivot.step is None or pivot.step >= len(trace.steps):
+            return []
+        views = [StepView(s.action, s.feedback, s.error, s.observation, _tuple(getattr(s, "admissible", None)))
+                 for s in trace.steps]
+        out = self._pivot_rules(trace, pivot, slots, success_plan, views)
+        if out and pivot.corrected_action and success_plan:
+            full = self.slots(trace.goal)
+            values = full.values
+            p = self._goal_progress(trace.goal, views[: pivot.step], success_plan)
+            loose = [loosen(x) for x in success_plan if names_goal(x, values)]
+            if self._first_choice(pivot.corrected_action, views, p, full):
+                out[0].transferable = False
+                out[0].why_not = ("a first choice among the options offered from the start: only the teacher knew "
+                                  "which of them held what the goal needs")
+            elif p:  # the correction holds in the plan's situation: after its last goal step done
+                out[0].situation = out[0].situation + [f"after `{loose[p - 1]}` succeeded"] + (
+                    [f"while `{loose[p]}` is not done yet"] if p < len(loose) else [])
+                if p < len(loose) and loose[p] == loose[0] and \
+                        not step_matches(loose[p], pivot.corrected_action, values, self):
+                    # Searching again (a second object): where the teacher went is its knowledge; what
+                    # transfers is the step due, and the bad action to avoid.
+                    out[0].fix = f"{loose[p]} (the goal's next step, wherever it is offered)"
+        if success_plan:
+            for r in self.plan_mistakes(trace.goal, views, success_plan):
+                if all((r.fix, r.situation) != (o.fix, o.situation) for o in out):
+                    out.append(r)
+        keep = [r for r in out if r.transferable]
+        return keep or out[:1]
+
+    def _goal_progress(self, goal: str, steps: Sequence[StepView], plan: Sequence[str]) -> int:
+        """How many of the plan's goal steps `steps` carried out, in order."""
+        values = self.slots(goal).values
+        loose = [loosen(x) for x in plan if names_goal(x, values)]
+        p = 0
+        for a in self.done_steps(steps):
+            if p < len(loose) and step_matches(loose[p], a, values, self):
+                p += 1
+        return p
+
+    def _first_choice(self, corrected: str, steps: Sequence[StepView], progress: int, full: SlotMap) -> bool:
+        """Is a correction only a first choice: offered from the start, before any goal step was done?
+        (Where to look first is what the teacher knew, not a skill; even where the goal ends, when the
+        object happened to be there.)"""
+        first = steps[0].admissible if steps else None
+        if progress or not first:
+            return False
+        return self.action_key(corrected) in {self.action_key(a) for a in first}
+
+    def _pivot_rules(self, trace: Any, pivot: Any, slots: SlotMap, success_plan: Sequence[str],
+                     views: list[StepView]) -> list[Rule]:
         """The pivot's mistake as a rule, from the evidence the trace has (generic: tool calls or commands).
 
         A correction always gives a rule (the corrected action, slotted, in its situation); a
         failed call whose success called the same tool differently is a wrong-argument rule; a
         failed step is an error rule naming its signal; a repeat that changed nothing, a loop rule.
         """
-        if pivot is None or pivot.step is None or pivot.step >= len(trace.steps):
-            return []
-        views = [StepView(s.action, s.feedback, s.error, s.observation, _tuple(getattr(s, "admissible", None)))
-                 for s in trace.steps]
         step = views[pivot.step]
         diag = self.diagnose(trace.goal, views, pivot.step)
         before = views[: pivot.step]
@@ -863,6 +1029,46 @@ class TextDomain:
     def privileged_steps(self, steps: Sequence[StepView], pivot: int) -> set[int]:
         """Steps of a guided retry that only a teacher who sees everything could choose (none known here)."""
         return set()
+
+
+def loosen(template: str) -> str:
+    """A step with its source episode's own details made free: a command keeps its verb, its small
+    words and the goal's slots, a tool call its name, argument names and slots; every other word or
+    value is free (``take [noun] [value] from box [value]`` -> ``take [noun] [value] from
+    [free] [value]``: the goal's object, wherever this episode has it)."""
+    call = parse_call(template)
+    if call is not None:
+        name, args = call
+        return f"{name}(" + ", ".join((f"{k}=" if k else "") + (v if _ANY_SLOT.search(v) else "[free]")
+                                     for k, v in args) + ")"
+    words = re.findall(r"\[[^\]]*\]|\S+", template)
+    return " ".join(w if i == 0 or _ANY_SLOT.search(w) or w.lower() in _STOP or not w.isalpha() else "[free]"
+                    for i, w in enumerate(words))
+
+
+_ANY_SLOT = re.compile(r"\[[^\]]+\]")
+
+
+@lru_cache(maxsize=4096)
+def _step_rx(key: str) -> Optional[re.Pattern[str]]:
+    parts = _ANY_SLOT.split(key)
+    try:
+        return re.compile(r"[^\s,()=]+".join(re.escape(x) for x in parts))
+    except re.error:
+        return None
+
+
+def step_matches(template: str, action: str, values: Mapping[str, str], domain: Any) -> bool:
+    """Does `action` carry out the slotted step `template` here? The goal's slots are filled from
+    `values`; every other slot (``[value]``, ``[free]``, ``[from ...]``) is one free argument."""
+    filled = _SLOT_TOKEN.sub(lambda m: values.get(f"[{m.group(1)}]", m.group(0)), template)
+    rx = _step_rx(domain.action_key(filled))
+    return bool(rx is not None and rx.fullmatch(domain.action_key(action)))
+
+
+def names_goal(template: str, values: Mapping[str, str]) -> bool:
+    """Does a slotted step name one of the goal's values (its object, its id...)?"""
+    return any(f"[{m.group(1)}]" in values for m in _SLOT_TOKEN.finditer(template))
 
 
 def content_words(text: str) -> str:

@@ -19,11 +19,12 @@ step needs, exploring places not yet visited) gives its own hints through `hints
 
 from __future__ import annotations
 
+import inspect
 import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Sequence
 
-from ..domain import content_words
+from ..domain import content_words, loosen as _loosen
 
 # How strongly each kind of memory speaks. A policy learns its own weight on top.
 AVOID, FIX, NEXT_STEP, EXPLORE = -1.0, 0.5, 1.0, 0.3
@@ -126,23 +127,6 @@ def _matches(pat: _Step, key: str) -> bool:
     return pat.fits(key)
 
 
-def _loosen(template: str) -> str:
-    """A step with its source episode's own details made free: a command keeps its verb, its small
-    words and the goal's slots, a tool call its name, argument names and slots; every other word or
-    value is free (``take [noun] [value] from box [value]`` -> ``take [noun] [value] from
-    [free] [value]``: the goal's object, wherever this episode has it)."""
-    from ..domain import _STOP, parse_call
-
-    call = parse_call(template)
-    if call is not None:
-        name, args = call
-        return f"{name}(" + ", ".join((f"{k}=" if k else "") + (v if _SLOT.search(v) else "[free]")
-                                     for k, v in args) + ")"
-    words = re.findall(r"\[[^\]]*\]|\S+", template)
-    return " ".join(w if i == 0 or _SLOT.search(w) or w.lower() in _STOP or not w.isalpha() else "[free]"
-                    for i, w in enumerate(words))
-
-
 def _progress(exact: Sequence[_Step], loose: Sequence[_Step],
               goal_step: Sequence[bool], done: Sequence[str]) -> int:
     """How far this episode has come along a plan: the index of its next step.
@@ -223,6 +207,14 @@ def follow_demo(plan: Sequence[str], values: Mapping[str, str], views: Sequence[
             return
 
 
+# The slot names a goal's values get (SlotMap: [noun], [id2]...), as against free values ([value], [free]).
+_GOAL_SLOT = re.compile(r"\[(?:noun|id|number|code|text)\d*\]")
+
+
+def _unfilled(text: str, values: Mapping[str, str]) -> bool:
+    return any(m.group(0) not in values for m in _GOAL_SLOT.finditer(text))
+
+
 def generic_hints(context: Any, goal: str, pairs: Sequence[tuple[str, str]], admissible: Sequence[str],
                   domain: Any) -> Hints:
     """Hints any domain supports: exact matches of filled lesson and plan steps among `admissible`."""
@@ -241,11 +233,26 @@ def generic_hints(context: Any, goal: str, pairs: Sequence[tuple[str, str]], adm
         bound = slots.bind(template_goal, goal) if template_goal and hasattr(slots, "bind") else {}
         return bound or dict(slots.values)
 
+    # A trigger naming steps reads them with this goal's slots.
+    try:
+        bound_holds = "values" in inspect.signature(domain.holds).parameters
+    except (TypeError, ValueError):
+        bound_holds = False
+    # What this episode already did: a lesson's fix is a step to take, not one to take again.
+    carried_out = [a for a, o in pairs
+                   if domain.step_kind(StepView(a, o)) is not StepKind.reasoning and not domain.failure(StepView(a, o))]
+    again = getattr(domain, "repeats", None) or (lambda a, done: domain.action_key(a) in
+                                                 {domain.action_key(d) for d in done})
     for les in _get(context, "lessons", None) or []:
         trigger = _get(les, "trigger", "") or ""
-        if not domain.holds(trigger, state, goal):
-            continue
+        prov = _get(les, "provenance", None) or {}
+        if prov.get("transferable") is False:
+            continue  # its own episode's correction, verbatim: nothing here to act on
         vals = dict(slots.values)
+        if _unfilled(" ".join((trigger, _get(les, "bad_action", "") or "", _get(les, "fix", "") or "")), vals):
+            continue  # it names a value of its goal that this goal does not have: read freely, it would match anything
+        if not (domain.holds(trigger, state, goal, values=vals) if bound_holds else domain.holds(trigger, state, goal)):
+            continue
         bad = (_get(les, "bad_action", "") or "").strip()
         fix = (_get(les, "fix", "") or "").strip()
         fix = re.sub(r"^(call|do)\s+", "", fix).split(";")[0].split(" (")[0].strip().strip("'")
@@ -253,11 +260,17 @@ def generic_hints(context: Any, goal: str, pairs: Sequence[tuple[str, str]], adm
             continue  # only a value of its own episode differed: nothing here to avoid or prefer
         # A bad action is avoided only as it was: with a value left free it names every instance,
         # and which one was wrong belonged to its episode. A fix may be any instance of itself.
+        # Unless the bad action names the goal's values and the trigger the step after which it was
+        # wrong: then every instance of it is wrong there (taking back what the goal put in place).
         bad_step = _pattern(bad, vals, views, domain) if bad else None
-        for a in _hits(bad_step, by_key) if bad_step is not None and bad_step.rx is None else []:
+        exact_only = bad_step is not None and bad_step.rx is None
+        shaped = bad_step is not None and not exact_only and not bad_step.unreadable and "` succeeded" in trigger \
+            and any(t in vals for t in _SLOT.findall(bad))
+        for a in _hits(bad_step, by_key) if exact_only or shaped else []:
             hints.add(a, AVOID, f"lesson: avoid '{bad}'")
         for a in _hits(_pattern(fix, vals, views, domain), by_key) if fix else []:
-            hints.add(a, FIX, f"lesson fix: {fix[:80]}")
+            if not again(a, carried_out):
+                hints.add(a, FIX, f"lesson fix: {fix[:80]}")
 
     done = [domain.action_key(a) for a, o in pairs
             if domain.step_kind(StepView(a, o)) is not StepKind.reasoning and not domain.failure(StepView(a, o))]

@@ -53,6 +53,7 @@ class Job:
     skip_reason: Optional[str] = None
     analysis: Optional[Analysis] = None
     lesson: Optional[LessonBase] = None
+    more: list[LessonBase] = field(default_factory=list)  # the failure's other mistakes, as lessons too
     demo: Optional[DemonstrationBase] = None
     result: dict[str, Any] = field(default_factory=dict)
     domain: Any = None  # the world's Domain; None: TextDomain
@@ -89,6 +90,8 @@ def stage_write(writer: Any, job: Job) -> Job:
         return job
     if job.analysis is not None:
         job.lesson = writer.write_lesson(job.analysis)
+        more = getattr(writer, "more_lessons", None)
+        job.more = list(more(job.analysis, job.lesson)) if more is not None else []
     else:
         job.demo = writer.write_demo(job.trace)
     return job
@@ -96,10 +99,20 @@ def stage_write(writer: Any, job: Job) -> Job:
 
 def stage_check(memory: Any, job: Job, safety: Optional[SafetyConfig] = None) -> Job:
     """Safety checks again (whatever the writer), and quarantine for untrusted namespaces."""
+    untrusted = job.trace is not None and job.trace.namespace in getattr(memory, "untrusted_namespaces", ())
     if job.lesson is not None:
         job.lesson = check_item("lesson", job.lesson, safety)
-        if job.trace is not None and job.trace.namespace in getattr(memory, "untrusted_namespaces", ()):
+        if untrusted:
             job.lesson.status = ItemStatus.quarantined
+    checked = []
+    for x in job.more:  # an extra lesson that fails the checks is left out; the main one decides the episode
+        try:
+            checked.append(check_item("lesson", x, safety))
+        except UnsafeLesson as exc:
+            log.info("an extra lesson of episode %s was left out: %s", job.episode_id, exc)
+    job.more = checked
+    for x in job.more if untrusted else ():
+        x.status = ItemStatus.quarantined
     if job.demo is not None:
         job.demo = check_item("demonstration", job.demo, safety)
     return job
@@ -124,6 +137,11 @@ def stage_store(memory: Any, job: Job) -> Job:
     elif job.lesson is not None:
         item_id, action = _store_lesson(memory, job.lesson, namespace=ns, episode_id=job.episode_id)
         job.result = {"status": "done", "kind": "lesson", "id": item_id, "action": action}
+        # Its other mistakes after the main one: a crash between them loses the rest, never duplicates
+        # (the episode counts as stored once its first lesson is).
+        more = [_store_lesson(memory, x, namespace=ns, episode_id=job.episode_id) for x in job.more]
+        if more:
+            job.result["more"] = [{"id": i, "action": a} for i, a in more]
     elif job.demo is not None:
         item_id, action = _store_demo(memory, job.demo, namespace=ns, episode_id=job.episode_id)
         job.result = {"status": "done", "kind": "demonstration", "id": item_id, "action": action}
@@ -285,6 +303,7 @@ class DrainReport:
     errors: int = 0
     lessons: int = 0
     demonstrations: int = 0
+    more_lessons: int = 0  # lessons beyond each failure's first: the other mistakes it showed
     no_lesson: int = 0  # failures that gave no lesson (each with its reason in `no_lesson_reasons`)
     no_lesson_reasons: dict[str, int] = field(default_factory=dict)
     results: list[dict[str, Any]] = field(default_factory=list)
@@ -326,6 +345,7 @@ def reflect_pending(memory: Any, writer: Any = None, namespace: Optional[str] = 
                 else:
                     report.done += 1
                     report.lessons += result.get("kind") == "lesson"
+                    report.more_lessons += len(result.get("more", ()))
                     report.no_lesson += result.get("kind") == "none"
                     if result.get("kind") == "none":
                         why = result.get("reason", "")

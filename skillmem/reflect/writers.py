@@ -88,6 +88,10 @@ class OfflineWriter:
             # A correction: the rule it stands for, in situation words (see trace.generalize).
             sit = ", ".join(r.situation) or "always"
             trigger = sit if r.scope == "general" else f"{task_words}: {sit}"
+            if "` succeeded" in sit or "` is not done yet" in sit:
+                # Its steps name the goal's slots: the goal they belong to says what each one is (and
+                # brings the lesson to goals worded the same way).
+                trigger = f"{task_words}, goal '{goal}': {sit}"
             if not r.transferable:
                 # Nothing more general holds: the correction itself, verbatim, in its exact situation.
                 trigger = f"Task '{goal}' ({kind})" + (f", after '{prev}'" if prev else ", at the start") + \
@@ -159,6 +163,24 @@ class OfflineWriter:
                 # A rule of any task: one copy for all task types, so copies meet and merge.
                 provenance["task_type"], lesson.task_type = lesson.task_type, ""
         return check_lesson(lesson, self.safety)
+
+    def more_lessons(self, analysis: Analysis, main: Optional[LessonBase]) -> list[LessonBase]:
+        """Lessons of the failure's other transferable rules (each a mistake at another step: a goal
+        step offered and not taken, one skipped), beside `main`, none repeating it; as many as the
+        domain's `lessons_per_failure` allows in all (default 1: the main one only)."""
+        limit = int(getattr(analysis.domain, "lessons_per_failure", 1)) - 1
+        out: list[LessonBase] = []
+        seen = {(main.trigger, main.fix)} if main is not None else set()
+        for rule in analysis.rules:
+            if len(out) >= limit:
+                break
+            if not rule.transferable:
+                continue
+            les = self.write_lesson(replace(analysis, rules=[rule]))
+            if les is not None and (les.trigger, les.fix) not in seen:
+                seen.add((les.trigger, les.fix))
+                out.append(les)
+        return out
 
     def write_demo(self, trace: Trace) -> DemonstrationBase:
         return demo_from_trace(trace, writer=self.name)
