@@ -29,7 +29,7 @@ from .episode import (
 from . import curate
 from .curate import DUPLICATE_COSINE, FIELD_COSINE, MIN_USES, Curator, MergeHook, default_merge
 from .episode import DemonstrationBase, LessonBase
-from .record import EpisodeRecorder, MalformedInput, Verifier
+from .record import STEP_WRITES, EpisodeRecorder, MalformedInput, Verifier
 from .index.items import DEMO, LESSON
 from .index.memory import MemoryIndex, default_index_dir, reader_engine
 from .retrieve import Context, RetrievalConfig, build_context, query_text, record_retrievals
@@ -60,7 +60,15 @@ class SkillMemory:
                  index_dir: Any = None, untrusted_namespaces: tuple[str, ...] = (),
                  reap_after: timedelta = timedelta(hours=1), duplicate_cosine: float = DUPLICATE_COSINE,
                  field_cosine: float = FIELD_COSINE, save_interval: float = 30.0,
-                 index_kind: Optional[str] = None, retrieval: Optional[RetrievalConfig] = None):
+                 index_kind: Optional[str] = None, retrieval: Optional[RetrievalConfig] = None,
+                 step_writes: str = "sync"):
+        if step_writes not in STEP_WRITES:
+            raise ValueError(f"step_writes must be one of {', '.join(STEP_WRITES)}, got {step_writes!r}")
+        # "sync": a step is in the table when step() returns (kill -9 loses at most the step in
+        # flight); "background": a writer thread inserts it, kill -9 loses at most the unwritten
+        # ones (skillmem.record.MAX_PENDING), finish() and a normal exit wait for them.
+        self.step_writes = step_writes
+        self._configs: dict[tuple[Any, ...], RetrievalConfig] = {}
         self.url = resolve_url(db)
         self.engine = make_engine(self.url)
         init_schema(self.engine)
@@ -164,7 +172,8 @@ class SkillMemory:
             values["reflection_status"] = ReflectionStatus.skipped.value
         with self.engine.begin() as conn:
             conn.execute(insert(EpisodeRow.__table__), _plain(values))
-        return EpisodeRecorder(self.engine, row, verifier, on_finished=self._on_episode_finished)
+        return EpisodeRecorder(self.engine, row, verifier, on_finished=self._on_episode_finished,
+                               step_writes=self.step_writes)
 
     @contextlib.contextmanager
     def episode(self, task: str = "", **kwargs: Any) -> Iterator[EpisodeRecorder]:
@@ -314,7 +323,15 @@ class SkillMemory:
         kinds = tuple("demonstration" if x == "demo" else x for x in kinds)
         cfg = config or self.retrieval
         if k is not None or k_demos is not None or token_budget is not None:
-            cfg = cfg.with_(k=k, k_demos=k_demos, token_budget=token_budget)
+            # One config per override seen: building a frozen dataclass costs more, at every
+            # agent step, than the rest of retrieval's bookkeeping.
+            key = (cfg, k, k_demos, token_budget)
+            cached = self._configs.get(key)
+            if cached is None:
+                if len(self._configs) > 64:
+                    self._configs.clear()
+                cached = self._configs[key] = cfg.with_(k=k, k_demos=k_demos, token_budget=token_budget)
+            cfg = cached
         if cfg.token_budget <= 0 or (cfg.k <= 0 and cfg.k_demos <= 0):
             return Context()
         self.index.refresh()  # no SQL unless memory changed here, or the last probe is over 50 ms old

@@ -3,12 +3,21 @@
 Steps are written as they happen, one autocommitted INSERT each (see `_StepWriter`), so a process killed
 mid-episode loses at most the step in flight; its episode reads `interrupted` afterwards
 (see :func:`skillmem.store.reap_interrupted`).
+
+`SkillMemory(step_writes="background")` takes the INSERT off the agent's step: `step()`
+validates the step and queues it, one writer thread per engine writes the queue in order,
+and `finish()`, `interrupt()` and the interpreter's exit wait until it is written. A
+process killed with kill -9 then loses at most the steps not yet written: never more than
+`MAX_PENDING` (a full queue makes `step()` wait), in practice the last one or two. A
+write that fails in the background is raised by the next `step()` or by `finish()`.
 """
 
 from __future__ import annotations
 
+import atexit
 import inspect
 import os
+import queue
 import threading
 import time
 import weakref
@@ -25,6 +34,10 @@ if TYPE_CHECKING:
     from .memory import SkillMemory
 
 Verifier = Callable[..., Optional[bool]]
+
+STEP_WRITES = ("sync", "background")
+# step_writes="background": steps queued and not yet written, at most (the kill -9 loss bound).
+MAX_PENDING = 32
 
 
 class MalformedInput(ValueError):
@@ -82,6 +95,46 @@ class _StepWriter:
         self._conn: Any = None
         self._pid = os.getpid()
         self._lock = threading.Lock()
+        self._queue: Optional[queue.Queue[Any]] = None  # background mode: steps to write, in order
+        self._queue_pid = 0
+        self._error: Optional[BaseException] = None  # a background write's failure, raised next
+
+    def submit(self, values: dict[str, Any], background: bool) -> None:
+        """Write `values` now, or queue it for the writer thread (waiting while the queue is full)."""
+        if not background:
+            self.write(values)
+            return
+        self._raise_failure()
+        with self._lock:
+            if self._queue is None or self._queue_pid != os.getpid():  # none yet, or a forked child's
+                self._queue, self._queue_pid = queue.Queue(MAX_PENDING), os.getpid()
+                threading.Thread(target=self._drain, args=(self._queue,), daemon=True,
+                                 name="skillmem-step-writer").start()
+                _background_writers.add(self)
+            q = self._queue
+        q.put(values)
+
+    def _drain(self, q: "queue.Queue[Any]") -> None:
+        while True:
+            values = q.get()
+            try:
+                self.write(values)
+            except BaseException as exc:  # noqa: BLE001 - handed to the recording thread, not lost
+                self._error = exc
+            finally:
+                q.task_done()
+
+    def flush(self) -> None:
+        """Wait until every queued step is written; raise a background write's failure."""
+        q = self._queue
+        if q is not None and self._queue_pid == os.getpid():
+            q.join()
+        self._raise_failure()
+
+    def _raise_failure(self) -> None:
+        exc, self._error = self._error, None
+        if exc is not None:
+            raise RuntimeError(f"skillmem: a step could not be written in the background: {exc}") from exc
 
     def _open(self) -> Any:
         raw = self.engine.raw_connection()  # the store's connect-time settings (SQLite pragmas) apply
@@ -133,6 +186,17 @@ class _StepWriter:
 
 _writers: "weakref.WeakKeyDictionary[Any, _StepWriter]" = weakref.WeakKeyDictionary()
 _writers_lock = threading.Lock()
+_background_writers: "weakref.WeakSet[_StepWriter]" = weakref.WeakSet()
+
+
+@atexit.register
+def _flush_at_exit() -> None:
+    # A normal exit loses no queued step (the writer threads are daemons: they would just stop).
+    for writer in list(_background_writers):
+        try:
+            writer.flush()
+        except Exception:  # noqa: BLE001 - at exit there is no caller left to raise to
+            pass
 
 
 def _step_writer(engine: Any) -> _StepWriter:
@@ -148,7 +212,7 @@ class EpisodeRecorder:
     """Records one episode: `step(...)` per action, then `finish(...)` with a verified outcome."""
 
     def __init__(self, engine: Any, row: EpisodeRow, verifier: Optional[Verifier] = None, *,
-                 on_finished: Optional[Callable[[str], None]] = None):
+                 on_finished: Optional[Callable[[str], None]] = None, step_writes: str = "sync"):
         # Writes go to `engine` alone; `on_finished(episode_id)` runs once the outcome is
         # committed (the memory's episode-finished hooks), so the recorder never needs the façade.
         self.engine = engine
@@ -163,6 +227,9 @@ class EpisodeRecorder:
         self.total_reward = 0.0
         self.done = False
         self.last_reward = 0.0
+        if step_writes not in STEP_WRITES:
+            raise ValueError(f"step_writes must be one of {', '.join(STEP_WRITES)}, got {step_writes!r}")
+        self._background = step_writes == "background"
         self._writer = _step_writer(engine)
         self._steps_table = StepRow.__table__
         self._episodes_table = EpisodeRow.__table__
@@ -181,7 +248,7 @@ class EpisodeRecorder:
         self.total_reward += s.reward
         # One statement per step: the episode row's counters are settled at finish (or by
         # the reaper from the steps themselves), which keeps a step to one round trip.
-        self._writer.write(values)
+        self._writer.submit(values, self._background)
         self.num_steps += 1
         self.last_reward = s.reward
         return s.index
@@ -204,6 +271,8 @@ class EpisodeRecorder:
             raise ValueError("an outcome needs its source: 'environment', 'verifier' or 'human' "
                              "(the agent's own claim goes in self_reported=)")
         outcome = Outcome.unknown if success is None else (Outcome.success if success else Outcome.failure)
+        if self._background:
+            self._writer.flush()  # every step is in the table before the episode reads finished
         try:
             src = OutcomeSource(source).value if success is not None else None
         except ValueError:
@@ -227,6 +296,11 @@ class EpisodeRecorder:
     def interrupt(self, reason: str = "") -> None:
         if self.done:
             return
+        if self._background:
+            try:
+                self._writer.flush()
+            except RuntimeError:
+                pass  # the episode is being given up anyway; its steps so far are what is kept
         with self.engine.begin() as conn:
             conn.execute(text("UPDATE episodes SET status = 'interrupted', ended_at = :t, reflection_error = :r, "
                               "num_steps = :n, total_reward = :tr WHERE id = :id"),

@@ -168,6 +168,55 @@ def test_kill_9_mid_episode_leaves_it_interrupted(db_url):
     assert [s.action for s in mem.steps(ep_id)] == [f"act {s}" for s in range(5)]
 
 
+_BACKGROUND = textwrap.dedent("""
+    import sys, time
+    from skillmem import SkillMemory
+    mem = SkillMemory(sys.argv[1], step_writes="background")
+    ep = mem.start_episode(task="doomed", split="train")
+    for s in range(200):
+        ep.step(observation=f"obs {s}", action=f"act {s}", feedback="ok")
+    print(ep.id, flush=True)
+    if sys.argv[2] == "kill":
+        time.sleep(600)
+    ep2 = mem.start_episode(task="left open", split="train")
+    for s in range(50):
+        ep2.step(observation=f"obs {s}", action=f"act {s}", feedback="ok")
+    print(ep2.id, flush=True)
+""")
+
+
+@pytest.mark.parametrize("end", ["kill", "exit"])
+def test_background_step_writes_lose_at_most_the_unwritten_steps(db_url, end):
+    from skillmem.record import MAX_PENDING
+
+    p = subprocess.Popen([sys.executable, "-c", _BACKGROUND, db_url, end], stdout=subprocess.PIPE, text=True)
+    ep_id = p.stdout.readline().strip()
+    assert ep_id, "the recording process did not start"
+    if end == "kill":
+        os.kill(p.pid, signal.SIGKILL)
+    else:
+        last = p.stdout.readline().strip()
+    p.wait(timeout=120)
+    mem = SkillMemory(db_url)
+    actions = [s.action for s in mem.steps(ep_id)]
+    # In order, none twice, and only the tail can be missing: at most the queue's bound.
+    assert actions == [f"act {s}" for s in range(len(actions))]
+    assert len(actions) >= 200 - MAX_PENDING - 1
+    if end == "exit":  # a normal exit waits for the writer: nothing is lost
+        assert len(actions) == 200 and len(mem.steps(last)) == 50
+
+
+def test_background_step_writes_are_in_the_table_when_the_episode_finishes(db_url):
+    mem = SkillMemory(db_url, step_writes="background")
+    with mem.episode(task="quick", split="train") as ep:
+        for s in range(100):
+            ep.step(observation=f"obs {s}", action=f"act {s}", feedback="ok")
+        ep.finish(success=True, source="environment")
+    assert [s.action for s in mem.steps(ep.id)] == [f"act {s}" for s in range(100)]
+    with pytest.raises(ValueError, match="step_writes"):
+        SkillMemory(db_url, step_writes="later")
+
+
 # ---------------------------------------------------------------- wrap()
 
 

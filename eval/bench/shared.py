@@ -66,6 +66,7 @@ def _worker(i: int, url: str, index_root: str, seconds: float, write_every: floa
     texts: dict[int, str] = {}  # probe lessons this process has seen retrievable, by id
     mine: list[int] = []
     retrievals, busy, writes = 0, 0.0, 0
+    write_s: list[float] = []  # how long each of this process's writes took (it looks at nothing meanwhile)
     next_write = start_at + rng.uniform(0, write_every)
     end = start_at + seconds
 
@@ -110,6 +111,7 @@ def _worker(i: int, url: str, index_root: str, seconds: float, write_every: floa
             retrievals += 1
         look()
         if now < end and now >= next_write:
+            w0 = time.perf_counter()
             if mine and writes % 2:  # every other write retires this process's oldest lesson
                 item_id = mine.pop(0)
                 mem.retire_lesson(item_id, "shared-memory benchmark")
@@ -120,11 +122,12 @@ def _worker(i: int, url: str, index_root: str, seconds: float, write_every: floa
                 assert action == "created", action
                 mine.append(item_id)
                 outbox.put(("add", i, item_id, time.time()))
+            write_s.append(time.perf_counter() - w0)
             writes += 1
             next_write = now + write_every
         elif now >= end:
             time.sleep(0.005)  # settling: keep looking, without the load of the workload
-    outbox.put(("done", i, retrievals, busy, writes, mem.index.rebuilds - rebuilds))
+    outbox.put(("done", i, retrievals, busy, writes, mem.index.rebuilds - rebuilds, write_s))
     mem.close()
 
 
@@ -239,6 +242,9 @@ def run(url: str, procs: int = 8, seconds: float = 15.0, write_every: float = 0.
         "retrievals": retrievals, "retrievals_per_s": round(retrievals / seconds, 1),
         "retrieval_mean_ms": round(busy / max(retrievals, 1) * 1000, 2),
         "full_rebuilds_after_start": sum(d[5] for d in done),
+        # A process does not look while it writes (an add waits for the curation lock and
+        # the other writers): its own writes' time is part of how stale it can be.
+        "write_call": _stats([x for d in done for x in d[6]]),
         "never_seen": never_seen, "never_gone": never_gone,
         "load_avg_1m": round(os.getloadavg()[0], 1),
     }

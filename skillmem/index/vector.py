@@ -176,8 +176,9 @@ def _merge_hits(s1: np.ndarray, i1: np.ndarray, s2: np.ndarray, i2: np.ndarray, 
 
 
 def refine_k(k: int) -> int:
-    """Candidates taken from an 8-bit inverted file's codes for `k` results, re-scored exactly."""
-    return max(2 * int(k), REFINE_MIN)
+    """Candidates taken from an 8-bit inverted file's codes for `k` results, re-scored exactly
+    (32 for the top 5, where recall is measured; 48 for retrieval's 32 MMR candidates)."""
+    return max(int(k) + 16, REFINE_MIN)
 
 
 def nlist_for(n: int) -> int:
