@@ -142,3 +142,20 @@ def test_failed_twc_episodes_get_the_experts_correction_and_a_guided_retry_that_
     retries = [e for e in eps if (e.meta or {}).get("guided_retry_of")]
     assert failed and retries and all(e.outcome.value == "success" for e in retries)
     assert len(mem.demonstrations()) >= 1
+
+
+def test_a_read_that_tells_something_new_is_no_wasted_step_and_the_same_read_again_is(server):
+    """The pivot once blamed `read cookbook` (reading never shortens the replanned path), and the
+    lesson then said to avoid reading: the recipe is what memory's steps are read from."""
+    spec = list_tasks("cookingworld", "train", 1, seed=7)[0]
+    env = TwxEnv(spec.split, spec.seed, server=server, env="cookingworld")
+    env.reset()
+    gold = env.expert_plan()
+    at = gold.index("read cookbook")
+    # The gold path's steps up to the read, then the step after it first, then the read: a
+    # reordering of the path, no mistake.
+    for a in gold[:at] + [gold[at + 1], "read cookbook"]:
+        env.step(a)
+    assert env.pivot() is None
+    env.step("read cookbook")  # the same answer twice: a wasted step
+    assert env.pivot() == (at + 2, env.expert_plan()[0])

@@ -36,6 +36,7 @@ stepped in any order: an env whose game another one replaced restores its own by
 from __future__ import annotations
 
 import random
+import re
 import statistics
 from dataclasses import dataclass
 from functools import lru_cache
@@ -50,6 +51,11 @@ TASK_PREFIX = "Your task is to "
 # Walking back a detour: TWX's rooms are joined both ways, and an opened door stays open.
 _BACK = {"move north": "move south", "move south": "move north", "move east": "move west", "move west": "move east"}
 MAX_REPLAN_TRIES = 40
+NEW_WORDS = 3  # words an answer must show for the first time to count as learning something (pivot)
+
+
+def _words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z]+", text.lower()))
 
 
 @dataclass(frozen=True)
@@ -128,6 +134,7 @@ class TwxEnv:
         self._left_at: Optional[int] = None  # how many actions were on the path when the agent left it
         self._gold_done = 0  # gold steps the current plan has already done
         self._actions: list[str] = []
+        self._answers: list[str] = []  # what the game answered each action (the first observation first)
 
     # ----------------------------------------------------------------- protocol
 
@@ -143,6 +150,7 @@ class TwxEnv:
         self._raw = raw
         # mapreader's and coin's first observation already ends with the task; the others' does not.
         first = obs.strip() if task in obs else obs.strip() + "\n\n" + task
+        self._answers = [first]
         return first, self._info(raw)
 
     def step(self, action: str) -> tuple[str, float, bool, dict]:
@@ -162,6 +170,7 @@ class TwxEnv:
         obs, _, twx_done, raw = self._server.step(action)
         self.steps += 1
         self._raw = raw
+        self._answers.append(obs.strip())
         won = bool(raw["tasksuccess"])
         reward = 1.0 if won and not self._won else 0.0
         self._won = won
@@ -213,8 +222,14 @@ class TwxEnv:
 
     def pivot(self) -> Optional[tuple[int, str]]:
         """Where the episode went wrong: the first step after which the expert's plan did not get shorter
-        (a wasted or harmful command; a harmless reordering of the gold path is not one), with the
-        expert's command there. None when every step made progress. Replays the game; restores it."""
+        (a wasted or harmful command), with the expert's command there. None when every step made
+        progress. Replays the game; restores it.
+
+        Two steps that do not shorten the plan are not wasted: a step of the plan done earlier than
+        the plan does it (reading the cookbook before walking to the knife: the plan without it
+        still wins), and a command whose answer showed words this episode had not been shown
+        before and that leaves the plan no longer (a read, a look: it learned something; the same
+        answer twice is a wasted step)."""
         plan, left = list(self._gold), None
         try:
             for i, a in enumerate(self._actions):
@@ -225,12 +240,30 @@ class TwxEnv:
                     continue
                 left = i if left is None else left
                 new = self._plan_after(self._actions[: i + 1], left)
-                if not new or len(new) >= len(plan):
-                    return i, plan[0]
-                plan = new
+                if new and len(new) < len(plan):
+                    plan = new
+                    continue
+                if a in plan:
+                    rest = plan[:plan.index(a)] + plan[plan.index(a) + 1:]
+                    if self._wins(self._actions[: i + 1] + rest):
+                        plan = rest
+                        continue
+                if new and len(new) == len(plan) and self._told_new(i):
+                    plan = new
+                    continue
+                return i, plan[0]
         finally:
             self._restore()
         return None
+
+    def _told_new(self, i: int) -> bool:
+        """Whether the answer to action i told the episode something: at least NEW_WORDS words it
+        had not been shown before (a recipe read, a new room looked at; not an inventory of what it
+        just took, nor the same answer twice)."""
+        if i + 1 >= len(self._answers):
+            return False
+        seen = {w for o in self._answers[: i + 1] for w in _words(o)}
+        return len(_words(self._answers[i + 1]) - seen) >= NEW_WORDS
 
     def _replan(self) -> list[str]:
         """The expert's plan from the current state (see `_plan_after`); the game is restored after."""

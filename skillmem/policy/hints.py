@@ -128,26 +128,45 @@ def _matches(pat: _Step, key: str) -> bool:
 
 
 def _progress(exact: Sequence[_Step], loose: Sequence[_Step],
-              goal_step: Sequence[bool], done: Sequence[str]) -> int:
-    """How far this episode has come along a plan: the index of its next step.
+              goal_slots: Sequence[frozenset[str]], done: Sequence[str]) -> tuple[int, dict[int, str]]:
+    """How far this episode has come along a plan: the index of its next step, and the action
+    that carried out each step done.
 
     Each action done moves to just past the first plan step from here that it carries out, so a
     step skipped because it was not possible (another episode's detail) does not hold the plan
     back: the follower re-anchors on the next step that matches. A step that names the goal's
-    values is never jumped over: it is what the plan is for."""
-    p = 0
+    values (`goal_slots`) is what the plan is for: it is jumped over only by an action that carries
+    out a later step naming all of them (its source opened the box it then filled; this one's box
+    was open), and never two of them at once."""
+    p, by = 0, {}
     for key in done:
+        skipped: Optional[frozenset[str]] = None
         for j in range(p, len(exact)):
-            if _matches(exact[j], key) or (goal_step[j] and _matches(loose[j], key)):
+            hit = _matches(exact[j], key) or (bool(goal_slots[j]) and _matches(loose[j], key))
+            if hit and (skipped is None or skipped <= goal_slots[j]):
                 p = j + 1
+                by[j] = key
                 break
-            if goal_step[j]:
-                break
-    return p
+            if goal_slots[j]:
+                if skipped is not None:
+                    break
+                skipped = goal_slots[j]
+    return p, by
+
+
+def _instances(key: str, values: Mapping[str, str]) -> frozenset[str]:
+    """The goal's values as an action names them, each with the word after it (its instance:
+    ``item 2``)."""
+    out = set()
+    for v in values.values():
+        for m in re.finditer(rf"(?<![\w-]){re.escape(v.lower())}(?![\w-])(\s+[\w-]+)?", key.lower()):
+            out.add(m.group(0))
+    return frozenset(out)
 
 
 def follow_demo(plan: Sequence[str], values: Mapping[str, str], views: Sequence[Any], done: Sequence[str],
-                by_key: Mapping[str, list[str]], domain: Any, hints: Hints, weight: float = NEXT_STEP) -> None:
+                by_key: Mapping[str, list[str]], domain: Any, hints: Hints, weight: float = NEXT_STEP,
+                many: frozenset[str] = frozenset()) -> tuple[int, int]:
     """Hint the action that carries out a demonstration's next step here.
 
     Steps that name the goal's values (its object, its target) are what the plan is for; the
@@ -158,38 +177,70 @@ def follow_demo(plan: Sequence[str], values: Mapping[str, str], views: Sequence[
        in view: take it, whatever the source episode did first), matched loosely: its other words
        and values free;
     2. the next step, when it is possible here (exactly, else loosely);
-    3. when it is not, the step before it was done with the wrong value for this episode: it is
-       redone with a value not yet tried (``open door [value]``: another door; then any place
-       not yet tried) — a search over what is admissible, never a guess;
-    4. else the first later step that is possible, but never past a step that names the goal.
+    3. when it is not, and this episode was shown the step's goal value somewhere it has not
+       acted on yet (after an action of its own, not as that action's echo), that action again,
+       at half weight: go back to where the thing was seen;
+    4. else the step before it was done with the wrong value for this episode: it is redone with
+       a value not yet tried (``open door [value]``: another door; then any place not yet tried)
+       — a search over what is admissible, never a guess;
+    5. else the first later step that is possible, but never past a step that names the goal.
 
     A step whose value the source read somewhere (``take [from read note]``) is possible once
-    this episode has read the same; before that, the read is the step.
+    this episode has read the same; before that, the read is the step. When the goal asks for
+    several of a value (`many`: its slots after a number word), a step the plan repeats on it is
+    not hinted on an instance an earlier repeat was done to.
+
+    Returns how far the episode is along the plan and which step was possible here (2: one naming
+    the goal, 1: another, 0: none): what :func:`generic_hints` chooses a binding of the goal's
+    values by.
     """
     exact = [_pattern(s, values, views, domain) for s in plan]
-    goal_step = [any(t in values for t in _SLOT.findall(s)) for s in plan]
-    loose = [_pattern(_loosen(s), values, views, domain) if g else e for s, g, e in zip(plan, goal_step, exact)]
-    p = _progress(exact, loose, goal_step, done)
+    goal_slots = [frozenset(t for t in _SLOT.findall(s) if t in values) for s in plan]
+    goal_step = [bool(g) for g in goal_slots]
+    loose_text = [_loosen(s) for s in plan]
+    loose = [_pattern(t, values, views, domain) if g else e for t, g, e in zip(loose_text, goal_step, exact)]
+    p, by = _progress(exact, loose, goal_slots, done)
     if p >= len(plan):
-        return
+        return p, 0
+
+    def named(j: int) -> dict[str, str]:
+        return {t: values[t] for t in _SLOT.findall(plan[j]) if t in many}
+
+    def again(j: int) -> frozenset[str]:
+        # The goal asks for several of a value (`many`: "two reports"), and a plan that does the
+        # same step on it twice (take one, then another) did it to another one the second time:
+        # what an earlier repeat was done to is not hinted.
+        return frozenset().union(*[_instances(by[i], named(j)) for i in range(j) if i in by
+                                   and goal_step[i] and loose_text[i] == loose_text[j]])
 
     def possible(j: int) -> list[str]:
         if exact[j].unreadable:  # what this step needs is read elsewhere: read it first
             return [a for src in exact[j].sources for a in by_key.get(domain.action_key(src), [])]
-        return _hits(exact[j], by_key) or _hits(loose[j], by_key)
+        hits = _hits(exact[j], by_key) or _hits(loose[j], by_key)
+        used = again(j) if goal_step[j] else frozenset()
+        if used:
+            hits = [a for a in hits if not (_instances(domain.action_key(a), named(j)) or {""}) <= used]
+        return hits
 
-    def add(acts: Sequence[str], w: float, why: str) -> None:
+    def add(acts: Sequence[str], w: float, why: str, step: int = -1) -> tuple[int, int]:
         for a in acts:  # each match gets the whole bonus: the policy's own scores choose among them
             hints.add(a, w, why)
+        return p, (2 if goal_step[step] else 1) if step >= 0 else 0
 
     nxt = next((j for j in range(p, len(plan)) if goal_step[j]), None)
     if nxt is not None and nxt > p:
         hits = possible(nxt)
         if hits:
-            return add(hits, weight, f"demonstration step {nxt + 1}: {plan[nxt]} (possible here)")
+            return add(hits, weight, f"demonstration step {nxt + 1}: {plan[nxt]} (possible here)", nxt)
     hits = possible(p)
     if hits:
-        return add(hits, weight, f"demonstration step {p + 1}: {plan[p]}")
+        return add(hits, weight, f"demonstration step {p + 1}: {plan[p]}", p)
+    # Going back to where a thing was seen speaks softer than a step possible here (another
+    # demonstration's), and only when none is.
+    back = _seen_at(nxt if nxt is not None else p, plan, values, views, done, by_key, domain)
+    if back:
+        return add(back, weight / 2, f"demonstration step {(nxt if nxt is not None else p) + 1}: "
+                                 f"{plan[nxt if nxt is not None else p]} (its value was seen after this)")
     if p:
         tried = set(done)
         for pat, w in ((exact[p - 1], weight), (_pattern(_loosen(plan[p - 1]), values, views, domain), EXPLORE)):
@@ -198,13 +249,69 @@ def follow_demo(plan: Sequence[str], values: Mapping[str, str], views: Sequence[
                 return add(untried, w, f"demonstration step {p}: {plan[p - 1]} with a value not tried yet "
                                        f"(step {p + 1} is not possible)")
     if goal_step[p]:
-        return
+        return p, 0
     for j in range(p + 1, len(plan)):
         hits = possible(j)
         if hits:
-            return add(hits, weight, f"demonstration step {j + 1}: {plan[j]} (step {p + 1} is not possible here)")
+            return add(hits, weight, f"demonstration step {j + 1}: {plan[j]} (step {p + 1} is not possible here)", j)
         if goal_step[j]:
-            return
+            return p, 0
+    return p, 0
+
+
+def _seen_at(j: int, plan: Sequence[str], values: Mapping[str, str], views: Sequence[Any], done: Sequence[str],
+             by_key: Mapping[str, list[str]], domain: Any) -> list[str]:
+    """Where to go back to for a plan step that is not possible here: the action after which this
+    episode was shown an instance of the step's first goal value that it has not acted on yet (the
+    second of two things, seen on the way to the first), latest first; not the one it just took."""
+    first = next((t for t in _SLOT.findall(plan[j]) if t in values), None)
+    if first is None:
+        return []
+    acted = frozenset().union(*[_instances(k, {first: values[first]}) for k in done])
+    last = domain.action_key(getattr(views[-1], "action", "")) if views else ""
+    for v in reversed(views[:-1] if views else []):
+        key = domain.action_key(getattr(v, "action", ""))
+        shown = _instances(getattr(v, "feedback", "") or "", {first: values[first]})
+        shown -= _instances(key, {first: values[first]})  # the world echoing the action is not showing a thing
+        if key and key != last and {i for i in shown if " " in i.strip()} - acted and by_key.get(key):
+            return list(by_key[key])
+    return []
+
+
+_COUNT = re.compile(r"\b(?:[2-9]|\d{2,}|two|three|four|five|six|seven|eight|nine|ten|several|both)\s+$", re.I)
+
+
+def _many(goal: str, values: Mapping[str, str]) -> frozenset[str]:
+    """The slots whose value the goal asks for more than one of: a count word right before it."""
+    out = set()
+    for slot, v in values.items():
+        m = re.search(rf"(?<![\w-]){re.escape(v)}(?![\w-])", goal, re.I)
+        if m and _COUNT.search(goal[:m.start()]):
+            out.add(slot)
+    return frozenset(out)
+
+
+def _bindings(template_goal: str, goal: str, slots: Any) -> list[dict[str, str]]:
+    """The ways a demonstration's goal slots may stand for this goal's values.
+
+    A template worded as this goal binds exactly (its values in its places). One worded otherwise
+    (another phrasing of the same task: "warm the [noun] and leave it in [noun2]" for "leave a warm
+    cup in the box") names its values in an order and with words that need not match this goal's,
+    and a word of this goal may be no value at all (an adjective): every one-to-one choice of this
+    goal's values for the template's slots is a candidate, the order-keeping ones first, and the
+    episode's own steps choose among them (:func:`follow_demo` over each)."""
+    from itertools import permutations
+
+    bound = slots.bind(template_goal, goal) if template_goal and hasattr(slots, "bind") else {}
+    if bound:
+        return [bound]
+    names = list(dict.fromkeys(f"[{n}]" for n in re.findall(r"\[([A-Za-z_][\w ]*?)\]", template_goal or "")))
+    vals = list(dict(slots.values).values())
+    if not names or not vals or len(names) > 4 or len(vals) > 6:
+        return [dict(slots.values)]
+    k = min(len(names), len(vals))
+    cands = [dict(zip(names, pick)) for pick in permutations(vals, k)]
+    return sorted(cands, key=lambda c: [vals.index(c[n]) for n in names[:k]] != sorted(vals.index(c[n]) for n in names[:k]))
 
 
 # The slot names a goal's values get (SlotMap: [noun], [id2]...), as against free values ([value], [free]).
@@ -228,10 +335,7 @@ def generic_hints(context: Any, goal: str, pairs: Sequence[tuple[str, str]], adm
     slots = domain.slots(goal)
     state = domain.state(goal, views)
 
-    def values_for(template_goal: str) -> dict[str, str]:
-        # A template worded otherwise than this goal still names its values in the same order.
-        bound = slots.bind(template_goal, goal) if template_goal and hasattr(slots, "bind") else {}
-        return bound or dict(slots.values)
+    seen = " " + " ".join(content_words(o) for _, o in pairs) + " " + " ".join(by_key) + " "
 
     # A trigger naming steps reads them with this goal's slots.
     try:
@@ -275,8 +379,26 @@ def generic_hints(context: Any, goal: str, pairs: Sequence[tuple[str, str]], adm
     done = [domain.action_key(a) for a, o in pairs
             if domain.step_kind(StepView(a, o)) is not StepKind.reasoning and not domain.failure(StepView(a, o))]
     for demo in _get(context, "demonstrations", None) or []:
-        follow_demo(_get(demo, "plan", None) or [], values_for(_get(demo, "goal_template", "") or ""), views,
-                    done, by_key, domain, hints)
+        plan = _get(demo, "plan", None) or []
+        cands = _bindings(_get(demo, "goal_template", "") or "", goal, slots)
+        if len(cands) == 1:
+            follow_demo(plan, cands[0], views, done, by_key, domain, hints, many=_many(goal, cands[0]))
+            continue
+        # Which of the bindings this episode is carrying out: the one its actions took furthest
+        # along the plan, then one under which a step naming the goal is possible here (then another
+        # step), then one whose values the world has named (a word no observation or command names
+        # is no thing to act on), then order.
+        best = None
+        for i, vals in enumerate(cands):
+            trial = Hints()
+            p, hit = follow_demo(plan, vals, views, done, by_key, domain, trial, many=_many(goal, vals))
+            named = sum(f" {content_words(v)} " in seen for v in vals.values())
+            score = (p, hit, named, -i)
+            if best is None or score > best[0]:
+                best = (score, trial)
+        for a, w in best[1].bonus.items():
+            hints.bonus[a] = hints.bonus.get(a, 0.0) + w
+            hints.reasons.setdefault(a, []).extend(best[1].reasons[a])
     return hints
 
 
