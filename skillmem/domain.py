@@ -91,6 +91,7 @@ class Rule:
     why_not: str = ""
     step: Optional[int] = None  # the step the rule was read at
     mistake: str = ""
+    goal_template: str = ""  # the goal with the slots the rule's texts use ("" : the analysis's own)
 
 
 # --------------------------------------------------------------------------- slots
@@ -810,7 +811,37 @@ class TextDomain:
                 if all((r.fix, r.situation) != (o.fix, o.situation) for o in out):
                     out.append(r)
         keep = [r for r in out if r.transferable]
-        return keep or out[:1]
+        return self._canonical(keep or out[:1], trace.goal, views, success_plan)
+
+    def lesson_slots(self, goal: str, commands: Iterable[str]) -> SlotMap:
+        """The slots a lesson is written and read with: the goal's values, less the goal words that are
+        a command's verb here (`commands`: "clean" in "put a clean [noun] in [noun2]", when some
+        command is ``clean ...``), numbered in goal order. Goals worded otherwise ("clean some [noun]
+        and put it in [noun2]") then read one lesson alike."""
+        verbs = {(call_name(c) or _verb(c)).lower() for c in commands if c}
+        m, out = SlotMap.from_goal(goal), SlotMap()
+        for slot, value in m.values.items():
+            if not (m.kinds.get(slot) == "noun" and value.lower() in verbs):
+                out.add(m.kinds.get(slot, "text"), value)
+        return out
+
+    def _canonical(self, rules: list[Rule], goal: str, steps: Sequence[StepView], plan: Sequence[str]) -> list[Rule]:
+        """Rules with the goal's slots as `lesson_slots` names them (and the goal template in them)."""
+        kept = self.slots(goal)
+        canon = self.lesson_slots(goal, [s.action for s in steps] + list(plan) +
+                                  [c for s in steps for c in (s.admissible or ())])
+        by_value = {v.lower(): k for k, v in canon.values.items()}
+        mapping = {k: by_value.get(v.lower(), k) for k, v in kept.values.items()}
+
+        def sub(text: str) -> str:
+            return _SLOT_TOKEN.sub(lambda m: mapping.get(f"[{m.group(1)}]", m.group(0)), text or "")
+
+        template = canon.abstract_prose(goal.rstrip("."), nouns=True)
+        for r in rules:
+            r.situation, r.bad_action, r.fix, r.mistake = [sub(x) for x in r.situation], sub(r.bad_action), \
+                sub(r.fix), sub(r.mistake)
+            r.goal_template = template
+        return rules
 
     def _goal_progress(self, goal: str, steps: Sequence[StepView], plan: Sequence[str]) -> int:
         """How many of the plan's goal steps `steps` carried out, in order."""

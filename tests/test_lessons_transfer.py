@@ -130,3 +130,15 @@ def test_one_failure_gives_a_lesson_per_mistake_and_the_queue_stores_them_all(tm
     fixes = {l.fix.split(" (")[0] for l in memory.lessons()}
     assert {"take [noun] [value] from [free] [value]", "walk to wheel [value]"} <= fixes, fixes
     memory.close()
+
+
+def test_a_goal_worded_otherwise_reads_the_lesson_alike():
+    # The goal word that is a command's verb here ("polish") is no value: both wordings name the
+    # object [noun] and the target [noun2], as the lesson was written.
+    lesson = NS(trigger="polish then place, goal 'polish some [noun] and put it in [noun2]': after `take [noun] "
+                        "[value] from [free] [value]` succeeded, while `polish [noun] [value] with [free] [value]` is "
+                        "not done yet", bad_action="walk to [noun2] [value]", fix="walk to wheel [value]", provenance={})
+    took = [("walk to shelf 4", "You see a pearl 7."), ("take pearl 7 from shelf 4", "You pick up the pearl 7.")]
+    for goal in (GOAL2, "put a polish pearl in chest."):
+        h = hinted([lesson], goal, took, ["walk to wheel 1", "walk to chest 1", "look"])
+        assert h.get("walk to wheel 1", 0) > 0 and h.get("walk to chest 1", 0) < 0, (goal, h)

@@ -318,6 +318,9 @@ def _bindings(template_goal: str, goal: str, slots: Any) -> list[dict[str, str]]
 _GOAL_SLOT = re.compile(r"\[(?:noun|id|number|code|text)\d*\]")
 
 
+_STEP_TEXT = re.compile(r"`([^`]+)`")
+
+
 def _unfilled(text: str, values: Mapping[str, str]) -> bool:
     return any(m.group(0) not in values for m in _GOAL_SLOT.finditer(text))
 
@@ -337,7 +340,9 @@ def generic_hints(context: Any, goal: str, pairs: Sequence[tuple[str, str]], adm
 
     seen = " " + " ".join(content_words(o) for _, o in pairs) + " " + " ".join(by_key) + " "
 
-    # A trigger naming steps reads them with this goal's slots.
+    lesson_slots = getattr(domain, "lesson_slots", None)
+    commands = [*admissible, *(a for a, _ in pairs)]
+    # A trigger naming steps reads them with the lesson's slots.
     try:
         bound_holds = "values" in inspect.signature(domain.holds).parameters
     except (TypeError, ValueError):
@@ -352,14 +357,18 @@ def generic_hints(context: Any, goal: str, pairs: Sequence[tuple[str, str]], adm
         prov = _get(les, "provenance", None) or {}
         if prov.get("transferable") is False:
             continue  # its own episode's correction, verbatim: nothing here to act on
-        vals = dict(slots.values)
-        if _unfilled(" ".join((trigger, _get(les, "bad_action", "") or "", _get(les, "fix", "") or "")), vals):
+        bad = (_get(les, "bad_action", "") or "").strip()
+        said = (_get(les, "fix", "") or "").strip()
+        fix = re.sub(r"^(call|do)\s+", "", said).split(";")[0].split(" (")[0].strip().strip("'")
+        texts = " ".join((trigger, bad, said))
+        # The goal's values as lessons name them (a domain's `lesson_slots`: the goal's words that
+        # are verbs of the commands here or of the lesson's own steps are not values).
+        vals = dict(lesson_slots(goal, [*commands, *_STEP_TEXT.findall(texts), fix, bad]).values) \
+            if lesson_slots is not None else dict(slots.values)
+        if _unfilled(texts, vals):
             continue  # it names a value of its goal that this goal does not have: read freely, it would match anything
         if not (domain.holds(trigger, state, goal, values=vals) if bound_holds else domain.holds(trigger, state, goal)):
             continue
-        bad = (_get(les, "bad_action", "") or "").strip()
-        fix = (_get(les, "fix", "") or "").strip()
-        fix = re.sub(r"^(call|do)\s+", "", fix).split(";")[0].split(" (")[0].strip().strip("'")
         if bad and bad == fix:
             continue  # only a value of its own episode differed: nothing here to avoid or prefer
         # A bad action is avoided only as it was: with a value left free it names every instance,

@@ -86,6 +86,7 @@ class OfflineWriter:
         r = a.rule
         if r is not None:
             # A correction: the rule it stands for, in situation words (see trace.generalize).
+            goal = _safe(getattr(r, "goal_template", "")) or goal  # the slots the rule's texts use
             sit = ", ".join(r.situation) or "always"
             trigger = sit if r.scope == "general" else f"{task_words}: {sit}"
             if "` succeeded" in sit or "` is not done yet" in sit:
