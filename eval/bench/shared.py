@@ -3,13 +3,15 @@
     python -m eval bench shared [--url postgresql://...] [--procs 8] [--seconds 15]
 
 `--procs` processes open one store (each with its own index directory, as processes on
-different hosts would), then for `--seconds` each retrieves continuously and, every
-`--write-every` seconds, writes a new lesson or retires one it wrote earlier. No process
+different hosts would), then for `--seconds` each retrieves continuously and, on a second
+thread (as skillmem's reflection worker writes lessons beside the agent), every
+`--write-every` seconds writes a new lesson or retires one it wrote earlier. No process
 is told of another's changes: after each retrieval of its workload it looks at what that
 retrieval reflected (the probe lessons in its index) and confirms each change by a
 retrieval of the lesson's own text (k=1) before reporting the time. Reported: staleness
 from the writer's return to that confirmation (p50, p95, max, per change and process; the
-wall clock is shared by the processes of one host), retrievals per second in all, writes,
+wall clock is shared by the processes of one host), how long the writes took, retrievals
+per second in all, writes,
 changes never seen within `settle` (5 s) after the last write, and full index rebuilds after
 start (must be 0: changes are applied in place). The last line is one JSON object.
 """
@@ -24,6 +26,7 @@ import queue
 import random
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Sequence
@@ -66,9 +69,45 @@ def _worker(i: int, url: str, index_root: str, seconds: float, write_every: floa
     texts: dict[int, str] = {}  # probe lessons this process has seen retrievable, by id
     mine: list[int] = []
     retrievals, busy, writes = 0, 0.0, 0
-    write_s: list[float] = []  # how long each of this process's writes took (it looks at nothing meanwhile)
-    next_write = start_at + rng.uniform(0, write_every)
+    write_s: list[float] = []  # how long each of this process's writes took
     end = start_at + seconds
+    failed: list[BaseException] = []
+
+    def write_loop() -> None:
+        # On its own thread, as skillmem's reflection worker writes lessons beside the agent:
+        # a write (an add waits for the curation lock behind the other processes' writes)
+        # does not stop this process from retrieving, so staleness is the time a change takes
+        # to reach the other processes, and the write's own time is reported apart.
+        nonlocal writes
+        wrng = random.Random(1000 + i)
+        next_write = start_at + wrng.uniform(0, write_every)
+        try:
+            while True:
+                now = time.time()
+                if now >= end:
+                    return
+                if now < next_write:
+                    time.sleep(min(next_write - now, 0.01))
+                    continue
+                w0 = time.perf_counter()
+                if mine and writes % 2:  # every other write retires this process's oldest lesson
+                    item_id = mine.pop(0)
+                    mem.retire_lesson(item_id, "shared-memory benchmark")
+                    outbox.put(("retire", i, item_id, time.time()))
+                else:
+                    trigger, fix = _probe_text(i)
+                    item_id, action = mem.add_lesson(Lesson(trigger=trigger, fix=fix, task_type=PROBE, scope="task"))
+                    assert action == "created", action
+                    mine.append(item_id)
+                    outbox.put(("add", i, item_id, time.time()))
+                write_s.append(time.perf_counter() - w0)
+                writes += 1
+                next_write = time.time() + write_every
+        except BaseException as exc:  # noqa: BLE001 - re-raised by the process below
+            failed.append(exc)
+
+    writer = threading.Thread(target=write_loop, name="bench-writer", daemon=True)
+    writer.start()
 
     def visible(item_id: int, text: str) -> bool:
         ctx = mem.retrieve(text, task_type=PROBE, k=1, record=False)
@@ -78,7 +117,8 @@ def _worker(i: int, url: str, index_root: str, seconds: float, write_every: floa
         # What the retrieval just made reflects (its refresh is the only sync): the probe
         # lessons in this process's index. Each change is confirmed by a retrieval of the
         # lesson's own text before its time is reported.
-        live = {key[1]: it for key, it in mem.index.items.items() if key[0] == "lesson" and it.task_type == PROBE}
+        with mem.index._lock:  # the writer thread's sync may be changing the item cache
+            live = {key[1]: it for key, it in mem.index.items.items() if key[0] == "lesson" and it.task_type == PROBE}
         for item_id, it in live.items():
             if item_id not in texts:
                 text = lesson_text(it)
@@ -94,6 +134,9 @@ def _worker(i: int, url: str, index_root: str, seconds: float, write_every: floa
     while True:
         now = time.time()
         if now >= end and not said_done:
+            writer.join()  # its last write's message is out before this one
+            if failed:
+                raise failed[0]
             outbox.put(("writes_done", i))
             said_done = True
         if now >= end + settle:
@@ -110,22 +153,7 @@ def _worker(i: int, url: str, index_root: str, seconds: float, write_every: floa
             busy += time.perf_counter() - t0
             retrievals += 1
         look()
-        if now < end and now >= next_write:
-            w0 = time.perf_counter()
-            if mine and writes % 2:  # every other write retires this process's oldest lesson
-                item_id = mine.pop(0)
-                mem.retire_lesson(item_id, "shared-memory benchmark")
-                outbox.put(("retire", i, item_id, time.time()))
-            else:
-                trigger, fix = _probe_text(i)
-                item_id, action = mem.add_lesson(Lesson(trigger=trigger, fix=fix, task_type=PROBE, scope="task"))
-                assert action == "created", action
-                mine.append(item_id)
-                outbox.put(("add", i, item_id, time.time()))
-            write_s.append(time.perf_counter() - w0)
-            writes += 1
-            next_write = now + write_every
-        elif now >= end:
+        if now >= end:
             time.sleep(0.005)  # settling: keep looking, without the load of the workload
     outbox.put(("done", i, retrievals, busy, writes, mem.index.rebuilds - rebuilds, write_s))
     mem.close()
@@ -242,8 +270,8 @@ def run(url: str, procs: int = 8, seconds: float = 15.0, write_every: float = 0.
         "retrievals": retrievals, "retrievals_per_s": round(retrievals / seconds, 1),
         "retrieval_mean_ms": round(busy / max(retrievals, 1) * 1000, 2),
         "full_rebuilds_after_start": sum(d[5] for d in done),
-        # A process does not look while it writes (an add waits for the curation lock and
-        # the other writers): its own writes' time is part of how stale it can be.
+        # add_lesson / retire_lesson calls (an add waits for the curation lock and plans again
+        # when another process wrote meanwhile).
         "write_call": _stats([x for d in done for x in d[6]]),
         "never_seen": never_seen, "never_gone": never_gone,
         "load_avg_1m": round(os.getloadavg()[0], 1),
