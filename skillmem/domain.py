@@ -597,13 +597,13 @@ class TextDomain:
         """
         full = self.slots(goal)
         values = full.values
-        goal_ix = [j for j, p in enumerate(plan) if names_goal(p, values)]
+        start = set(steps[0].admissible or ()) if steps else set()
+        goal_ix = self._goal_steps(plan, values, start)
         if not goal_ix:
             return []
         loose = [loosen(plan[j]) for j in goal_ix]
-        start = set(steps[0].admissible or ()) if steps else set()
         out: list[Rule] = []
-        p, told, done = 0, set(), []
+        p, told, done, last = 0, set(), [], ""
         for i, s in enumerate(steps):
             if p >= len(goal_ix):
                 break
@@ -614,12 +614,28 @@ class TextDomain:
             if not failed and step_matches(due, s.action, values, self) and not self.repeats(s.action, done):
                 p += 1
                 done.append(s.action)
+                last = s.action
                 continue
             if not failed:
                 done.append(s.action)
+            sit = ([f"after `{loose[p - 1]}` succeeded"] if p else []) + [f"while `{due}` is not done yet"]
+            nxt = steps[i + 1].admissible if i + 1 < len(steps) else None
+            if p and last and not failed and nxt and \
+                    self.action_key(last) in {self.action_key(a) for a in nxt} and \
+                    self.action_key(last) not in {self.action_key(a) for a in (s.admissible or ())}:
+                # The last goal step is possible again, as it was before: this step undid it (the
+                # object put back where it was taken from). The goal step is due again.
+                if ("undo", p) not in told:
+                    told.add(("undo", p))
+                    bad = loosen(self.lesson_text(full.abstract(self.written(s.action)), steps[:i], full))
+                    out.append(Rule(sit, bad, f"{due} (the goal's next step; `{bad}` undid `{loose[p - 1]}`)", "task",
+                                    step=i, mistake=f"undid a step of the goal: {loose[p - 1]}"))
+                p -= 1
+                done = [a for a in done if a != last]
+                last = ""
+                continue
             if p in told:
                 continue
-            sit = ([f"after `{loose[p - 1]}` succeeded"] if p else []) + [f"while `{due}` is not done yet"]
             offered = [a for a in (s.admissible or ()) if step_matches(due, a, values, self)
                        and not self.repeats(a, done)]
             if offered and (p or not any(a in start for a in offered)):
@@ -793,12 +809,13 @@ class TextDomain:
             full = self.slots(trace.goal)
             values = full.values
             p = self._goal_progress(trace.goal, views[: pivot.step], success_plan)
-            loose = [loosen(x) for x in success_plan if names_goal(x, values)]
             if self._first_choice(pivot.corrected_action, views, p, full):
                 out[0].transferable = False
                 out[0].why_not = ("a first choice among the options offered from the start: only the teacher knew "
                                   "which of them held what the goal needs")
             elif p:  # the correction holds in the plan's situation: after its last goal step done
+                loose = [loosen(success_plan[j]) for j in
+                         self._goal_steps(success_plan, values, set(views[0].admissible or ()) if views else set())]
                 out[0].situation = out[0].situation + [f"after `{loose[p - 1]}` succeeded"] + (
                     [f"while `{loose[p]}` is not done yet"] if p < len(loose) else [])
                 if p < len(loose) and loose[p] == loose[0] and \
@@ -843,10 +860,19 @@ class TextDomain:
             r.goal_template = template
         return rules
 
+    def _goal_steps(self, plan: Sequence[str], values: Mapping[str, str], start: set[str]) -> list[int]:
+        """The plan's goal steps: those naming the goal's values, less the leading ones that were possible
+        from the very start ("go to [noun2]" first, where the object happened to be): searching."""
+        ix = [j for j, p in enumerate(plan) if names_goal(p, values)]
+        while ix and start and any(step_matches(loosen(plan[ix[0]]), a, values, self) for a in start):
+            ix.pop(0)
+        return ix
+
     def _goal_progress(self, goal: str, steps: Sequence[StepView], plan: Sequence[str]) -> int:
         """How many of the plan's goal steps `steps` carried out, in order."""
         values = self.slots(goal).values
-        loose = [loosen(x) for x in plan if names_goal(x, values)]
+        start = set(steps[0].admissible or ()) if steps else set()
+        loose = [loosen(plan[j]) for j in self._goal_steps(plan, values, start)]
         p = 0
         for a in self.done_steps(steps):
             if p < len(loose) and step_matches(loose[p], a, values, self):

@@ -142,3 +142,18 @@ def test_a_goal_worded_otherwise_reads_the_lesson_alike():
     for goal in (GOAL2, "put a polish pearl in chest."):
         h = hinted([lesson], goal, took, ["walk to wheel 1", "walk to chest 1", "look"])
         assert h.get("walk to wheel 1", 0) > 0 and h.get("walk to chest 1", 0) < 0, (goal, h)
+
+
+def test_putting_back_what_a_goal_step_took_is_an_undo_and_only_that_is_avoided():
+    failed = trace([
+        ("walk to box 2", "You arrive at box 2. You see a gem 1.", offered()),
+        ("take gem 1 from box 2", "You pick up the gem 1.", offered("take gem 1 from box 2")),
+        ("put gem 1 in box 2", "You put the gem 1 in the box 2.", offered("put gem 1 in box 2")),
+        ("look", "You are at box 2.", offered("take gem 1 from box 2")),
+    ])
+    _, lessons = lessons_of(failed)
+    undo = next(l for l in lessons if "undid" in l.fix)
+    assert undo.bad_action == "put [noun] [value] in [free] [value]" and "after `take [noun]" in undo.trigger, undo
+    took = [("walk to shelf 4", "You see a pearl 7."), ("take pearl 7 from shelf 4", "You pick up the pearl 7.")]
+    h = hinted([undo], GOAL2, took, ["put pearl 7 in shelf 4", "put pearl 7 in chest 1", "walk to wheel 1"])
+    assert h.get("put pearl 7 in shelf 4", 0) < 0 and h.get("put pearl 7 in chest 1", 0) >= 0, h

@@ -379,10 +379,18 @@ def generic_hints(context: Any, goal: str, pairs: Sequence[tuple[str, str]], adm
         exact_only = bad_step is not None and bad_step.rx is None
         shaped = bad_step is not None and not exact_only and not bad_step.unreadable and "` succeeded" in trigger \
             and any(t in vals for t in _SLOT.findall(bad))
+        goal_fix = any(t in vals for t in _SLOT.findall(fix))
+        goal_words = {w.lower() for v in vals.values() for w in v.split()}
+        named = sum(1 for t in _SLOT.findall(bad) if t in vals)
         for a in _hits(bad_step, by_key) if exact_only or shaped else []:
-            hints.add(a, AVOID, f"lesson: avoid '{bad}'")
+            # A free value never stands for one of the goal's values: "move [noun] [value] to [free]
+            # [value]" (putting it back) is not the goal's own "move ... to [noun2]".
+            if exact_only or sum(1 for w in re.findall(r"[a-z]+", a.lower()) if w in goal_words) <= named:
+                hints.add(a, AVOID, f"lesson: avoid '{bad}'")
         for a in _hits(_pattern(fix, vals, views, domain), by_key) if fix else []:
-            if not again(a, carried_out):
+            # A goal step done is not redone (taking back what was put, a second take of the same
+            # thing); a step toward one (going somewhere) may well be taken again.
+            if not (goal_fix and again(a, carried_out)):
                 hints.add(a, FIX, f"lesson fix: {fix[:80]}")
 
     done = [domain.action_key(a) for a, o in pairs
