@@ -15,14 +15,14 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
-from sqlalchemy import insert
 from sqlalchemy.engine import Engine
 
 from .episode import utcnow
 from .index.items import DEMO, LESSON, Item, partition_name, partition_prefix
 from .index.items import demo_text, item_text, lesson_text  # noqa: F401  (re-exported: the texts items are embedded as)
 from .index.memory import MemoryIndex, fetch_rows
-from .store import DemonstrationRow, LessonRow, RetrievalRow
+from .record import retrieval_writer
+from .store import DemonstrationRow, LessonRow
 from .tokens import count_tokens
 
 
@@ -286,8 +286,7 @@ def record_retrievals(engine: Engine, ctx: Context, *, namespace: str, episode_i
     rows = [dict(namespace=namespace, episode_id=episode_id, step_index=step_index, item_kind=kind,
                  item_id=item_id, rank=rank, score=float(score), tokens=tokens, created_at=now)
             for rank, (kind, item_id, score, tokens) in enumerate(ctx.items)]
-    with engine.begin() as conn:
-        conn.execute(insert(RetrievalRow.__table__), rows)
+    retrieval_writer(engine).write_many(rows)  # one statement: all the rows or none
 
 
 def query_text(goal: Any, observation: Any, max_chars: int = DEFAULT.max_query_chars) -> str:

@@ -292,3 +292,19 @@ def test_wrap_rejects_an_agent_answer_it_cannot_read(sqlite_url):
     node = wrap(lambda s: 42, mem)
     with pytest.raises(MalformedInput, match="expected a command string"):
         node({"observation": "x", "goal": "g"})
+
+
+def test_retrieval_rows_are_written_in_one_statement_and_in_chunks_past_the_parameter_limit(db_url):
+    from skillmem.episode import utcnow
+    from skillmem.record import retrieval_writer
+
+    mem = SkillMemory(db_url)
+    rows = [dict(namespace="rw", episode_id="e", step_index=1, item_kind="lesson", item_id=i, rank=i, score=0.5,
+                 tokens=3, created_at=utcnow()) for i in range(250)]  # 250 x 9 binds: split below 900
+    retrieval_writer(mem.engine).write_many(rows[:5])
+    retrieval_writer(mem.engine).write_many(rows)
+    assert _count(db_url, "SELECT COUNT(*) FROM retrievals WHERE namespace = 'rw'") == 255
+    assert _count(db_url, "SELECT COUNT(DISTINCT item_id) FROM retrievals WHERE namespace = 'rw'") == 250
+    with pytest.raises(Exception):  # a bad row fails the statement: none of its rows is written
+        retrieval_writer(mem.engine).write_many([*rows[:3], {**rows[3], "item_kind": None}])
+    assert _count(db_url, "SELECT COUNT(*) FROM retrievals WHERE namespace = 'rw'") == 255
