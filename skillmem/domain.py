@@ -1007,7 +1007,9 @@ class TextDomain:
         """A text command's words that the agent had read in an earlier look step (``read manual``,
         ``examine note``) written as ``[from read manual]``: the value to use is in what that step
         says, in any episode. A look that only describes again what was already in view (``look``
-        where the first observation said the same) is no source; nor is any other step."""
+        where the first observation said the same) is no source; nor is any other step. When the
+        value stands on one line of what was read with more words than the command has
+        (``[from read manual: nightly]``), the slot says them: what the command did for that line."""
         sources = []
         for i, s in enumerate(before):
             fb = " ".join((s.feedback or "").split()).lower()
@@ -1017,13 +1019,15 @@ class TextDomain:
                    [" ".join((x.feedback or "").split()).lower() for x in before[:i]]
             if any(fb in o for o in seen if o):
                 continue
-            sources.append((content_words(fb), self.written(s.action)))
+            sources.append((content_words(fb), self.written(s.action),
+                            [content_words(x) for x in (s.feedback or "").splitlines() if x.strip()]))
         if not sources:
             return command
+        done = {content_words(self.written(x.action)) for x in before}
         # The whole command, read there ("dice the yellow potato" in a list of directions).
         whole = content_words(command)
         if len(whole.split()) > 1 and not _SLOT_TOKEN.search(command):
-            hit = next((a for fb, a in reversed(sources) if f" {whole} " in f" {fb} "), None)
+            hit = next((a for fb, a, _ in reversed(sources) if f" {whole} " in f" {fb} "), None)
             if hit and not _SLOT_TOKEN.search(hit):
                 return f"[from {hit}]"
         words = command.split(" ")
@@ -1032,8 +1036,12 @@ class TextDomain:
         def flush() -> None:
             if run:
                 phrase = content_words(" ".join(run))
-                hit = next((a for fb, a in reversed(sources) if f" {phrase} " in f" {fb} "), None)
-                out.append(f"[from {hit}]" if hit and not _SLOT_TOKEN.search(hit) else " ".join(run))
+                src = next(((a, lines) for fb, a, lines in reversed(sources) if f" {phrase} " in f" {fb} "), None)
+                if src and not _SLOT_TOKEN.search(src[0]):
+                    why = _read_line(phrase, whole, src[1], done)
+                    out.append(f"[from {src[0]}: {why}]" if why else f"[from {src[0]}]")
+                else:
+                    out.append(" ".join(run))
                 run.clear()
 
         for w in words[1:]:
@@ -1126,6 +1134,21 @@ def step_matches(template: str, action: str, values: Mapping[str, str], domain: 
 def names_goal(template: str, values: Mapping[str, str]) -> bool:
     """Does a slotted step name one of the goal's values (its object, its id...)?"""
     return any(f"[{m.group(1)}]" in values for m in _SLOT_TOKEN.finditer(template))
+
+
+def _read_line(phrase: str, command: str, lines: Sequence[str], done: set[str]) -> str:
+    """The words of the one line read that a command carried out with a value read on it, beyond
+    that value and the command's own words ("nightly" for ``run backup on tape`` read as "nightly
+    backup"): a replay takes the value from a line that says the same. "" for a command that is a
+    verb and the value only, and when no single line says so (lines that earlier commands carried
+    out whole are not counted)."""
+    said = set(command.split()) | set(phrase.split())
+    if not set(command.split()[1:]) - set(phrase.split()):
+        return ""  # a verb and the value only: the value is what was read, wherever it stands
+    found = [ln for ln in lines if f" {phrase} " in f" {ln} " and ln != phrase and ln not in done]
+    if len(found) != 1:
+        return ""
+    return " ".join(w for w in found[0].split() if w not in said)
 
 
 def content_words(text: str) -> str:

@@ -79,10 +79,41 @@ def test_values_the_source_read_are_written_as_read_there():
     before = [StepView("look around", "You are in the kitchen. A counter has a cookbook and a knife on it.", None, first),
               StepView("read cookbook", RECIPE, None, "")]
     written = {a: D.lesson_text(a, before, SlotMap()) for a in
-               ("take red apple", "slice red apple", "cook red apple in oven", "take knife")}
+               ("take red apple", "slice red apple", "take knife")}
     assert written == {"take red apple": "take [from read cookbook]", "slice red apple": "[from read cookbook]",
-                       "cook red apple in oven": "cook [from read cookbook] in oven",
                        "take knife": "take knife"}  # the knife was in view anyway: no value read
+    # A command with more words than a verb and the value carried out the one line that names
+    # the value and was not carried out whole before: the slot says that line's other words.
+    before += [StepView("take red apple", "You take the red apple."), StepView("slice red apple", "Sliced.")]
+    assert D.lesson_text("cook red apple in oven", before, SlotMap()) == "cook [from read cookbook] in oven"
+    before[1] = StepView("read cookbook", RECIPE.replace("prepare meal", "roast the red apple\n  prepare meal"))
+    assert D.lesson_text("cook red apple in oven", before, SlotMap()) == "cook [from read cookbook: roast] in oven"
+    assert D.lesson_text("take red apple", before, SlotMap()) == "take [from read cookbook]"
+
+
+def test_a_step_read_from_a_line_takes_the_value_on_a_line_that_says_the_same():
+    one = NS(goal_template="", plan=["read cookbook", "take [from read cookbook]",
+                                     "cook [from read cookbook: roast] in oven", "eat meal"])
+    other = NS(goal_template="", plan=["read cookbook", "take [from read cookbook]",
+                                       "cook [from read cookbook: fry] in stove", "eat meal"])
+    read = ("read cookbook", "Ingredients:\n  carrot\n  leek\nDirections:\n  fry the carrot\n  roast the leek")
+    adm = ["cook carrot in oven", "cook carrot in stove", "cook leek in oven", "cook leek in stove",
+           "take carrot", "take leek", "eat meal"]
+
+    def top(ctx, history):
+        h = hints_from_context(ctx, "Cook the meal.", history, adm, D)
+        return {a for a, v in h.bonus.items() if v == max(h.bonus.values())}
+
+    # Every item of the list read is taken, not only as many as the source took.
+    ctx = NS(lessons=[], demonstrations=[one])
+    assert top(ctx, [read]) == {"take carrot", "take leek"}
+    assert top(ctx, [read, ("take carrot", "You take the carrot.")]) == {"take leek"}
+    held = [read, ("take carrot", "You take the carrot."), ("take leek", "You take the leek.")]
+    # The leek is to be roasted, the carrot fried: the oven step is for the leek only ...
+    assert top(ctx, held) == {"cook leek in oven"}
+    # ... and once done, what another demonstration did for a fry line does the carrot.
+    ctx = NS(lessons=[], demonstrations=[one, other])
+    assert "cook carrot in stove" in top(ctx, held + [("cook leek in oven", "You roast the leek.")])
 
 
 def test_a_step_whose_value_was_read_reads_first_then_takes_what_this_episode_read():

@@ -63,6 +63,7 @@ class _Step:
     key: str
     rx: Optional[re.Pattern[str]] = None
     reads: dict[str, str] = field(default_factory=dict)  # regex group -> the text its value must be in
+    lines: dict[str, list[str]] = field(default_factory=dict)  # regex group -> lines, one must hold it
     unreadable: bool = False  # a value to read from a step this episode has not taken yet
     sources: list[str] = field(default_factory=list)  # those steps, to take first
 
@@ -74,7 +75,8 @@ class _Step:
         m = self.rx.fullmatch(key)
         if not m:
             return False
-        return all(f" {content_words(m.group(g))} " in f" {text} " for g, text in self.reads.items())
+        return all(f" {content_words(m.group(g))} " in f" {text} " for g, text in self.reads.items()) and \
+            all(any(f" {content_words(m.group(g))} " in f" {ln} " for ln in lns) for g, lns in self.lines.items())
 
 
 def _pattern(template: str, values: Mapping[str, str], history: Sequence[Any], domain: Any) -> _Step:
@@ -97,12 +99,13 @@ def _pattern(template: str, values: Mapping[str, str], history: Sequence[Any], d
         return f"\x00{len(marks) - 1}\x00"
 
     key = domain.action_key(_SLOT.sub(mark, out))
-    rx, reads, unreadable, sources = re.escape(key), {}, False, []
+    rx, reads, lines, unreadable, sources = re.escape(key), {}, {}, False, []
     for i, slot in enumerate(marks):
         src = slot[len("[from "):-1] if slot.startswith("[from ") else None
         if src is None:
             rx = rx.replace(re.escape(f"\x00{i}\x00"), r"[^\s,()=]+", 1)
             continue
+        src, _, why = src.partition(": ")  # "[from read note: nightly]": on a line that says "nightly"
         said = next((o for a, o in reversed([(getattr(h, "action", ""), getattr(h, "feedback", "")) for h in history])
                      if domain.action_key(a) == domain.action_key(src)), None)
         if said is None:
@@ -110,11 +113,14 @@ def _pattern(template: str, values: Mapping[str, str], history: Sequence[Any], d
             sources.append(src)
             said = ""
         reads[f"r{i}"] = content_words(said)
+        if why:
+            need = set(why.split())
+            lines[f"r{i}"] = [ln for ln in (content_words(x) for x in said.splitlines()) if need <= set(ln.split())]
         rx = rx.replace(re.escape(f"\x00{i}\x00"), rf"(?P<r{i}>[^,()=]+?)", 1)
     try:
-        return _Step(key, re.compile(rx), reads, unreadable, sources)
+        return _Step(key, re.compile(rx), reads, lines, unreadable, sources)
     except re.error:
-        return _Step(key, None, {}, True)
+        return _Step(key, None, {}, {}, True)
 
 
 def _hits(pat: _Step, by_key: Mapping[str, list[str]]) -> list[str]:
@@ -166,7 +172,7 @@ def _instances(key: str, values: Mapping[str, str]) -> frozenset[str]:
 
 def follow_demo(plan: Sequence[str], values: Mapping[str, str], views: Sequence[Any], done: Sequence[str],
                 by_key: Mapping[str, list[str]], domain: Any, hints: Hints, weight: float = NEXT_STEP,
-                many: frozenset[str] = frozenset()) -> tuple[int, int]:
+                many: frozenset[str] = frozenset(), alts: Sequence[str] = ()) -> tuple[int, int]:
     """Hint the action that carries out a demonstration's next step here.
 
     Steps that name the goal's values (its object, its target) are what the plan is for; the
@@ -217,6 +223,15 @@ def follow_demo(plan: Sequence[str], values: Mapping[str, str], views: Sequence[
         if exact[j].unreadable:  # what this step needs is read elsewhere: read it first
             return [a for src in exact[j].sources for a in by_key.get(domain.action_key(src), [])]
         hits = _hits(exact[j], by_key) or _hits(loose[j], by_key)
+        if not hits and exact[j].lines:
+            # What the source did for a line that says another thing than any here ("nightly"):
+            # the step some demonstration took for a line this episode read does it here.
+            shape = _shape(plan[j])
+            for alt in alts:
+                if alt != plan[j] and _shape(alt) == shape:
+                    hits = _hits(_pattern(alt, values, views, domain), by_key)
+                    if hits:
+                        break
         used = again(j) if goal_step[j] else frozenset()
         if used:
             hits = [a for a in hits if not (_instances(domain.action_key(a), named(j)) or {""}) <= used]
@@ -227,6 +242,10 @@ def follow_demo(plan: Sequence[str], values: Mapping[str, str], views: Sequence[
             hints.add(a, w, why)
         return p, (2 if goal_step[step] else 1) if step >= 0 else 0
 
+    more = _more_items(plan, exact, by, views, done, by_key, domain)
+    if more:
+        return add(more[1], weight, f"demonstration step {more[0] + 1}: {plan[more[0]]} (another item read)",
+                   more[0])
     nxt = next((j for j in range(p, len(plan)) if goal_step[j]), None)
     if nxt is not None and nxt > p:
         hits = possible(nxt)
@@ -257,6 +276,32 @@ def follow_demo(plan: Sequence[str], values: Mapping[str, str], views: Sequence[
         if goal_step[j]:
             return p, 0
     return p, 0
+
+
+def _more_items(plan: Sequence[str], exact: Sequence[_Step], by: Mapping[int, str], views: Sequence[Any],
+                done: Sequence[str], by_key: Mapping[str, list[str]], domain: Any) -> Optional[tuple[int, list[str]]]:
+    """A step done on an item of a list read (``take [from read note]``: a verb and a value read)
+    is done again on the list's other items that no action has named yet: the source's list was
+    its own, this episode's may be longer."""
+    named = " ".join(f" {content_words(k)} " for k in done)
+    for k in sorted(by):
+        if not re.fullmatch(r"\S+ \[from [^\]:]+\]", plan[k]) or exact[k].unreadable:
+            continue
+        src = plan[k].split(" ", 1)[1][len("[from "):-1]
+        said = next((getattr(v, "feedback", "") for v in reversed(views)
+                     if domain.action_key(getattr(v, "action", "")) == domain.action_key(src)), "")
+        items = {content_words(x) for x in said.splitlines()} - {""}
+        hits = [a for a in _hits(exact[k], by_key)
+                if (v := content_words(domain.action_key(a)).split(" ", 1)[-1]) in items and f" {v} " not in named]
+        if hits:
+            return k, hits
+    return None
+
+
+def _shape(step: str) -> str:
+    """A step with its source's details free and its read values' lines unsaid: steps of one shape
+    do the same thing for different lines read."""
+    return re.sub(r"\[from ([^\]:]+): [^\]]*\]", r"[from \1]", _loosen(step))
 
 
 def _seen_at(j: int, plan: Sequence[str], values: Mapping[str, str], views: Sequence[Any], done: Sequence[str],
@@ -395,11 +440,13 @@ def generic_hints(context: Any, goal: str, pairs: Sequence[tuple[str, str]], adm
 
     done = [domain.action_key(a) for a, o in pairs
             if domain.step_kind(StepView(a, o)) is not StepKind.reasoning and not domain.failure(StepView(a, o))]
-    for demo in _get(context, "demonstrations", None) or []:
+    demos = _get(context, "demonstrations", None) or []
+    alts = [s for d in demos for s in (_get(d, "plan", None) or []) if ": " in s and "[from " in s]
+    for demo in demos:
         plan = _get(demo, "plan", None) or []
         cands = _bindings(_get(demo, "goal_template", "") or "", goal, slots)
         if len(cands) == 1:
-            follow_demo(plan, cands[0], views, done, by_key, domain, hints, many=_many(goal, cands[0]))
+            follow_demo(plan, cands[0], views, done, by_key, domain, hints, many=_many(goal, cands[0]), alts=alts)
             continue
         # Which of the bindings this episode is carrying out: the one its actions took furthest
         # along the plan, then one under which a step naming the goal is possible here (then another
@@ -408,7 +455,7 @@ def generic_hints(context: Any, goal: str, pairs: Sequence[tuple[str, str]], adm
         best = None
         for i, vals in enumerate(cands):
             trial = Hints()
-            p, hit = follow_demo(plan, vals, views, done, by_key, domain, trial, many=_many(goal, vals))
+            p, hit = follow_demo(plan, vals, views, done, by_key, domain, trial, many=_many(goal, vals), alts=alts)
             named = sum(f" {content_words(v)} " in seen for v in vals.values())
             score = (p, hit, named, -i)
             if best is None or score > best[0]:
