@@ -156,7 +156,7 @@ class SlotMap:
         words = [(w.group(0), w.span()) for w in _WORD.finditer(text)]
         for i, (w, (a, b)) in enumerate(words):
             # The goal's first word is its verb ("refund ...", "put ..."); stopwords name nothing.
-            if i == 0 or len(w) < 3 or w.lower() in _STOP or not free(a, b):
+            if i == 0 or len(w) < 2 or w.lower() in _STOP or not free(a, b):
                 continue
             m.add("noun", w)
         if actions is not None:

@@ -187,3 +187,23 @@ def test_a_goal_step_the_episode_did_not_need_is_jumped_by_a_later_one_naming_al
     # A walk to the vault without the key does not jump over the take.
     h = hints_from_context(ctx, GOAL, [("walk to vault 1", "The vault 1.")], ["take key 3 from shelf 1", "unlock vault 1"], D)
     assert "take key 3 from shelf 1" in h.bonus
+
+
+def test_a_plan_done_while_the_task_is_not_redoes_its_goal_steps_where_they_are_possible():
+    # The source turned the lamp on where the book lay; here the book was taken elsewhere: the
+    # lamp is used again, after going back to where it was seen.
+    demo = NS(goal_template="read the [noun] under the [noun2].",
+              plan=["walk to table [value]", "use [noun2] [value]", "take [noun] [value] from table [value]"])
+    ctx = NS(lessons=[], demonstrations=[demo])
+    goal = "read the book under the lamp."
+    hist = [("walk to table 1", "On the table 1 you see a lamp 2."), ("use lamp 2", "The lamp 2 is on."),
+            ("walk to shelf 1", "On the shelf 1 you see a book 4."), ("take book 4 from shelf 1", "You take the book 4.")]
+    h = hints_from_context(ctx, goal, hist, ["walk to table 1", "walk to shelf 1", "look"], D)
+    assert max(h.bonus, key=h.bonus.get) == "walk to table 1"
+    h = hints_from_context(ctx, goal, hist + [("walk to table 1", "On the table 1 you see a lamp 2.")],
+                           ["use lamp 2", "walk to shelf 1", "look"], D)
+    assert max(h.bonus, key=h.bonus.get) == "use lamp 2"
+
+
+def test_a_short_noun_of_the_goal_is_a_slot():
+    assert "cd" in D.slots("look at cd under the lamp.").values.values()

@@ -207,7 +207,7 @@ def follow_demo(plan: Sequence[str], values: Mapping[str, str], views: Sequence[
     loose = [_pattern(t, values, views, domain) if g else e for t, g, e in zip(loose_text, goal_step, exact)]
     p, by = _progress(exact, loose, goal_slots, done)
     if p >= len(plan):
-        return p, 0
+        return p, _redo(plan, exact, loose, goal_step, values, views, done, by_key, domain, hints, weight)
 
     def named(j: int) -> dict[str, str]:
         return {t: values[t] for t in _SLOT.findall(plan[j]) if t in many}
@@ -304,15 +304,39 @@ def _shape(step: str) -> str:
     return re.sub(r"\[from ([^\]:]+): [^\]]*\]", r"[from \1]", _loosen(step))
 
 
+def _redo(plan: Sequence[str], exact: Sequence[_Step], loose: Sequence[_Step], goal_step: Sequence[bool],
+          values: Mapping[str, str], views: Sequence[Any], done: Sequence[str], by_key: Mapping[str, list[str]],
+          domain: Any, hints: Hints, weight: float) -> int:
+    """Every step of the plan is done and the episode goes on, so the task is not: what its source
+    did together was done apart here (a switch turned on in one room, the thing taken in another).
+    A step naming the goal that is possible here is done again (not the action just taken), else
+    the agent goes back to where such a step's value was seen, at half weight."""
+    last = done[-1] if done else ""
+    for j in (j for j in range(len(plan)) if goal_step[j]):
+        hits = [a for a in (_hits(exact[j], by_key) or _hits(loose[j], by_key)) if domain.action_key(a) != last]
+        if hits:
+            for a in hits:
+                hints.add(a, weight, f"demonstration step {j + 1}: {plan[j]} (again: the plan is done, the task is not)")
+            return 2
+    for j in (j for j in range(len(plan)) if goal_step[j]):
+        back = _seen_at(j, plan, values, views, done, by_key, domain, fresh=False)
+        if back:
+            for a in back:
+                hints.add(a, weight / 2, f"demonstration step {j + 1}: {plan[j]} (again, where its value was seen)")
+            return 0
+    return 0
+
+
 def _seen_at(j: int, plan: Sequence[str], values: Mapping[str, str], views: Sequence[Any], done: Sequence[str],
-             by_key: Mapping[str, list[str]], domain: Any) -> list[str]:
+             by_key: Mapping[str, list[str]], domain: Any, fresh: bool = True) -> list[str]:
     """Where to go back to for a plan step that is not possible here: the action after which this
     episode was shown an instance of the step's first goal value that it has not acted on yet (the
-    second of two things, seen on the way to the first), latest first; not the one it just took."""
+    second of two things, seen on the way to the first; with `fresh=False` any instance), latest
+    first; not the one it just took."""
     first = next((t for t in _SLOT.findall(plan[j]) if t in values), None)
     if first is None:
         return []
-    acted = frozenset().union(*[_instances(k, {first: values[first]}) for k in done])
+    acted = frozenset().union(*[_instances(k, {first: values[first]}) for k in done]) if fresh else frozenset()
     last = domain.action_key(getattr(views[-1], "action", "")) if views else ""
     for v in reversed(views[:-1] if views else []):
         key = domain.action_key(getattr(v, "action", ""))
