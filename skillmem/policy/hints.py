@@ -449,6 +449,9 @@ def generic_hints(context: Any, goal: str, pairs: Sequence[tuple[str, str]], adm
         shaped = bad_step is not None and not exact_only and not bad_step.unreadable and "` succeeded" in trigger \
             and any(t in vals for t in _SLOT.findall(bad))
         goal_fix = any(t in vals for t in _SLOT.findall(fix))
+        # A trigger that names the plan's step situation holds exactly where its fix is due: it speaks
+        # as strongly as a demonstration's next step. Others only lean.
+        fix_weight = NEXT_STEP if _STEP_TEXT.search(trigger) else FIX
         goal_words = {w.lower() for v in vals.values() for w in v.split()}
         named = sum(1 for t in _SLOT.findall(bad) if t in vals)
         for a in _hits(bad_step, by_key) if exact_only or shaped else []:
@@ -460,7 +463,7 @@ def generic_hints(context: Any, goal: str, pairs: Sequence[tuple[str, str]], adm
             # A goal step done is not redone (taking back what was put, a second take of the same
             # thing); a step toward one (going somewhere) may well be taken again.
             if not (goal_fix and again(a, carried_out)):
-                hints.add(a, FIX, f"lesson fix: {fix[:80]}")
+                hints.add(a, fix_weight, f"lesson fix: {fix[:80]}")
 
     done = [domain.action_key(a) for a, o in pairs
             if domain.step_kind(StepView(a, o)) is not StepKind.reasoning and not domain.failure(StepView(a, o))]
