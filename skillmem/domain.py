@@ -7,7 +7,8 @@ Reflection, hints, policies and training data ask a domain, never a constant of 
 * whether a step **failed**, and the signal that says so (:class:`Verdict`);
 * what the goal **names** (:class:`SlotMap`: the values a lesson must not quote verbatim);
 * the **state** after a history (:class:`State`: facts a trigger can name);
-* which **situations** a trigger may name, and whether one holds in a state;
+* which **situations** a trigger may name, and whether one holds in a state (TextDomain: also a
+  step done or not yet, ``after `X` succeeded, while `Y` is not done yet``);
 * the **rules** a failure teaches at its pivot (:class:`Rule`), and the **policy features**
   a domain adds for a trainable policy.
 
@@ -583,17 +584,20 @@ class TextDomain:
         order_id='[id]')``): what the plan is for, in order, whatever its episode did in between.
         Read with their other details free, they are steps of any episode of the task. Walking the
         failed trace, the next goal step not yet done is *due*; the situation is "after the
-        previous goal step succeeded, while the due one is not done yet". Two mistakes show:
+        previous goal step succeeded, while the due one is not done yet". Three mistakes show:
 
         * the due step was **offered and not taken** (a command the world listed matched it, and
           the agent did something else). A step offered from the very start, before any goal step
           was done, is no mistake: which of the first options to try was the source episode's
           choice, not a skill;
         * a **later goal step was done first** (the due one skipped): the fix is the plan's step
-          that led to the due one (``go to [the tool] ...``), else the due step itself.
+          that led to the due one (``go to [the tool] ...``), else the due step itself;
+        * the last goal step was **undone**: after a step, the world offers that goal step's very
+          command again (what was taken is put back); its bad action, other details free, is
+          avoided in that situation.
 
-        One rule per due step, at the first step it shows. Steps of a world that lists no commands
-        can only show the second mistake.
+        One rule per due step and kind, at the first step it shows. Steps of a world that lists no
+        commands can only show the second mistake.
         """
         full = self.slots(goal)
         values = full.values
