@@ -157,3 +157,15 @@ def test_putting_back_what_a_goal_step_took_is_an_undo_and_only_that_is_avoided(
     took = [("walk to shelf 4", "You see a pearl 7."), ("take pearl 7 from shelf 4", "You pick up the pearl 7.")]
     h = hinted([undo], GOAL2, took, ["put pearl 7 in shelf 4", "put pearl 7 in chest 1", "walk to wheel 1"])
     assert h.get("put pearl 7 in shelf 4", 0) < 0 and h.get("put pearl 7 in chest 1", 0) >= 0, h
+
+
+def test_each_further_lesson_points_at_the_step_it_is_about():
+    failed = trace([
+        ("walk to box 2", "You arrive at box 2. You see a gem 1.", offered()),
+        ("look", "You are at box 2.", offered("take gem 1 from box 2")),
+        ("take gem 1 from box 2", "You pick up the gem 1.", offered("take gem 1 from box 2")),
+        ("walk to vault 1", "You arrive at vault 1.", offered()),
+    ])
+    a, lessons = lessons_of(failed)
+    steps = {l.fix.split(" (")[0]: l.pivot_step for l in lessons}
+    assert steps.get("walk to wheel [value]") == 3 and steps.get("take [noun] [value] from [free] [value]") == 1, steps

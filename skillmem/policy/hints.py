@@ -3,8 +3,12 @@
 Memory steers even a policy that cannot read this way:
 
 * a lesson's **bad action** penalizes the admissible actions it names, in the situation its
-  trigger names (the domain says whether that situation holds);
-* a lesson's **fix** rewards the admissible actions it names;
+  trigger names (the domain says whether that situation holds: TextDomain also reads a step
+  done or not yet, ``after `X` succeeded, while `Y` is not done yet``);
+* a lesson's **fix** rewards the admissible actions it names (as much as a demonstration's next
+  step when its trigger names such a step situation, half as much otherwise), never a goal step
+  this episode already did; a lesson marked not transferable, or naming a value this goal lacks,
+  says nothing;
 * a demonstration's **next step** rewards the action that carries it out here (`follow_demo`):
   slots filled from this goal and values a tool returned read from the history
   (``[lookup_order.total]``); a value left free (``[value]``: the source episode's instance

@@ -178,6 +178,8 @@ class OfflineWriter:
             if not rule.transferable:
                 continue
             les = self.write_lesson(replace(analysis, rules=[rule]))
+            if les is not None and rule.step is not None:
+                les.pivot_step = rule.step  # the step this lesson is about, not the failure's first pivot
             if les is not None and (les.trigger, les.fix) not in seen:
                 seen.add((les.trigger, les.fix))
                 out.append(les)
