@@ -159,3 +159,13 @@ def test_a_read_that_tells_something_new_is_no_wasted_step_and_the_same_read_aga
     assert env.pivot() is None
     env.step("read cookbook")  # the same answer twice: a wasted step
     assert env.pivot() == (at + 2, env.expert_plan()[0])
+
+
+def test_a_read_after_a_detour_the_replan_dropped_it_from_is_no_wasted_step(server):
+    # The replan after a detour drops the reading (winning does not need it); reading then makes the
+    # replan no shorter, yet it told the agent the recipe: not the pivot.
+    env = TwxEnv("train", 451, server=server, env="cookingworld")
+    env.reset()
+    for a in ("open trash can", "open fridge", "read cookbook"):
+        env.step(a)
+    assert env.pivot() is None

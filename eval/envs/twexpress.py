@@ -228,8 +228,8 @@ class TwxEnv:
         Two steps that do not shorten the plan are not wasted: a step of the plan done earlier than
         the plan does it (reading the cookbook before walking to the knife: the plan without it
         still wins), and a command whose answer showed words this episode had not been shown
-        before and that leaves the plan no longer (a read, a look: it learned something; the same
-        answer twice is a wasted step)."""
+        before, after which what was left to do still wins (a read, a look: it learned something;
+        the same answer twice is a wasted step)."""
         plan, left = list(self._gold), None
         try:
             for i, a in enumerate(self._actions):
@@ -248,9 +248,8 @@ class TwxEnv:
                     if self._wins(self._actions[: i + 1] + rest):
                         plan = rest
                         continue
-                if new and len(new) == len(plan) and self._told_new(i):
-                    plan = new
-                    continue
+                if self._told_new(i) and self._wins(self._actions[: i + 1] + plan):
+                    continue  # it learned something, and what was left to do still wins
                 return i, plan[0]
         finally:
             self._restore()
