@@ -1024,7 +1024,8 @@ class TextDomain:
             if any(fb in o for o in seen if o):
                 continue
             sources.append((content_words(fb), self.written(s.action),
-                            [content_words(x) for x in (s.feedback or "").splitlines() if x.strip()]))
+                            [content_words(x) for x in (s.feedback or "").splitlines()
+                             if x.strip() and len(x.split()) <= _LINE_WORDS]))
         if not sources:
             return command
         done = {content_words(self.written(x.action)) for x in before}
@@ -1138,6 +1139,9 @@ def step_matches(template: str, action: str, values: Mapping[str, str], domain: 
 def names_goal(template: str, values: Mapping[str, str]) -> bool:
     """Does a slotted step name one of the goal's values (its object, its id...)?"""
     return any(f"[{m.group(1)}]" in values for m in _SLOT_TOKEN.finditer(template))
+
+
+_LINE_WORDS = 8  # words a line read may have to be one instruction, not a paragraph describing a room
 
 
 def _read_line(phrase: str, command: str, lines: Sequence[str], done: set[str]) -> str:

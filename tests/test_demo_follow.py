@@ -89,6 +89,10 @@ def test_values_the_source_read_are_written_as_read_there():
     before[1] = StepView("read cookbook", RECIPE.replace("prepare meal", "roast the red apple\n  prepare meal"))
     assert D.lesson_text("cook red apple in oven", before, SlotMap()) == "cook [from read cookbook: roast] in oven"
     assert D.lesson_text("take red apple", before, SlotMap()) == "take [from read cookbook]"
+    # A paragraph describing a place is no instruction line: its words are no condition.
+    room = "You are in the hall. There is a red apple on the long table by the window, and a lamp."
+    before[1] = StepView("look around", room)
+    assert D.lesson_text("put red apple in box", before, SlotMap()) == "put [from look around] in box"
 
 
 def test_a_step_read_from_a_line_takes_the_value_on_a_line_that_says_the_same():
