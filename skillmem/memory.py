@@ -66,7 +66,8 @@ class SkillMemory:
             raise ValueError(f"step_writes must be one of {', '.join(STEP_WRITES)}, got {step_writes!r}")
         # "sync": a step is in the table when step() returns (kill -9 loses at most the step in
         # flight); "background": a writer thread inserts it, kill -9 loses at most the unwritten
-        # ones (skillmem.record.MAX_PENDING), finish() and a normal exit wait for them.
+        # ones (skillmem.record.MAX_PENDING queued, plus the one being written); finish(),
+        # close() and a normal exit wait for them.
         self.step_writes = step_writes
         self._configs: dict[tuple[Any, ...], RetrievalConfig] = {}
         self.url = resolve_url(db)
@@ -138,6 +139,9 @@ class SkillMemory:
         set_trust(self.engine, namespace, trusted, reason)
 
     def close(self) -> None:
+        from .record import flush_steps
+
+        flush_steps(self.engine)  # step_writes="background": queued steps are written, not dropped
         self.index.close()
         self.engine.dispose()
         self.read_engine.dispose()

@@ -8,8 +8,11 @@ mid-episode loses at most the step in flight; its episode reads `interrupted` af
 validates the step and queues it, one writer thread per engine writes the queue in order,
 and `finish()`, `interrupt()` and the interpreter's exit wait until it is written. A
 process killed with kill -9 then loses at most the steps not yet written: never more than
-`MAX_PENDING` (a full queue makes `step()` wait), in practice the last one or two. A
-write that fails in the background is raised by the next `step()` or by `finish()`.
+`MAX_PENDING` queued plus the one being written (a full queue makes `step()` wait), in
+practice the last one or two. A write that fails in the background is raised by the same
+episode's next `step()` or its `finish()`; other episodes sharing the writer are not
+disturbed, and `finish()` waits only for the steps queued before it, never for steps other
+threads keep adding.
 """
 
 from __future__ import annotations
@@ -36,7 +39,8 @@ if TYPE_CHECKING:
 Verifier = Callable[..., Optional[bool]]
 
 STEP_WRITES = ("sync", "background")
-# step_writes="background": steps queued and not yet written, at most (the kill -9 loss bound).
+# step_writes="background": steps queued and not yet written, at most. With the step being
+# written, the kill -9 loss bound is MAX_PENDING + 1.
 MAX_PENDING = 32
 
 
@@ -98,14 +102,27 @@ class _StepWriter:
         self._lock = threading.Lock()
         self._queue: Optional[queue.Queue[Any]] = None  # background mode: steps to write, in order
         self._queue_pid = 0
-        self._error: Optional[BaseException] = None  # a background write's failure, raised next
+        # A background write's failure, kept for the recorder (its token) whose step it was and
+        # raised by that recorder's next step or flush, never another episode's.
+        self._errors: dict[Any, BaseException] = {}
+        _all_writers.add(self)
 
-    def submit(self, values: dict[str, Any], background: bool) -> None:
-        """Write `values` now, or queue it for the writer thread (waiting while the queue is full)."""
+    def after_fork(self) -> None:
+        """In a forked child: the parent's lock may be held by a thread that does not exist here,
+        and its queue, writer thread, errors and connection are the parent's."""
+        self._lock = threading.Lock()
+        self._queue, self._queue_pid, self._errors = None, 0, {}
+        self._conn, self._pid = None, os.getpid()
+
+    def submit(self, values: dict[str, Any], background: bool, token: Any = None) -> None:
+        """Write `values` now, or queue it for the writer thread (waiting while the queue is full).
+
+        `token` names the recorder whose step this is: a failed background write is raised
+        to it alone (`raise_failure(token)`)."""
         if not background:
             self.write(values)
             return
-        self._raise_failure()
+        self.raise_failure(token)
         with self._lock:
             if self._queue is None or self._queue_pid != os.getpid():  # none yet, or a forked child's
                 self._queue, self._queue_pid = queue.Queue(MAX_PENDING), os.getpid()
@@ -113,27 +130,35 @@ class _StepWriter:
                                  name="skillmem-step-writer").start()
                 _background_writers.add(self)
             q = self._queue
-        q.put(values)
+        q.put((token, values))
 
     def _drain(self, q: "queue.Queue[Any]") -> None:
         while True:
-            values = q.get()
+            token, item = q.get()
             try:
-                self.write(values)
+                if isinstance(item, threading.Event):  # a flush marker: everything before it is written
+                    item.set()
+                else:
+                    self.write(item)
             except BaseException as exc:  # noqa: BLE001 - handed to the recording thread, not lost
-                self._error = exc
+                self._errors.setdefault(token, exc)
             finally:
                 q.task_done()
 
-    def flush(self) -> None:
-        """Wait until every queued step is written; raise a background write's failure."""
+    def flush(self, token: Any = None) -> None:
+        """Wait until the steps queued so far are written; raise `token`'s failed write, if any.
+
+        Waits on a marker queued behind them, not for the queue to empty: threads that keep
+        stepping (a LangGraph batch) cannot hold a finishing episode up."""
         q = self._queue
         if q is not None and self._queue_pid == os.getpid():
-            q.join()
-        self._raise_failure()
+            done = threading.Event()
+            q.put((None, done))
+            done.wait()
+        self.raise_failure(token)
 
-    def _raise_failure(self) -> None:
-        exc, self._error = self._error, None
+    def raise_failure(self, token: Any = None) -> None:
+        exc = self._errors.pop(token, None)
         if exc is not None:
             raise RuntimeError(f"skillmem: a step could not be written in the background: {exc}") from exc
 
@@ -193,7 +218,7 @@ class _StepWriter:
                     if integrity or attempt:
                         raise DBAPIError.instance(sql, args, exc, self.engine.dialect.loaded_dbapi.Error) \
                             from exc
-                    self.close_connection()  # a dropped connection (server restart): one fresh try
+                    self._close_locked()  # a dropped connection (server restart): one fresh try
                 finally:
                     try:
                         cur.close()
@@ -201,6 +226,12 @@ class _StepWriter:
                         pass
 
     def close_connection(self) -> None:
+        if self._conn is None:
+            return
+        with self._lock:  # never under the writer thread's statement
+            self._close_locked()
+
+    def _close_locked(self) -> None:
         if self._conn is not None:
             try:
                 self._conn.invalidate() if self.postgres else self._conn.close()
@@ -212,6 +243,18 @@ class _StepWriter:
 _writers: "weakref.WeakKeyDictionary[Any, _StepWriter]" = weakref.WeakKeyDictionary()
 _writers_lock = threading.Lock()
 _background_writers: "weakref.WeakSet[_StepWriter]" = weakref.WeakSet()
+_all_writers: "weakref.WeakSet[_StepWriter]" = weakref.WeakSet()
+
+
+def _reset_writers_in_child() -> None:
+    global _writers_lock
+    _writers_lock = threading.Lock()
+    for writer in list(_all_writers):
+        writer.after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_writers_in_child)
 
 
 @atexit.register
@@ -225,6 +268,13 @@ def _flush_at_exit() -> None:
 
 
 _row_writers: "weakref.WeakKeyDictionary[Any, _StepWriter]" = weakref.WeakKeyDictionary()
+
+
+def flush_steps(engine: Any) -> None:
+    """Wait until the background steps queued on `engine` so far are written (before it closes)."""
+    writer = _writers.get(engine)
+    if writer is not None:
+        writer.flush()
 
 
 def _step_writer(engine: Any) -> _StepWriter:
@@ -273,6 +323,7 @@ class EpisodeRecorder:
             raise ValueError(f"step_writes must be one of {', '.join(STEP_WRITES)}, got {step_writes!r}")
         self._background = step_writes == "background"
         self._writer = _step_writer(engine)
+        self._token = object()  # this recorder's background writes: their failures come back here only
         self._steps_table = StepRow.__table__
         self._episodes_table = EpisodeRow.__table__
 
@@ -290,7 +341,7 @@ class EpisodeRecorder:
         self.total_reward += s.reward
         # One statement per step: the episode row's counters are settled at finish (or by
         # the reaper from the steps themselves), which keeps a step to one round trip.
-        self._writer.submit(values, self._background)
+        self._writer.submit(values, self._background, self._token)
         self.num_steps += 1
         self.last_reward = s.reward
         return s.index
@@ -314,7 +365,7 @@ class EpisodeRecorder:
                              "(the agent's own claim goes in self_reported=)")
         outcome = Outcome.unknown if success is None else (Outcome.success if success else Outcome.failure)
         if self._background:
-            self._writer.flush()  # every step is in the table before the episode reads finished
+            self._writer.flush(self._token)  # every step is in the table before the episode reads finished
         try:
             src = OutcomeSource(source).value if success is not None else None
         except ValueError:
@@ -340,7 +391,7 @@ class EpisodeRecorder:
             return
         if self._background:
             try:
-                self._writer.flush()
+                self._writer.flush(self._token)
             except RuntimeError:
                 pass  # the episode is being given up anyway; its steps so far are what is kept
         with self.engine.begin() as conn:

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from typing import Any, TypedDict
 
@@ -169,13 +170,14 @@ def test_kill_9_mid_episode_leaves_it_interrupted(db_url):
 
 
 _BACKGROUND = textwrap.dedent("""
-    import sys, time
+    import sys, threading, time
     from skillmem import SkillMemory
     mem = SkillMemory(sys.argv[1], step_writes="background")
     ep = mem.start_episode(task="doomed", split="train")
     for s in range(200):
         ep.step(observation=f"obs {s}", action=f"act {s}", feedback="ok")
-    print(ep.id, flush=True)
+    writer = any(t.name == "skillmem-step-writer" for t in threading.enumerate())
+    print(ep.id, writer, flush=True)
     if sys.argv[2] == "kill":
         time.sleep(600)
     ep2 = mem.start_episode(task="left open", split="train")
@@ -190,8 +192,9 @@ def test_background_step_writes_lose_at_most_the_unwritten_steps(db_url, end):
     from skillmem.record import MAX_PENDING
 
     p = subprocess.Popen([sys.executable, "-c", _BACKGROUND, db_url, end], stdout=subprocess.PIPE, text=True)
-    ep_id = p.stdout.readline().strip()
+    ep_id, writer = (p.stdout.readline().split() + ["", ""])[:2]
     assert ep_id, "the recording process did not start"
+    assert writer == "True", "the steps were not written by the background writer thread"
     if end == "kill":
         os.kill(p.pid, signal.SIGKILL)
     else:
@@ -215,6 +218,79 @@ def test_background_step_writes_are_in_the_table_when_the_episode_finishes(db_ur
     assert [s.action for s in mem.steps(ep.id)] == [f"act {s}" for s in range(100)]
     with pytest.raises(ValueError, match="step_writes"):
         SkillMemory(db_url, step_writes="later")
+
+
+def test_a_failed_background_write_is_raised_to_its_own_episode_only(db_url):
+    mem = SkillMemory(db_url, step_writes="background")
+    bad = mem.start_episode(task="bad", split="train")
+    good = mem.start_episode(task="good", split="train")
+    bad.step(observation="o", action="a 0")
+    bad.num_steps = 0  # the next step reuses index 0: the UNIQUE (episode_id, index) refuses it
+    bad.step(observation="o", action="a again")
+    for s in range(20):
+        good.step(observation=f"o {s}", action=f"g {s}")
+    assert good.finish(success=True, source="environment").value == "success"
+    with pytest.raises(RuntimeError, match="could not be written in the background"):
+        bad.finish(success=False, source="environment")
+    assert [s.action for s in mem.steps(good.id)] == [f"g {s}" for s in range(20)]
+    assert [s.action for s in mem.steps(bad.id)] == ["a 0"]
+
+
+def test_finish_waits_for_its_own_steps_not_for_threads_that_keep_stepping(db_url):
+    mem = SkillMemory(db_url, step_writes="background")
+    stop = threading.Event()
+
+    def busy() -> None:  # another graph thread that never stops recording
+        ep = mem.start_episode(task="busy", split="train")
+        while not stop.is_set():
+            ep.step(observation="o", action="busy")
+
+    t = threading.Thread(target=busy, daemon=True)
+    t.start()
+    try:
+        ep = mem.start_episode(task="quick", split="train")
+        for s in range(10):
+            ep.step(observation=f"o {s}", action=f"q {s}")
+        finished = threading.Thread(target=ep.finish, kwargs={"success": True, "source": "environment"})
+        finished.start()
+        finished.join(timeout=60)
+        assert not finished.is_alive(), "finish() waited for another thread's steps"
+        assert [s.action for s in mem.steps(ep.id)] == [f"q {s}" for s in range(10)]
+    finally:
+        stop.set()
+        t.join(timeout=60)
+    mem.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_records_with_its_own_writer(db_url):
+    mem = SkillMemory(db_url, step_writes="background")
+    ep = mem.start_episode(task="parent", split="train")
+    ep.step(observation="o", action="before fork")
+    from skillmem.record import _step_writer
+
+    writer = mem_writer = _step_writer(mem.engine)
+    writer._lock.acquire()  # as if the writer thread were mid-statement when the fork happens
+    try:
+        pid = os.fork()
+        if pid == 0:  # the child: the held lock must not be inherited, nor the parent's queue
+            code = 1
+            try:
+                mem.engine.dispose(close=False)  # SQLAlchemy's recipe: the parent's pooled connections stay its own
+                mem.read_engine.dispose(close=False)
+                child = mem.start_episode(task="child", split="train")
+                child.step(observation="o", action="in child")
+                child.finish(success=True, source="environment")
+                code = 0 if [s.action for s in mem.steps(child.id)] == ["in child"] else 2
+            finally:
+                os._exit(code)
+    finally:
+        writer._lock.release()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert mem_writer is writer
+    ep.finish(success=True, source="environment")
+    assert [s.action for s in mem.steps(ep.id)] == ["before fork"]
 
 
 # ---------------------------------------------------------------- wrap()
