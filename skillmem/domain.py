@@ -270,6 +270,21 @@ def parse_call(action: str) -> Optional[tuple[str, list[tuple[str, str]]]]:
     return m.group(1), args
 
 
+_NUMBER = re.compile(r"[+-]?(?:0|[1-9]\d*)(?:\.\d*)?(?:[eE][+-]?\d+)?")
+
+
+def _canon_value(v: str) -> str:
+    """A call's argument as compared: 10.00, 10.0 and 10 are one number, 'B22' and "B22" one string
+    (a lesson's trigger written from ``amount=10.00`` must hold for ``amount=10.0``)."""
+    v = v.strip()
+    if _NUMBER.fullmatch(v):
+        x = float(v)
+        return str(int(x)) if x.is_integer() and abs(x) < 2 ** 53 else repr(x)
+    if len(v) >= 2 and v[0] == v[-1] and v[0] in "'\"" and "'" not in v[1:-1]:
+        return "'" + v[1:-1] + "'"
+    return v
+
+
 def call_name(action: str) -> str:
     """The tool a call names ("" for a text command)."""
     c = parse_call(action)
@@ -499,6 +514,7 @@ class TextDomain:
         call = parse_call(a)
         if call is not None:  # tool arguments keep their case: ids and codes are case-sensitive
             name, args = call
+            args = [(k, _canon_value(v)) for k, v in args]
             return f"{name}(" + ", ".join(f"{k}={v}" if k else v for k, v in sorted(args)) + ")"
         return a.rstrip(".").lower()  # text parsers read commands without case
 
@@ -563,14 +579,17 @@ class TextDomain:
 
     def repeats(self, action: str, done: Iterable[str]) -> bool:
         """Does `action` do again what a done step did: the same command, or the same verb on the same
-        first argument ("take key 1 from box 1" after "take key 1 from table 1": the key is taken
-        back, not a second one taken)? A plan's step due again wants another instance."""
+        identified thing first ("take key 1 from box 1" after "take key 1 from table 1": the key is
+        taken back, not a second one taken)? Only a first argument with a number identifies one
+        thing: "send email to bob" after "send email to alice" is another email. A plan's step due
+        again wants another instance."""
         key = self.action_key(action)
         head = (call_name(action) or _verb(action)).lower(), [x.lower() for x in arguments(action)[:1]]
+        identified = bool(head[1]) and any(c.isdigit() for c in head[1][0])
         for d in done:
             if self.action_key(d) == key:
                 return True
-            if not call_name(action) and head[1] and \
+            if not call_name(action) and identified and \
                     ((call_name(d) or _verb(d)).lower(), [x.lower() for x in arguments(d)[:1]]) == head:
                 return True
         return False
@@ -601,7 +620,7 @@ class TextDomain:
         """
         full = self.slots(goal)
         values = full.values
-        start = set(steps[0].admissible or ()) if steps else set()
+        start = _start_offers(steps)
         goal_ix = self._goal_steps(plan, values, start)
         if not goal_ix:
             return []
@@ -875,7 +894,7 @@ class TextDomain:
     def _goal_progress(self, goal: str, steps: Sequence[StepView], plan: Sequence[str]) -> int:
         """How many of the plan's goal steps `steps` carried out, in order."""
         values = self.slots(goal).values
-        start = set(steps[0].admissible or ()) if steps else set()
+        start = _start_offers(steps)
         loose = [loosen(plan[j]) for j in self._goal_steps(plan, values, start)]
         p = 0
         for a in self.done_steps(steps):
@@ -887,7 +906,7 @@ class TextDomain:
         """Is a correction only a first choice: offered from the start, before any goal step was done?
         (Where to look first is what the teacher knew, not a skill; even where the goal ends, when the
         object happened to be there.)"""
-        first = steps[0].admissible if steps else None
+        first = _start_offers(steps)
         if progress or not first:
             return False
         return self.action_key(corrected) in {self.action_key(a) for a in first}
@@ -1126,6 +1145,17 @@ def _step_rx(key: str) -> Optional[re.Pattern[str]]:
         return re.compile(r"[^\s,()=]+".join(re.escape(x) for x in parts))
     except re.error:
         return None
+
+
+def _start_offers(steps: Sequence[StepView]) -> set[str]:
+    """The commands offered before the first step, when what the world offers changes with the
+    episode (a text game's commands follow where the agent is). A world that offers the same
+    commands all along (a tool list) says nothing by offering one from the start: empty then, so
+    that no goal step of it is taken for searching and no correction for a first choice."""
+    first = set(steps[0].admissible or ()) if steps else set()
+    if not first or all(set(s.admissible or ()) == first for s in steps if s.admissible is not None):
+        return set()
+    return first
 
 
 def step_matches(template: str, action: str, values: Mapping[str, str], domain: Any) -> bool:

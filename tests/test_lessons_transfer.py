@@ -169,3 +169,52 @@ def test_each_further_lesson_points_at_the_step_it_is_about():
     a, lessons = lessons_of(failed)
     steps = {l.fix.split(" (")[0]: l.pivot_step for l in lessons}
     assert steps.get("walk to wheel [value]") == 3 and steps.get("take [noun] [value] from [free] [value]") == 1, steps
+
+
+# ---------------------------------------------------------------- the same rules on a tool-calling agent
+# A tool API offers the same calls at every step: offering one from the start says nothing about
+# searching; numbers and quotes are compared as values; "another email" is no take-back.
+
+TOOL_GOAL = "Refund order B22 in full."
+TOOL_OFFERS = ("lookup_order(order_id='B22')", "refund(order_id='B22', amount=10.0)",
+               "convert_currency(amount=10.0, from_currency='USD', to_currency='EUR')")
+TOOL_PLAN = ["lookup_order(order_id='[id]')", "refund(order_id='[id]', amount=[number])"]
+
+
+def tool_steps(*calls: tuple[str, str]):
+    from skillmem.domain import StepView
+
+    return [StepView(a, f, admissible=TOOL_OFFERS) for a, f in calls]
+
+
+def test_a_goal_call_offered_all_along_is_a_goal_step_and_its_omission_a_lesson():
+    steps = tool_steps(("lookup_order(order_id='B22')", '{"currency": "EUR", "amount": 10.0}'),
+                       ("convert_currency(amount=10.0, from_currency='USD', to_currency='EUR')", "9.2"))
+    rules = D.plan_mistakes(TOOL_GOAL, steps, TOOL_PLAN)
+    assert len(rules) == 1 and rules[0].step == 1
+    assert rules[0].fix.startswith("refund(order_id='[id]'") and "B22" not in rules[0].fix
+    assert rules[0].transferable
+    # A world whose offers change with the episode still treats a goal step offered from the start
+    # as searching (where the first look happened to succeed), as a text game's commands do.
+    from skillmem.domain import StepView
+    varying = [StepView(s.action, s.feedback, admissible=TOOL_OFFERS[:2] if i == 0 else TOOL_OFFERS)
+               for i, s in enumerate(steps)]
+    assert D.plan_mistakes(TOOL_GOAL, varying, TOOL_PLAN) == []
+
+
+def test_call_values_compare_as_values_not_as_written():
+    from skillmem.domain import step_matches
+
+    assert D.action_key("refund(order_id='B22', amount=10.00)") == D.action_key('refund(order_id="B22", amount=10)')
+    assert D.action_key("f(x=1.5)") != D.action_key("f(x=15)")
+    assert step_matches("refund(order_id='[id]', amount=[number])", 'refund(order_id="B22", amount=10.0)',
+                        {"[id]": "B22", "[number]": "10.00"}, D)
+    assert not step_matches("refund(order_id='[id]', amount=[number])", 'refund(order_id="B23", amount=10.0)',
+                            {"[id]": "B22", "[number]": "10.00"}, D)
+
+
+def test_only_the_same_identified_thing_again_is_a_take_back():
+    assert D.repeats("take key 1 from box 1", ["take key 1 from table 1"])
+    assert not D.repeats("send email to bob", ["send email to alice"])
+    assert not D.repeats("run tests in api", ["run tests in web"])
+    assert D.repeats("send email to bob", ["send  email to bob."])
