@@ -305,7 +305,7 @@ def _plan_steps(plan: Any) -> list[set[str]]:
 
 def _same_steps(a: Any, b: Any) -> bool:
     """Whether two plans take the same steps: as many, each one's words within the other's
-    ("heat [object]" and "heat [object] now"); a word put in another's place ("currency='EUR'" for
+    ("restart [object]" and "restart [object] now"); a word put in another's place ("currency='EUR'" for
     "currency='USD'") makes it another step."""
     sa, sb = _plan_steps(a), _plan_steps(b)
     return len(sa) == len(sb) and all(x <= y or y <= x for x, y in zip(sa, sb))
@@ -318,7 +318,7 @@ def _duplicate(parts: "Curator", kind: str, row: Any, vec: np.ndarray) -> tuple[
         for other, score in near[:1]:
             if other.text_hash == row.text_hash:
                 return other, "repeated", "exact repeat"
-            # A plan that takes other steps is other know-how (another recipe, another tool's
+            # A plan that takes other steps is other know-how (another procedure, another tool's
             # arguments), however alike the goals read: it is kept apart, like differing advice.
             if score >= parts.duplicate_cosine and _same_steps(other.plan, row.plan):
                 return other, "merged", f"near-duplicate (cosine {score:.2f}) merged on insert"

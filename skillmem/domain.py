@@ -218,7 +218,7 @@ class SlotMap:
         head, _, rest = text.partition(" ")
         if not rest:
             return self._sub_value(text, nouns=False)
-        # A text command's first word is its verb: "clean" in "clean [noun] with ..." is not the goal's noun.
+        # A text command's first word is its verb: "archive" in "archive [noun] to ..." is not the goal's noun.
         return head + " " + self._sub_value(rest)
 
     def abstract_prose(self, text: str, *, nouns: bool = False) -> str:
@@ -855,9 +855,9 @@ class TextDomain:
 
     def lesson_slots(self, goal: str, commands: Iterable[str]) -> SlotMap:
         """The slots a lesson is written and read with: the goal's values, less the goal words that are
-        a command's verb here (`commands`: "clean" in "put a clean [noun] in [noun2]", when some
-        command is ``clean ...``), numbered in goal order. Goals worded otherwise ("clean some [noun]
-        and put it in [noun2]") then read one lesson alike."""
+        a command's verb here (`commands`: "archive" in "put an archive [noun] in [noun2]", when some
+        command is ``archive ...``), numbered in goal order. Goals worded otherwise ("archive some
+        [noun] and put it in [noun2]") then read one lesson alike."""
         verbs = {(call_name(c) or _verb(c)).lower() for c in commands if c}
         m, out = SlotMap.from_goal(goal), SlotMap()
         for slot, value in m.values.items():
@@ -1048,7 +1048,7 @@ class TextDomain:
         if not sources:
             return command
         done = {content_words(self.written(x.action)) for x in before}
-        # The whole command, read there ("dice the yellow potato" in a list of directions).
+        # The whole command, read there ("rotate the staging keys" in a list of directions).
         whole = content_words(command)
         if len(whole.split()) > 1 and not _SLOT_TOKEN.search(command):
             hit = next((a for fb, a, _ in reversed(sources) if f" {whole} " in f" {fb} "), None)

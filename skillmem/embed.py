@@ -200,7 +200,7 @@ class HashingEmbedder:
     """A deterministic, dependency-free embedder for fast tests and benchmarks.
 
     NOT semantic quality: it hashes lower-cased words and character trigrams into `dim`
-    signed buckets, so it sees shared words and spellings, not meaning ("mug" and "cup"
+    signed buckets, so it sees shared words and spellings, not meaning ("car" and "automobile"
     are unrelated to it). Use it where a test needs many vectors quickly, never for
     retrieval quality.
     """

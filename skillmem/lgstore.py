@@ -2,7 +2,7 @@
 
     graph = builder.compile(store=SkillStore(memory))
     store.put(("users", "u1", "prefs"), "theme", {"theme": "dark"})      # any namespace, any dict
-    store.search(("skillmem", "default", "lessons"), query="heat a mug")  # the curated lessons
+    store.search(("skillmem", "default", "lessons"), query="refund a duplicate charge")  # the curated lessons
 
 Two kinds of namespace:
 

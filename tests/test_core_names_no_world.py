@@ -13,12 +13,18 @@ PLAIN_ENGLISH = {"safe", "bed", "desk", "shelf", "sofa", "cart", "toilet", "draw
 TASK_TYPES = ("pick_and_place_simple", "pick_clean_then_place_in_recep", "pick_heat_then_place_in_recep",
               "pick_cool_then_place_in_recep", "look_at_obj_in_light", "pick_two_obj_and_place")
 PHRASES = ("nothing happens", "you arrive at", "you pick up", "[receptacle", "alfworld", "household")
+# The test-bench worlds' objects and verbs that are no plain English, examples in prose included: a
+# core docstring that explains a generic rule with "heat a mug" or "read the cookbook" teaches the
+# reader that the rule is the household's or the kitchen's.
+WORLD_WORDS = ("mug", "potato", "apple", "tomato", "lettuce", "butterknife", "peppershaker", "saltshaker",
+               "soapbar", "keychain", "creditcard", "spraybottle", "cookbook", "recipe", "heat", "slice",
+               "twexpress", "textworld", "cookingworld")
 
 
 def vocabulary() -> list[str]:
     words = (set(state.RECEPTACLES) | set(state.APPLIANCES)) - PLAIN_ENGLISH
     assert "countertop" in words and rules.EXPLORE_FIX  # the pack really holds this vocabulary
-    return sorted(words) + list(TASK_TYPES) + list(PHRASES)
+    return sorted(words) + list(TASK_TYPES) + list(PHRASES) + list(WORLD_WORDS)
 
 
 def core_files() -> list[Path]:
