@@ -218,3 +218,16 @@ def test_only_the_same_identified_thing_again_is_a_take_back():
     assert not D.repeats("send email to bob", ["send email to alice"])
     assert not D.repeats("run tests in api", ["run tests in web"])
     assert D.repeats("send email to bob", ["send  email to bob."])
+
+
+def test_only_a_step_situation_gives_a_lesson_full_weight():
+    from skillmem.policy.hints import FIX, NEXT_STEP
+
+    adm = ["lookup_order(order_id='B22')", "refund(order_id='B22', amount=10.0)"]
+    history = [("lookup_order(order_id='B22')", '{"amount": 10.0}')]
+    weights = {}
+    for trigger in ["when `refund` fails", "after `lookup_order(order_id='[id]')` succeeded"]:
+        les = NS(trigger=trigger, fix="refund(order_id='[id]', amount=[value])", bad_action="", provenance={})
+        weights[trigger] = hinted([les], TOOL_GOAL, history, adm)
+    assert weights["when `refund` fails"] == {adm[1]: FIX}  # backticks in prose: it only leans
+    assert weights["after `lookup_order(order_id='[id]')` succeeded"] == {adm[1]: NEXT_STEP}

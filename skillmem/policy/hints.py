@@ -392,6 +392,7 @@ _GOAL_SLOT = re.compile(r"\[(?:noun|id|number|code|text)\d*\]")
 
 
 _STEP_TEXT = re.compile(r"`([^`]+)`")
+_SITUATION = re.compile(r"after `[^`]+` succeeded|while `[^`]+` is not done yet")
 
 
 def _unfilled(text: str, values: Mapping[str, str]) -> bool:
@@ -453,9 +454,11 @@ def generic_hints(context: Any, goal: str, pairs: Sequence[tuple[str, str]], adm
         shaped = bad_step is not None and not exact_only and not bad_step.unreadable and "` succeeded" in trigger \
             and any(t in vals for t in _SLOT.findall(bad))
         goal_fix = any(t in vals for t in _SLOT.findall(fix))
-        # A trigger that names the plan's step situation holds exactly where its fix is due: it speaks
-        # as strongly as a demonstration's next step. Others only lean.
-        fix_weight = NEXT_STEP if _STEP_TEXT.search(trigger) else FIX
+        # A trigger that names the plan's step situation (``after `X` succeeded``, ``while `Y` is
+        # not done yet``, which the domain checks) holds exactly where its fix is due: it speaks as
+        # strongly as a demonstration's next step. Others only lean, backticks in an LLM's prose
+        # ("when `refund` fails") included.
+        fix_weight = NEXT_STEP if _SITUATION.search(trigger) else FIX
         goal_words = {w.lower() for v in vals.values() for w in v.split()}
         named = sum(1 for t in _SLOT.findall(bad) if t in vals)
         for a in _hits(bad_step, by_key) if exact_only or shaped else []:
