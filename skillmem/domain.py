@@ -350,7 +350,25 @@ def resembles(value: str, goal_value: str) -> bool:
 
 @runtime_checkable
 class Domain(Protocol):
-    """What the core asks of a world. `TextDomain` is the default; packs subclass it."""
+    """What the core asks of a world. `TextDomain` is the default; packs subclass it.
+
+    Beside the methods below, the core reads these optional hooks when a domain has them (found by
+    `getattr`; `TextDomain` has the first four, a pack may override or add the rest):
+
+    * ``holds(trigger, state, goal, values=...)``: a `holds` that takes ``values`` reads a trigger's
+      step situations (``after `X` succeeded``) with the lesson's slots filled from them;
+    * ``lesson_slots(goal, commands) -> SlotMap``: the slots lessons are written and read with (goal
+      words that are a command's verb here are no values), so goals worded otherwise share lessons;
+    * ``repeats(action, done) -> bool``: does an action do again what a done step did (hints never
+      offer a fix that redoes or takes back a done step); default: the same `action_key`;
+    * ``lessons_per_failure: int``: how many lessons the offline writer keeps from one failure
+      (default 1, the main rule; TextDomain 4);
+    * ``preferred_rule(rules) -> Rule | None``: which of a pivot's rules is the main lesson;
+    * ``progressed(step) -> bool``: whether a step moved toward the goal, for the pivot's search;
+    * ``explores: bool``: the domain's own hints explore, so the CPU policy's loop guard stays off;
+    * ``hints(context, goal, history, admissible)``: the domain gives hints itself instead of the
+      generic matching of lessons and demonstrations.
+    """
 
     name: str
 
@@ -383,7 +401,8 @@ class Domain(Protocol):
         ...
 
     def holds(self, trigger: str, state: State, goal: str) -> bool:
-        """Does every situation the trigger names hold in `state`? (None named: it holds.)"""
+        """Does every situation the trigger names hold in `state`? (None named: it holds.) May take
+        ``values=`` too (see above)."""
         ...
 
     def rules(self, trace: Any, pivot: Any, slots: SlotMap, success_plan: Sequence[str]) -> list[Rule]:
