@@ -231,3 +231,17 @@ def test_only_a_step_situation_gives_a_lesson_full_weight():
         weights[trigger] = hinted([les], TOOL_GOAL, history, adm)
     assert weights["when `refund` fails"] == {adm[1]: FIX}  # backticks in prose: it only leans
     assert weights["after `lookup_order(order_id='[id]')` succeeded"] == {adm[1]: NEXT_STEP}
+
+
+def test_a_finished_tool_plan_is_not_redone():
+    """Plan done, episode going on: a text game may have done its steps apart (redo them where they
+    are possible); a tool agent answers next: no lookup again, no second refund."""
+    adm = ["lookup_order(order_id='B22')", "refund(order_id='B22', amount=10.0)"]
+    demo = NS(goal="Refund order A17 in full.", task="Refund order A17 in full.", trigger="", provenance={},
+              plan=["lookup_order(order_id='[id]')", "refund(order_id='[id]', amount=[value])"])
+    history = [("lookup_order(order_id='B22')", '{"amount": 10.0}'), ("refund(order_id='B22', amount=10.0)", "ok")]
+    h = hints_from_context(NS(lessons=[], demonstrations=[demo]), TOOL_GOAL, history, adm, D)
+    assert dict(h.bonus) == {}
+    # Half-way, the plan's next call is still hinted.
+    h = hints_from_context(NS(lessons=[], demonstrations=[demo]), TOOL_GOAL, history[:1], adm, D)
+    assert dict(h.bonus) == {adm[1]: 1.0}

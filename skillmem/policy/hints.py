@@ -314,15 +314,26 @@ def _redo(plan: Sequence[str], exact: Sequence[_Step], loose: Sequence[_Step], g
     """Every step of the plan is done and the episode goes on, so the task is not: what its source
     did together was done apart here (a switch turned on in one room, the thing taken in another).
     A step naming the goal that is possible here is done again (not the action just taken), else
-    the agent goes back to where such a step's value was seen, at half weight."""
+    the agent goes back to where such a step's value was seen, at half weight.
+
+    Never a look step (reading again is not doing again what was done apart), and never a tool
+    call already made: a call's effect does not depend on where the agent stands, so there is no
+    "apart" to mend, and a second refund is a second refund. A message agent whose plan is done
+    answers next."""
+    from ..domain import StepKind, StepView, call_name
+
     last = done[-1] if done else ""
+    called = {domain.action_key(d) for d in done if call_name(d)}
     for j in (j for j in range(len(plan)) if goal_step[j]):
-        hits = [a for a in (_hits(exact[j], by_key) or _hits(loose[j], by_key)) if domain.action_key(a) != last]
+        if domain.step_kind(StepView(plan[j])) is StepKind.look:
+            continue
+        hits = [a for a in (_hits(exact[j], by_key) or _hits(loose[j], by_key))
+                if domain.action_key(a) != last and domain.action_key(a) not in called]
         if hits:
             for a in hits:
                 hints.add(a, weight, f"demonstration step {j + 1}: {plan[j]} (again: the plan is done, the task is not)")
             return 2
-    for j in (j for j in range(len(plan)) if goal_step[j]):
+    for j in (j for j in range(len(plan)) if goal_step[j] and not call_name(plan[j])):
         back = _seen_at(j, plan, values, views, done, by_key, domain, fresh=False)
         if back:
             for a in back:
