@@ -245,3 +245,15 @@ def test_a_finished_tool_plan_is_not_redone():
     # Half-way, the plan's next call is still hinted.
     h = hints_from_context(NS(lessons=[], demonstrations=[demo]), TOOL_GOAL, history[:1], adm, D)
     assert dict(h.bonus) == {adm[1]: 1.0}
+
+
+def test_a_reworded_goal_binds_each_slot_to_a_value_of_its_kind():
+    from skillmem.policy.hints import _bindings
+
+    goal = "Refund 10.50 of order B22 to the customer."
+    cands = _bindings("Send [number] back for order [id] to the [noun].", goal, D.slots(goal))
+    assert cands and all(c["[number]"] == "10.50" and c["[id]"] == "B22" for c in cands)
+    assert {c["[noun]"] for c in cands} == {"order", "customer"}  # words stay free among words
+    # Slots all of one kind (a text game's nouns) keep every one-to-one choice.
+    goal = "put a hot cup in cabinet."
+    assert len(_bindings("heat some [noun] and put it in [noun2].", goal, D.slots(goal))) == 6

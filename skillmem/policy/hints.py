@@ -390,12 +390,22 @@ def _bindings(template_goal: str, goal: str, slots: Any) -> list[dict[str, str]]
     if bound:
         return [bound]
     names = list(dict.fromkeys(f"[{n}]" for n in re.findall(r"\[([A-Za-z_][\w ]*?)\]", template_goal or "")))
-    vals = list(dict(slots.values).values())
+    items = list(dict(slots.values).items())
+    vals = [v for _, v in items]
     if not names or not vals or len(names) > 4 or len(vals) > 6:
         return [dict(slots.values)]
     k = min(len(names), len(vals))
+    # A slot binds a value of its own kind only (an [id] never an order's noun, a [number] never a
+    # word), when the template's slots are of kinds this goal has; else any value (wordings differ).
+    kind_of = {v: _slot_kind(key) for key, v in items}
     cands = [dict(zip(names, pick)) for pick in permutations(vals, k)]
-    return sorted(cands, key=lambda c: [vals.index(c[n]) for n in names[:k]] != sorted(vals.index(c[n]) for n in names[:k]))
+    typed = [c for c in cands if all(_slot_kind(n) == kind_of[v] for n, v in c.items())]
+    return sorted(typed or cands,
+                  key=lambda c: [vals.index(c[n]) for n in names[:k]] != sorted(vals.index(c[n]) for n in names[:k]))
+
+
+def _slot_kind(name: str) -> str:
+    return re.sub(r"\d+$", "", name.strip("[]"))
 
 
 # The slot names a goal's values get (SlotMap: [noun], [id2]...), as against free values ([value], [free]).
