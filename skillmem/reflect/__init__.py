@@ -6,8 +6,9 @@
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from .._lazy import lazy_exports
 
 # Names are loaded on first use (PEP 562): `from skillmem.reflect.safety import ...`, which every
 # lesson write does, must not pull in the LLM writer and with it the openai SDK (seconds of import
@@ -31,18 +32,7 @@ if TYPE_CHECKING:
     from .writers import LLMWriter, OfflineWriter, Writer, default_writer
 
 
-def __getattr__(name: str):
-    try:
-        module = _WHERE[name]
-    except KeyError:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_WHERE))
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE, globals())
 
 
 __all__ = [
