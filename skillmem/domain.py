@@ -1051,8 +1051,13 @@ class TextDomain:
         says, in any episode. A look that only describes again what was already in view (``look``
         where the first observation said the same) is no source; nor is any other step. When the
         value stands on one line of what was read with more words than the command has
-        (``[from read manual: nightly]``), the slot says them: what the command did for that line."""
-        sources = []
+        (``[from read manual: nightly]``), the slot says them: what the command did for that line.
+
+        A look is a source only for what it first showed or lists on a line of its own (a room
+        described again, an inventory of what the agent took, are not). A command with two values
+        read in one place (``put dirty sock in laundry basket`` after ``look around``) stays as
+        written: two slots of one source would not say which value went with which."""
+        sources, raws = [], []
         for i, s in enumerate(before):
             fb = " ".join((s.feedback or "").split()).lower()
             if not fb or self.step_kind(s) is not StepKind.look or self.failure(s):
@@ -1061,28 +1066,46 @@ class TextDomain:
                    [" ".join((x.feedback or "").split()).lower() for x in before[:i]]
             if any(fb in o for o in seen if o):
                 continue
+            raws.append(fb)
             sources.append((content_words(fb), self.written(s.action),
                             [content_words(x) for x in (s.feedback or "").splitlines()
-                             if x.strip() and len(x.split()) <= _LINE_WORDS]))
+                             if x.strip() and len(x.split()) <= _LINE_WORDS],
+                            " " + " ".join(content_words(o) for o in seen) + " ",
+                            " " + " ".join(content_words(self.written(x.action)) for x in before[:i]) + " "))
         if not sources:
             return command
+
+        def read_at(phrase: str) -> Optional[tuple[str, list[str]]]:
+            # The latest read that says the phrase, and first said it or says it on a line of its
+            # own (an item, an instruction): a room described again (a second look around) is no
+            # source for what the episode had been shown before it; nor is a read for what a
+            # command had named before it (an inventory listing what the agent took).
+            return next(((a, lines) for fb, a, lines, prior, named in reversed(sources)
+                         if f" {phrase} " in f" {fb} " and f" {phrase} " not in named
+                         and (f" {phrase} " not in prior or any(f" {phrase} " in f" {ln} " for ln in lines))), None)
+
         done = {content_words(self.written(x.action)) for x in before}
         # The whole command, read there ("rotate the staging keys" in a list of directions).
         whole = content_words(command)
-        if len(whole.split()) > 1 and not _SLOT_TOKEN.search(command):
-            hit = next((a for fb, a, _ in reversed(sources) if f" {whole} " in f" {fb} "), None)
+        # Only as one phrase, or word for word: "put flour in shelf" is not read in "a flour on it.
+        # There is also a shelf" (two values apart are a pairing the reading does not make).
+        if len(whole.split()) > 1 and not _SLOT_TOKEN.search(command) and (
+                len(command_frame(command)[1]) <= 1 or any(_plain(command) in _plain(r) for r in raws)):
+            hit = (read_at(whole) or (None,))[0]
             if hit and not _SLOT_TOKEN.search(hit):
                 return f"[from {hit}]"
         words = command.split(" ")
         out, run = words[:1], []
+        read_from: dict[str, set[str]] = {}  # source -> the phrases of this command read there
 
         def flush() -> None:
             if run:
                 phrase = content_words(" ".join(run))
-                src = next(((a, lines) for fb, a, lines in reversed(sources) if f" {phrase} " in f" {fb} "), None)
+                src = read_at(phrase)
                 if src and not _SLOT_TOKEN.search(src[0]):
                     why = _read_line(phrase, whole, src[1], done)
                     out.append(f"[from {src[0]}: {why}]" if why else f"[from {src[0]}]")
+                    read_from.setdefault(src[0], set()).add(phrase)
                 else:
                     out.append(" ".join(run))
                 run.clear()
@@ -1094,6 +1117,11 @@ class TextDomain:
                 flush()
                 out.append(w)
         flush()
+        if any(len(p) > 1 for p in read_from.values()):
+            # Two values read in one place (`put [from look around] in [from look around]`): the
+            # slots would not say which goes with which, and that pairing is what the command did.
+            # It stays as written; a follower matches it by the words it shares (an analogue).
+            return command
         return " ".join(out)
 
     # ----------------------------------------------------------- policy
@@ -1101,11 +1129,13 @@ class TextDomain:
     def policy_features(self, goal: str, history: Sequence[tuple[str, str]], candidates: Sequence[str]
                         ) -> list[list[str]]:
         """Generic crosses: has this candidate been tried, did it fail then, does it name the goal's values,
-        and which words of it go with the words the agent last read."""
+        which words of it go with the words the agent last read (and with the other words of a line
+        read that names its value), and, for a command pairing two values, which with which."""
         values = [v.lower() for v in self.slots(goal).values.values() if v]
         # What the agent read crossed with each candidate's words ("restart" read, "service" in the
         # command): a trained policy can learn which command carries out which instruction.
         read = self._read_words(history)
+        lines = self._read_lines(history)
         tried: dict[str, list[str]] = {}
         for a, fb in history:
             tried.setdefault(self.action_key(a), []).append(fb)
@@ -1116,19 +1146,41 @@ class TextDomain:
             names_goal = any(v in c.lower() for v in values)
             kind = self.step_kind(StepView(c)).value
             feats = [f"T:{kind}|tried{min(len(fbs), 2)}|failed{int(failed)}", f"T:{kind}|goal{int(names_goal)}"]
+            words = [w for w in content_words(c).split() if not w.isdigit()]
             if read:
-                words = [w for w in content_words(c).split() if not w.isdigit()]
                 feats.append(f"T:{kind}|read{int(bool(words) and all(w in read for w in words))}")
                 feats += [f"R:{r}|{w}" for w in words for r in read if r != w]
+            # A line read that names this command's value, crossed with the command's other words
+            # ("roast the leek" read: cook leek in *oven*): which instruction goes with which value,
+            # which the bag of everything read cannot say when it holds two.
+            cw = set(words)
+            for ln in lines:
+                if cw & ln:
+                    feats += [f"L:{r}|{w}" for r in sorted(ln - cw) for w in sorted(cw - ln)]
+            # A command that pairs two values (put this in that): the pairing as a feature, so that
+            # training can learn which kind of thing goes with which place.
+            phrases = command_frame(c)[1]
+            if len(phrases) > 1:
+                feats += [f"P:{a}|{b}" for a in content_words(phrases[0]).split()
+                          for b in content_words(phrases[-1]).split() if not (a.isdigit() or b.isdigit())]
             out.append(feats)
         return out
 
+    def _latest_reads(self, history: Sequence[tuple[str, str]]) -> list[str]:
+        """What the agent's latest two look steps that read something (not a bare look) answered."""
+        return [fb for a, fb in history if fb and self.step_kind(StepView(a, fb)) is StepKind.look
+                and len(a.split()) > 1 and not self.failure(StepView(a, fb))][-2:]
+
+    def _read_lines(self, history: Sequence[tuple[str, str]]) -> list[set[str]]:
+        """The short lines (an instruction each, not a paragraph) of the agent's latest two reads, as
+        content-word sets."""
+        return [ws for t in self._latest_reads(history) for x in t.splitlines()
+                if x.strip() and len(x.split()) <= _LINE_WORDS and (ws := set(content_words(x).split()))]
+
     def _read_words(self, history: Sequence[tuple[str, str]], limit: int = 48) -> set[str]:
         """Content words of what the agent last read (its latest two look steps' outputs, not a bare look)."""
-        texts = [fb for a, fb in history if fb and self.step_kind(StepView(a, fb)) is StepKind.look
-                 and len(a.split()) > 1 and not self.failure(StepView(a, fb))][-2:]
         out: list[str] = []
-        for t in texts:
+        for t in self._latest_reads(history):
             out += [w for w in content_words(t).split() if not w.isdigit()]
         return set(list(dict.fromkeys(out))[:limit])
 
@@ -1211,6 +1263,27 @@ def _read_line(phrase: str, command: str, lines: Sequence[str], done: set[str]) 
 def content_words(text: str) -> str:
     """Text as words compared for "the agent read this": lower case, no punctuation, no small words."""
     return " ".join(w for w in re.findall(r"[a-z0-9][a-z0-9'-]*", (text or "").lower()) if w not in _STOP)
+
+
+def _plain(text: str) -> str:
+    return " " + " ".join(re.findall(r"[a-z0-9][a-z0-9'-]*", (text or "").lower())) + " "
+
+
+def command_frame(command: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """A text command's frame and the phrases in its gaps: its verb and small words in order, each
+    run of other words one gap (``put dirty teal dress in laundry basket`` -> (put, *, in, *),
+    (dirty teal dress, laundry basket)). Commands of one frame do one thing to different values."""
+    words = " ".join((command or "").split()).lower().split(" ")
+    frame, phrases = words[:1], []
+    for w in words[1:]:
+        if content_words(w) == "":
+            frame.append(w)
+        elif frame[-1:] == ["*"] and phrases:
+            phrases[-1] += " " + w
+        else:
+            frame.append("*")
+            phrases.append(w)
+    return tuple(frame), tuple(phrases)
 
 
 def _json_key_of(feedback: str, value: str) -> str:

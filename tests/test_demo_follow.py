@@ -142,6 +142,20 @@ def test_what_the_agent_read_is_crossed_with_each_candidate():
     assert not any(f.startswith("R:") for f in D.policy_features("Cook the meal.", [], ["take knife"])[0])
 
 
+def test_a_line_read_that_names_the_value_is_crossed_with_the_commands_other_words():
+    # Two directions read: the bag of read words cannot say which method is the carrot's.
+    history = [("read cookbook", "Ingredients:\n  carrot\n  leek\nDirections:\n  fry the carrot\n  roast the leek")]
+    oven, stove = D.policy_features("Cook the meal.", history, ["cook carrot in oven", "cook carrot in stove"])
+    assert "L:fry|stove" in stove and "L:fry|oven" in oven
+    assert not any(f.startswith("L:roast|") for f in oven + stove)  # the leek's line names no carrot
+
+
+def test_a_command_pairing_two_values_is_crossed_pair_by_pair():
+    feats = D.policy_features("tidy up.", [], ["put dirty sock in laundry basket", "take dirty sock"])
+    assert {"P:dirty|laundry", "P:sock|basket"} <= set(feats[0])
+    assert not any(f.startswith("P:") for f in feats[1])
+
+
 # --------------------------------------------------------------------------- goals worded otherwise
 
 def test_a_demo_worded_otherwise_binds_the_goals_values_the_episode_acts_on():
@@ -211,3 +225,96 @@ def test_a_plan_done_while_the_task_is_not_redoes_its_goal_steps_where_they_are_
 
 def test_a_short_noun_of_the_goal_is_a_slot():
     assert "cd" in D.slots("look at cd under the lamp.").values.values()
+
+
+# --------------------------------------------------------------------------- pairings seen in one place
+
+ROOM = ("You are in the laundry room. In one part of the room you see a bench, that has nothing on it. "
+        "You also see a laundry basket, that has nothing on it. There is also a dirty teal dress. "
+        "You also see a wet towel.")
+
+
+def test_two_values_seen_in_one_place_stay_as_written_with_their_pairing():
+    from skillmem.domain import SlotMap, StepView
+
+    before = [StepView("look around", ROOM, None, "You are in the laundry room.")]
+    # One value seen there is a slot; two are a pairing the slots would erase (which went where).
+    assert D.lesson_text("take dirty teal dress", before, SlotMap()) == "take [from look around]"
+    assert D.lesson_text("put dirty teal dress in laundry basket", before, SlotMap()) == \
+        "put dirty teal dress in laundry basket"
+    # Nor is a two-value command read whole where its words only stand next to each other.
+    pantry = [StepView("look around", "You see a folding chair that has a flour on it. There is also a shelf.",
+                       None, "You are in the pantry.")]
+    assert D.lesson_text("put flour in shelf", pantry, SlotMap()) == "put flour in shelf"
+
+
+def test_a_room_described_again_is_no_source_for_what_was_in_view_before_but_a_list_is():
+    from skillmem.domain import SlotMap, StepView
+
+    first = "You are in the living room. You see a wastepaper basket that is closed. There is also a TV remote."
+    before = [StepView("open wastepaper basket", "You open the wastepaper basket.", None, first),
+              StepView("look around", "You are in the living room. You see an open wastepaper basket. "
+                                      "There is also a TV remote.")]
+    assert D.lesson_text("close wastepaper basket", before, SlotMap()) == "close wastepaper basket"
+    assert D.lesson_text("take TV remote", before, SlotMap()) == "take TV remote"
+    # A list read names what was in view too: its items are read there all the same.
+    before.append(StepView("read note", "Bring:\n  TV remote"))
+    assert D.lesson_text("take TV remote", before, SlotMap()) == "take [from read note]"
+    # What a command named before the read is no value read there (an inventory of what was taken).
+    held = [StepView("take gray shoes", "You take the gray shoes.", None, "You see gray shoes."),
+            StepView("inventory", "Inventory:\n  gray shoes")]
+    assert D.lesson_text("put gray shoes in hat rack", held, SlotMap()) == "put gray shoes in hat rack"
+
+
+def test_a_demonstration_keeps_of_a_thing_put_twice_the_place_that_stuck():
+    from skillmem.reflect.demos import demo_from_trace
+    from skillmem.reflect.trace import Trace, TraceStep
+
+    acts = [("look around", ROOM), ("take dirty teal dress", "You take the dirty teal dress."),
+            ("put dirty teal dress in bench", "You put the dirty teal dress in the bench."),
+            ("take dirty teal dress", "You take the dirty teal dress."),
+            ("put dirty teal dress in laundry basket", "You put the dirty teal dress in the laundry basket.")]
+    steps = [TraceStep(i, "You are in the laundry room." if i == 0 else acts[i - 1][1], a, fb)
+             for i, (a, fb) in enumerate(acts)]
+    demo = demo_from_trace(Trace("e", "put things where they belong.", "tidy", "t", "success", steps), domain=D)
+    assert demo.plan == ["take [from look around]", "put dirty teal dress in laundry basket"]
+
+
+def test_a_step_written_as_done_is_followed_by_its_nearest_analogue_then_the_next():
+    demo = NS(goal_template="", plan=["take [from look around]", "put dirty teal dress in laundry basket",
+                                      "take [from look around]", "put wet towel in clothes drier"])
+    ctx = NS(lessons=[], demonstrations=[demo])
+    goal = "put things where they belong."
+    room = "You see a bench, a laundry basket and a clothes drier. There is a dirty black pullover."
+    adm = ["put dirty black pullover in bench", "put dirty black pullover in laundry basket",
+           "put dirty black pullover in clothes drier", "look around", "inventory"]
+    history = [("look around", room), ("take dirty black pullover", "You take the dirty black pullover.")]
+
+    def top(history):
+        h = hints_from_context(ctx, goal, history, adm, D)
+        return {a for a, v in h.bonus.items() if v > 0 and v == max(h.bonus.values())}
+
+    # Another thing, but dirty like the source's: where the source put its dirty thing.
+    assert top(history) == {"put dirty black pullover in laundry basket"}
+    # That did not finish the task and the agent took it back: not the same again.
+    history += [("put dirty black pullover in laundry basket", "You put it in the laundry basket."),
+                ("take dirty black pullover", "You take the dirty black pullover.")]
+    assert "put dirty black pullover in laundry basket" not in top(history)
+
+
+def test_a_step_written_as_done_is_done_only_by_an_action_like_it_in_every_value():
+    demo = NS(goal_template="", plan=["put black cap in hat rack", "put trench coat in coat hanger"])
+    ctx = NS(lessons=[], demonstrations=[demo])
+    adm = ["put white cap in hat rack", "put white cap in key holder", "put white cap in chest of drawers",
+           "put gray coat in hat rack", "put gray coat in coat hanger", "inventory"]
+
+    def top(history):
+        h = hints_from_context(ctx, "tidy up.", history, adm, D)
+        return {a for a, v in h.bonus.items() if v > 0 and v == max(h.bonus.values())}
+
+    assert top([]) == {"put white cap in hat rack"}
+    # The cap put elsewhere did not do "put black cap in hat rack": that step is still the one due.
+    assert top([("put white cap in key holder", "You put the white cap in the key holder.")]) == \
+        {"put white cap in hat rack"}
+    assert top([("put white cap in hat rack", "You put the white cap in the hat rack.")]) == \
+        {"put gray coat in coat hanger"}

@@ -152,7 +152,8 @@ def _progress(exact: Sequence[_Step], loose: Sequence[_Step],
     for key in done:
         skipped: Optional[frozenset[str]] = None
         for j in range(p, len(exact)):
-            hit = _matches(exact[j], key) or (bool(goal_slots[j]) and _matches(loose[j], key))
+            hit = _matches(exact[j], key) or (bool(goal_slots[j]) and _matches(loose[j], key)) \
+                or (exact[j].rx is None and _carries_out(exact[j].key, key))
             if hit and (skipped is None or skipped <= goal_slots[j]):
                 p = j + 1
                 by[j] = key
@@ -162,6 +163,53 @@ def _progress(exact: Sequence[_Step], loose: Sequence[_Step],
                     break
                 skipped = goal_slots[j]
     return p, by
+
+
+def _parts(command: str) -> tuple[tuple[str, ...], list[set[str]]]:
+    """A command's frame up to its second value and its words there: the first value's, and the
+    rest's (``put dirty sock in chest of drawers`` -> (put, *, in, *), [{dirty, sock}, {chest,
+    drawers}]); a verb's own words are not a value's."""
+    from ..domain import command_frame
+
+    frame, phrases = command_frame(command)
+    values = [set(content_words(p).split()) for p in phrases[:1]]
+    if len(phrases) > 1:
+        values.append(set(content_words(" ".join(phrases[1:])).split()))
+    return frame[:4], values
+
+
+def _analogy(step: str, key: str) -> tuple[int, int]:
+    """How much `key` does what the concrete step did, to other things: (how many of its values
+    share a word with the step's, how many words they share); (0, 0) when the frames differ."""
+    from ..domain import call_name
+
+    if step == key or call_name(step) or call_name(key):
+        return 0, 0  # a tool call is called as it is, never by likeness
+    (fs, vs), (fk, vk) = _parts(step), _parts(key)
+    if fs != fk or len(vs) != len(vk):
+        return 0, 0
+    shared = [len(a & b) for a, b in zip(vs, vk)]
+    return sum(1 for n in shared if n), sum(shared)
+
+
+def _carries_out(step: str, key: str) -> bool:
+    """An action did a concrete step to other things: each of its values shares a word with the
+    step's (``put white cap in hat rack`` for ``put black cap in hat rack``; not ``... in key
+    holder``)."""
+    n, _ = _analogy(step, key)
+    return n > 0 and n == len(_parts(step)[1])
+
+
+def _analogues(step: str, by_key: Mapping[str, list[str]], done: Sequence[str]) -> list[str]:
+    """The admissible actions most like a concrete step that is not possible here: one frame, the
+    most words shared (``put dirty black pullover in laundry basket`` for ``put dirty teal dress
+    in laundry basket``), none this episode already did, so that a wrong one gives way to the
+    next. A step kept as written because its values' pairing is what it did (two things seen in
+    one place: which went where) transfers so to other things; [] when no action shares a word."""
+    tried = set(done)
+    scored = [(_analogy(step, k), k) for k in by_key if k not in tried]
+    best = max((n for n, _ in scored), default=(0, 0))
+    return [a for n, k in scored if n == best and best[1] > 0 for a in by_key[k]]
 
 
 def _instances(key: str, values: Mapping[str, str]) -> frozenset[str]:
@@ -227,6 +275,8 @@ def follow_demo(plan: Sequence[str], values: Mapping[str, str], views: Sequence[
         if exact[j].unreadable:  # what this step needs is read elsewhere: read it first
             return [a for src in exact[j].sources for a in by_key.get(domain.action_key(src), [])]
         hits = _hits(exact[j], by_key) or _hits(loose[j], by_key)
+        if not hits and exact[j].rx is None and not exact[j].unreadable:
+            hits = _analogues(exact[j].key, by_key, done)
         if not hits and exact[j].lines:
             # What the source did for a line that says another thing than any here ("nightly"):
             # the step some demonstration took for a line this episode read does it here.

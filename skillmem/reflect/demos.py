@@ -9,12 +9,13 @@ raw trajectory it came from.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Optional
 
 from ..episode import DemonstrationBase
 from ..tokens import count_tokens
 from .safety import has_injection
-from ..domain import StepKind, call_name
+from ..domain import StepKind, call_name, command_frame
 from .trace import Trace, _domain, _template, _written, episode_slots
 
 
@@ -38,6 +39,7 @@ def demo_from_trace(trace: Trace, *, writer: str = "offline", domain: Optional[A
         if plan and plan[-1] == a:
             continue  # a repeated command that did work the first time adds nothing
         plan.append(a)
+    plan = _without_superseded(plan)
     if not plan:
         raise ValueError(f"episode {trace.episode_id} succeeded without any step that did something; "
                          "nothing to demonstrate")
@@ -47,6 +49,28 @@ def demo_from_trace(trace: Trace, *, writer: str = "offline", domain: Optional[A
                                                         "domain": d.name},
         raw_tokens=trace.raw_tokens,
     )
+
+
+def _without_superseded(plan: list[str]) -> list[str]:
+    """The plan without a command written as done that a later one of its frame redid to the same
+    first value with others (``put striped duvet in desk``, later ``put striped duvet in bed``):
+    the later one is what stuck, the earlier was tried and taken back. Slotted steps and tool
+    calls stay (their values are the replay's, not the source's)."""
+    def shape(step: str) -> tuple:
+        if _SLOT.search(step) or call_name(step):
+            return ()
+        frame, phrases = command_frame(step)
+        # The frame up to the second value: "in desk" and "in chest of drawers" are one place slot.
+        return (frame[:4], phrases[0], phrases[1:]) if len(phrases) > 1 else ()
+
+    shapes = [shape(s) for s in plan]
+    kept = [s for i, (s, sh) in enumerate(zip(plan, shapes))
+            if not sh or not any(o and o[:2] == sh[:2] and o[2] != sh[2] for o in shapes[i + 1:])]
+    # What took it back now follows what it took back (take, take): once is enough, as above.
+    return [s for i, s in enumerate(kept) if i == 0 or kept[i - 1] != s]
+
+
+_SLOT = re.compile(r"\[[^\]]+\]")
 
 
 def compaction(demo: DemonstrationBase) -> float:
