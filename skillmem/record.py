@@ -119,18 +119,21 @@ class _StepWriter:
 
         `token` names the recorder whose step this is: a failed background write is raised
         to it alone (`raise_failure(token)`)."""
+        args = self.args(values)  # converted here: the writer thread holds the GIL only to execute
         if not background:
-            self.write(values)
+            self._execute(self.sql, args)
             return
         self.raise_failure(token)
-        with self._lock:
-            if self._queue is None or self._queue_pid != os.getpid():  # none yet, or a forked child's
-                self._queue, self._queue_pid = queue.Queue(MAX_PENDING), os.getpid()
-                threading.Thread(target=self._drain, args=(self._queue,), daemon=True,
-                                 name="skillmem-step-writer").start()
-                _background_writers.add(self)
-            q = self._queue
-        q.put((token, values))
+        q = self._queue
+        if q is None or self._queue_pid != os.getpid():
+            with self._lock:
+                if self._queue is None or self._queue_pid != os.getpid():  # none yet, or a forked child's
+                    self._queue, self._queue_pid = queue.Queue(MAX_PENDING), os.getpid()
+                    threading.Thread(target=self._drain, args=(self._queue,), daemon=True,
+                                     name="skillmem-step-writer").start()
+                    _background_writers.add(self)
+                q = self._queue
+        q.put((token, args))
 
     def _drain(self, q: "queue.Queue[Any]") -> None:
         while True:
@@ -139,7 +142,7 @@ class _StepWriter:
                 if isinstance(item, threading.Event):  # a flush marker: everything before it is written
                     item.set()
                 else:
-                    self.write(item)
+                    self._execute(self.sql, item)
             except BaseException as exc:  # noqa: BLE001 - handed to the recording thread, not lost
                 self._errors.setdefault(token, exc)
             finally:
@@ -195,9 +198,13 @@ class _StepWriter:
             args.extend(params[n] for n in self.order)
         self._execute(sql, args)
 
-    def write(self, values: dict[str, Any]) -> None:
+    def args(self, values: dict[str, Any]) -> Any:
+        """`values` as the one-row statement's parameters."""
         params = self._params(values)
-        self._execute(self.sql, [params[n] for n in self.order] if self.positional else params)
+        return [params[n] for n in self.order] if self.positional else params
+
+    def write(self, values: dict[str, Any]) -> None:
+        self._execute(self.sql, self.args(values))
 
     def _execute(self, sql: str, args: Any) -> None:
         with self._lock:
