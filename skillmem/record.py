@@ -5,14 +5,16 @@ mid-episode loses at most the step in flight; its episode reads `interrupted` af
 (see :func:`skillmem.store.reap_interrupted`).
 
 `SkillMemory(step_writes="background")` takes the INSERT off the agent's step: `step()`
-validates the step and queues it, one writer thread per engine writes the queue in order,
-and `finish()`, `interrupt()` and the interpreter's exit wait until it is written. A
-process killed with kill -9 then loses at most the steps not yet written: never more than
-`MAX_PENDING` queued plus the one being written (a full queue makes `step()` wait), in
-practice the last one or two. A write that fails in the background is raised by the same
-episode's next `step()` or its `finish()`; other episodes sharing the writer are not
-disturbed, and `finish()` waits only for the steps queued before it, never for steps other
-threads keep adding.
+validates the step and queues it, one writer thread per engine writes what is queued in
+order, several steps in one INSERT (when `BATCH` have gathered, or `LINGER` = 0.1 s after
+the last write), and `finish()`, `interrupt()` and the interpreter's exit wait until it is
+written. A process killed with kill -9 then loses at most the steps not yet written: never
+more than `MAX_PENDING` (32) queued or being written (a full queue makes `step()` wait),
+besides the step in flight that any mode loses; in practice the last 0.1 s of steps. A
+write that fails in the background is raised by the same episode's next `step()` or its
+`finish()`; other episodes sharing the writer are not disturbed (a batch that fails is
+written again step by step), and `finish()` waits only for the steps queued before it,
+never for steps other threads keep adding.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ from __future__ import annotations
 import atexit
 import inspect
 import os
-import queue
 import threading
 import time
 import weakref
@@ -39,9 +40,13 @@ if TYPE_CHECKING:
 Verifier = Callable[..., Optional[bool]]
 
 STEP_WRITES = ("sync", "background")
-# step_writes="background": steps queued and not yet written, at most. With the step being
-# written, the kill -9 loss bound is MAX_PENDING + 1.
+# step_writes="background": steps queued or being written, at most: the kill -9 loss bound
+# (besides the step in flight, which the default loses too).
 MAX_PENDING = 32
+# The background writer writes when this many steps have gathered, or this long after it
+# last wrote, whichever comes first (and at once on finish(), close() and exit).
+BATCH = 16
+LINGER = 0.1
 
 
 class MalformedInput(ValueError):
@@ -73,6 +78,56 @@ def _call_verifier(verifier: Verifier, rec: "EpisodeRecorder", kwargs: dict[str,
     return verifier(rec, **kwargs)
 
 
+class _PendingSteps:
+    """The background writer's queue: steps wait here and are written together (one INSERT,
+    one round trip, one commit) when `BATCH` have gathered, a flush asks, or `LINGER`
+    seconds have passed.
+
+    A `queue.Queue` woke the writer thread at every step, and the woken thread needs the
+    GIL: an agent computing in Python lost it twice a step (once for the thread to take
+    the step, once for the database's answer), each time for the thread's work and the
+    wait to be scheduled back, ~1 ms a step on PostgreSQL here. Now a step is appended
+    under a lock nobody waits on, and the writer wakes once a batch. At most MAX_PENDING
+    steps are ever queued or being written together (`put` waits while there are): the
+    kill -9 loss bound.
+    """
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self._items: list[tuple[Any, Any]] = []
+        self._writing = 0  # steps taken by the writer and not yet written
+        self._cond = threading.Condition(threading.Lock())
+        self._wake = threading.Event()
+
+    def put(self, token: Any, item: Any, *, now: bool = False) -> None:
+        """Queue a step (a row of parameters) or a flush marker (`now`: written at once)."""
+        with self._cond:
+            if not now:
+                while len(self._items) + self._writing >= MAX_PENDING:
+                    self._wake.set()
+                    self._cond.wait()
+            self._items.append((token, item))
+            full = now or len(self._items) >= BATCH
+        if full:
+            self._wake.set()
+
+    def take(self) -> list[tuple[Any, Any]]:
+        """The writer thread: wait for a batch, or LINGER seconds, and take what is queued."""
+        while True:
+            self._wake.wait(LINGER)
+            self._wake.clear()
+            with self._cond:
+                if self._items:
+                    items, self._items = self._items, []
+                    self._writing = sum(1 for _, item in items if isinstance(item, list))
+                    return items
+
+    def done(self) -> None:
+        with self._cond:
+            self._writing = 0
+            self._cond.notify_all()
+
+
 class _StepWriter:
     """Writes step rows on one DBAPI connection it keeps, one autocommitted INSERT each.
 
@@ -100,8 +155,7 @@ class _StepWriter:
         self._conn: Any = None
         self._pid = os.getpid()
         self._lock = threading.Lock()
-        self._queue: Optional[queue.Queue[Any]] = None  # background mode: steps to write, in order
-        self._queue_pid = 0
+        self._pending: Optional[_PendingSteps] = None  # background mode: steps to write, in order
         # A background write's failure, kept for the recorder (its token) whose step it was and
         # raised by that recorder's next step or flush, never another episode's.
         self._errors: dict[Any, BaseException] = {}
@@ -111,7 +165,7 @@ class _StepWriter:
         """In a forked child: the parent's lock may be held by a thread that does not exist here,
         and its queue, writer thread, errors and connection are the parent's."""
         self._lock = threading.Lock()
-        self._queue, self._queue_pid, self._errors = None, 0, {}
+        self._pending, self._errors = None, {}
         self._conn, self._pid = None, os.getpid()
 
     def submit(self, values: dict[str, Any], background: bool, token: Any = None) -> None:
@@ -119,44 +173,67 @@ class _StepWriter:
 
         `token` names the recorder whose step this is: a failed background write is raised
         to it alone (`raise_failure(token)`)."""
-        args = self.args(values)  # converted here: the writer thread holds the GIL only to execute
         if not background:
-            self._execute(self.sql, args)
+            self.write(values)
             return
         self.raise_failure(token)
-        q = self._queue
-        if q is None or self._queue_pid != os.getpid():
+        params = self._params(values)  # converted here: the writer thread holds the GIL only to execute
+        self._steps().put(token, [params[n] for n in self.order])
+
+    def _steps(self) -> "_PendingSteps":
+        pending = self._pending
+        if pending is None or pending.pid != os.getpid():
             with self._lock:
-                if self._queue is None or self._queue_pid != os.getpid():  # none yet, or a forked child's
-                    self._queue, self._queue_pid = queue.Queue(MAX_PENDING), os.getpid()
-                    threading.Thread(target=self._drain, args=(self._queue,), daemon=True,
+                if self._pending is None or self._pending.pid != os.getpid():  # none yet, or a forked child's
+                    self._pending = _PendingSteps()
+                    threading.Thread(target=self._drain, args=(self._pending,), daemon=True,
                                      name="skillmem-step-writer").start()
                     _background_writers.add(self)
-                q = self._queue
-        q.put((token, args))
+                pending = self._pending
+        return pending
 
-    def _drain(self, q: "queue.Queue[Any]") -> None:
+    def _drain(self, pending: "_PendingSteps") -> None:
         while True:
-            token, item = q.get()
+            batch = pending.take()
             try:
-                if isinstance(item, threading.Event):  # a flush marker: everything before it is written
-                    item.set()
-                else:
-                    self._execute(self.sql, item)
+                rows: list[tuple[Any, list[Any]]] = []
+                for token, item in batch + [(None, None)]:
+                    if isinstance(item, list):
+                        rows.append((token, item))
+                        continue
+                    if rows:  # the steps before a marker (or the batch's end), in one statement
+                        self._write_rows(rows)
+                        rows = []
+                    if isinstance(item, threading.Event):  # a flush marker: everything before it is written
+                        item.set()
+            finally:
+                pending.done()
+
+    def _write_rows(self, rows: list[tuple[Any, list[Any]]]) -> None:
+        """Steps of any episodes in one INSERT; if it fails, one by one, so that a bad step's
+        error goes to its own episode alone and the others are written."""
+        try:
+            self._execute(self._many_sql(len(rows)), [a for _, row in rows for a in row])
+            return
+        except BaseException as exc:  # noqa: BLE001 - retried row by row below
+            if len(rows) == 1:
+                self._errors.setdefault(rows[0][0], exc)
+                return
+        for token, row in rows:
+            try:
+                self._execute(self._many_sql(1), row)
             except BaseException as exc:  # noqa: BLE001 - handed to the recording thread, not lost
                 self._errors.setdefault(token, exc)
-            finally:
-                q.task_done()
 
     def flush(self, token: Any = None) -> None:
         """Wait until the steps queued so far are written; raise `token`'s failed write, if any.
 
         Waits on a marker queued behind them, not for the queue to empty: threads that keep
         stepping (a LangGraph batch) cannot hold a finishing episode up."""
-        q = self._queue
-        if q is not None and self._queue_pid == os.getpid():
+        pending = self._pending
+        if pending is not None and pending.pid == os.getpid():
             done = threading.Event()
-            q.put((None, done))
+            pending.put(None, done, now=True)
             done.wait()
         self.raise_failure(token)
 
@@ -187,24 +264,24 @@ class _StepWriter:
             self.write_many(rows[:half])
             self.write_many(rows[half:])
             return
-        sql = self._many.get(len(rows))
-        if sql is None:
-            mark = "%s" if self.postgres else "?"
-            one = "(" + ", ".join([mark] * len(self.order)) + ")"
-            sql = self._many[len(rows)] = self.sql.split(" VALUES ", 1)[0] + " VALUES " + ", ".join([one] * len(rows))
         args: list[Any] = []
         for values in rows:
             params = self._params(values)
             args.extend(params[n] for n in self.order)
-        self._execute(sql, args)
+        self._execute(self._many_sql(len(rows)), args)
 
-    def args(self, values: dict[str, Any]) -> Any:
-        """`values` as the one-row statement's parameters."""
-        params = self._params(values)
-        return [params[n] for n in self.order] if self.positional else params
+    def _many_sql(self, n: int) -> str:
+        """The INSERT of `n` rows, positional parameters row after row."""
+        sql = self._many.get(n)
+        if sql is None:
+            mark = "%s" if self.postgres else "?"
+            one = "(" + ", ".join([mark] * len(self.order)) + ")"
+            sql = self._many[n] = self.sql.split(" VALUES ", 1)[0] + " VALUES " + ", ".join([one] * n)
+        return sql
 
     def write(self, values: dict[str, Any]) -> None:
-        self._execute(self.sql, self.args(values))
+        params = self._params(values)
+        self._execute(self.sql, [params[n] for n in self.order] if self.positional else params)
 
     def _execute(self, sql: str, args: Any) -> None:
         with self._lock:

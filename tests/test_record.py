@@ -204,7 +204,7 @@ def test_background_step_writes_lose_at_most_the_unwritten_steps(db_url, end):
     actions = [s.action for s in mem.steps(ep_id)]
     # In order, none twice, and only the tail can be missing: at most the queue's bound.
     assert actions == [f"act {s}" for s in range(len(actions))]
-    assert len(actions) >= 200 - MAX_PENDING - 1
+    assert len(actions) >= 200 - MAX_PENDING  # queued or being written, at most
     if end == "exit":  # a normal exit waits for the writer: nothing is lost
         assert len(actions) == 200 and len(mem.steps(last)) == 50
 

@@ -2,7 +2,7 @@
 
     python -m eval bench recording [--steps 400] [--work-ms 10] [--pg URL]
 
-Both loops run interleaved in rounds, so the machine's noise hits both alike. Reports, per
+Both loops run interleaved in rounds, paired, so the machine's noise hits both alike. Reports, per
 backend and per step-write mode (`sync`: the step's INSERT before `step()` returns, the
 default; `background`: a writer thread inserts it, see skillmem.record), the added time per
 step (ms) for an agent that does no work, and the ratio wrapped/unwrapped for one whose
@@ -66,20 +66,27 @@ def measure(db: str, steps: int, work_ms: float, rounds: int, work: str = "busy"
     bare = lambda s: {"action": agent(s)}  # noqa: E731
     wrapped = wrap(agent, mem)
     b, w = [], []
-    for _ in range(rounds):
-        b.append(_run(bare, steps, 0))
-        w.append(_run(wrapped, steps, 0, after=_step_writer(mem.engine).flush))
-        wrapped._open.clear()  # one episode per round, as a run of tasks would have
-    bare_s, wrapped_s = statistics.median(b), statistics.median(w)
+    for r in range(rounds):
+        # Rounds in pairs, which of the two goes first alternating: a pair meets the same
+        # load, and the medians of the pairs' differences and ratios leave out the pairs
+        # that a burst of the machine's other work fell on.
+        for which in ((0, 1) if r % 2 == 0 else (1, 0)):
+            if which == 0:
+                b.append(_run(bare, steps, 0))
+            else:
+                w.append(_run(wrapped, steps, 0, after=_step_writer(mem.engine).flush))
+                wrapped._open.clear()  # one episode per round, as a run of tasks would have
     mem.close()
-    return {"work_ms": work_ms, "work": work, "unwrapped_ms_per_step": bare_s * 1e3, "wrapped_ms_per_step": wrapped_s * 1e3,
-            "overhead_ms_per_step": (wrapped_s - bare_s) * 1e3, "ratio": wrapped_s / bare_s}
+    return {"work_ms": work_ms, "work": work, "unwrapped_ms_per_step": statistics.median(b) * 1e3,
+            "wrapped_ms_per_step": statistics.median(w) * 1e3,
+            "overhead_ms_per_step": statistics.median([y - x for x, y in zip(b, w)]) * 1e3,
+            "ratio": statistics.median([y / x for x, y in zip(b, w)])}
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=300)
-    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--rounds", type=int, default=15)
     p.add_argument("--work-ms", type=float, default=10.0)
     p.add_argument("--pg", default=os.environ.get("SKILLMEM_TEST_PG_URL"), help="PostgreSQL URL (optional)")
     a = p.parse_args(argv)
