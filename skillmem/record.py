@@ -97,7 +97,8 @@ class _PendingSteps:
         self._items: list[tuple[Any, Any]] = []
         self._writing = 0  # steps taken by the writer and not yet written
         self._cond = threading.Condition(threading.Lock())
-        self._wake = threading.Event()
+        self._queued = threading.Event()  # set when the queue stops being empty
+        self._wake = threading.Event()  # set when the writer should not linger
 
     def put(self, token: Any, item: Any, *, now: bool = False) -> None:
         """Queue a step (a row of parameters) or a flush marker (`now`: written at once)."""
@@ -106,17 +107,23 @@ class _PendingSteps:
                 while len(self._items) + self._writing >= MAX_PENDING:
                     self._wake.set()
                     self._cond.wait()
+            first = not self._items
             self._items.append((token, item))
             full = now or len(self._items) >= BATCH
         if full:
             self._wake.set()
+        if first:
+            self._queued.set()
 
     def take(self) -> list[tuple[Any, Any]]:
-        """The writer thread: wait for a batch, or LINGER seconds, and take what is queued."""
+        """The writer thread: wait until something is queued, then for a batch or LINGER
+        seconds, and take what is queued (an idle writer sleeps: no timer wakes it)."""
         while True:
+            self._queued.wait()
             self._wake.wait(LINGER)
             self._wake.clear()
             with self._cond:
+                self._queued.clear()
                 if self._items:
                     items, self._items = self._items, []
                     self._writing = sum(1 for _, item in items if isinstance(item, list))

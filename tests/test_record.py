@@ -384,3 +384,24 @@ def test_retrieval_rows_are_written_in_one_statement_and_in_chunks_past_the_para
     with pytest.raises(Exception):  # a bad row fails the statement: none of its rows is written
         retrieval_writer(mem.engine).write_many([*rows[:3], {**rows[3], "item_kind": None}])
     assert _count(db_url, "SELECT COUNT(*) FROM retrievals WHERE namespace = 'rw'") == 255
+
+
+def test_a_background_step_is_written_within_the_linger_without_finish(db_url):
+    """A step queued alone (no batch gathers, no finish) is in the table within LINGER,
+    for another reader to see; steps of several episodes go in one batch."""
+    from skillmem.record import LINGER
+
+    mem = SkillMemory(db_url, step_writes="background")
+    other = SkillMemory(db_url)
+    a = mem.start_episode(task="a", split="train")
+    b = mem.start_episode(task="b", split="train")
+    a.step(observation="o", action="a 0")
+    b.step(observation="o", action="b 0")
+    deadline = time.monotonic() + LINGER + 5
+    while time.monotonic() < deadline and not (other.steps(a.id) and other.steps(b.id)):
+        time.sleep(0.02)
+    assert [s.action for s in other.steps(a.id)] == ["a 0"] and [s.action for s in other.steps(b.id)] == ["b 0"]
+    a.finish(success=True, source="environment")
+    b.finish(success=False, source="environment")
+    mem.close()
+    other.close()

@@ -207,3 +207,45 @@ def test_rebuild_reads_rows_and_vectors_in_bulk_and_renders_them_as_before(backe
     assert after.text == before.text and after.items == before.items
     assert m.index_check()["ok"]
     m.close()
+
+
+_EDIT_AND_RETIRE = (
+    "import sys; from skillmem import SkillMemory; from skillmem.embed import HashingEmbedder; "
+    "m = SkillMemory(sys.argv[1], embedder=HashingEmbedder(), index_dir=sys.argv[2]); "
+    "m.edit_lesson(int(sys.argv[3]), fix='warm it on the stove', reason='test'); "
+    "m.retire_lesson(int(sys.argv[4]), 'test'); m.close()")
+
+
+def test_another_process_edit_and_retirement_reach_the_cached_rendering(db_url, tmp_path):
+    """The text retrieval renders from its cache is what the rows say after another
+    process edited one lesson and retired another; then no SQL is read again."""
+    import subprocess
+    import sys
+    import time
+
+    from skillmem.retrieve import render_memory
+
+    m = open_memory(db_url, tmp_path)
+    heat(m)
+    before = m.retrieve(QUERY, task_type="heat", k=10, record=False)
+    assert before.text.count("heat it with the microwave") == 3
+    edited, retired = [i for _, i, _, _ in before.items][:2]
+    subprocess.run([sys.executable, "-c", _EDIT_AND_RETIRE, db_url, str(tmp_path / "other-index"),
+                    str(edited), str(retired)], check=True, timeout=600,
+                   env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    time.sleep(m.index.probe_interval + 0.01)
+    after = m.retrieve(QUERY, task_type="heat", k=10, record=False)
+    ids = [i for _, i, _, _ in after.items]
+    assert retired not in ids and edited in ids and len(ids) == 2
+    assert after.text.count("warm it on the stove") == 1 and after.text.count("heat it with the microwave") == 1
+    # The cached rendering is the rendering of the rows as SQL has them now.
+    rows = {r.id: r for r in m.lessons(status="active")}
+    assert after.text == render_memory([rows[i] for i in ids], [], token_budget=400)[0]
+    statements: list[str] = []
+    event.listen(m.read_engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    event.listen(m.engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    time.sleep(m.index.probe_interval + 0.01)
+    for _ in range(5):
+        assert m.retrieve(QUERY, task_type="heat", k=10, record=False).text == after.text
+    assert statements == []  # nothing changed: only the probe's own connection was read
+    m.close()
