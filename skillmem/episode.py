@@ -44,6 +44,8 @@ def clean_text(value: Any, field: str, limit: int = MAX_TEXT_CHARS) -> str:
         value = value.decode("utf-8", errors="replace")
     if not isinstance(value, str):
         raise TypeError(f"{field} must be text (str or bytes), got {type(value).__name__}: {value!r:.80}")
+    if type(value) is str and value.isascii() and len(value) <= limit and "\x00" not in value:
+        return value  # the common case, at every recorded step: nothing to repair (isascii is O(1))
     # Lone surrogates cannot be encoded as UTF-8 by any driver; NUL is refused by PostgreSQL.
     value = value.encode("utf-8", errors="replace").decode("utf-8").replace("\x00", "\ufffd")
     if len(value) > limit:
