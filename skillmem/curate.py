@@ -357,8 +357,12 @@ def add_item(parts: "Curator", kind: str, item: Any, *, namespace: str,
     ns = namespace
     table_model = KIND_TABLE[kind]
     untrusted = ns in parts.untrusted_namespaces
+    # A writer may hold its own item back (a correction that only repeats its episode's choice:
+    # provenance says why); it waits in quarantine like an untrusted namespace's, and like one it
+    # never rewrites an active item nor adds to its support.
+    held = _plain(base.status) == ItemStatus.quarantined.value
     row = table_model(**base.model_dump(), namespace=ns)
-    row.status = ItemStatus.quarantined if untrusted else ItemStatus.active
+    row.status = ItemStatus.quarantined if untrusted or held else ItemStatus.active
     emb = parts.embedder
     vecs, keys = embed_texts(parts.engine, emb, [item_text(kind, row)], parts.read_engine)
     row.text_hash, row.embedding_model = keys[0], emb.name
@@ -369,7 +373,7 @@ def add_item(parts: "Curator", kind: str, item: Any, *, namespace: str,
         seen = parts.index.mark
         near, action, why = _duplicate(parts, kind, row, vecs[0])
         merged, merged_key = None, None
-        if near is not None and untrusted:
+        if near is not None and (untrusted or held):
             # An untrusted item never rewrites a trusted one nor adds to its support: a repeat
             # is dropped, anything else waits in quarantine on its own.
             if action == "repeated":
@@ -395,11 +399,13 @@ def add_item(parts: "Curator", kind: str, item: Any, *, namespace: str,
             t = table_model.__table__
             row.id = int(conn.execute(insert(t).returning(t.c.id), values).scalar())
             _event(conn, kind, row, "create", after=snapshot(row), episode_id=episode_id,
-                   reason="new from an untrusted namespace" if untrusted else
+                   reason="new from an untrusted namespace" if untrusted else "held back by its writer" if held else
                    (f"kept apart from {why}" if why else ""))
-            if untrusted:
+            if untrusted or held:
+                why_held = f"namespace {ns!r} is untrusted" if untrusted else \
+                    f"its writer held it back ({(base.provenance or {}).get('why_not') or 'see its provenance'})"
                 _event(conn, kind, row, "quarantine", after={"status": "quarantined"}, episode_id=episode_id,
-                       reason=f"namespace {ns!r} is untrusted: approve with `skillmem lessons approve {row.id}`")
+                       reason=f"{why_held}: approve with `skillmem lessons approve {row.id}`")
         parts.index.sync()
         return row.id, action
     raise AssertionError("unreachable")

@@ -18,7 +18,7 @@ from typing import Any, Mapping, Optional, Protocol, Sequence, runtime_checkable
 
 import torch
 
-from .hints import Hints, hints_from_context, history_pairs  # noqa: F401  (re-exported)
+from .hints import Hints, hints_from_context, history_pairs, situated_lessons  # noqa: F401  (re-exported)
 
 # A history item: (action, observation) pair, a mapping with "action" and
 # "observation"/"feedback", or a plain string (an observation with no action).
@@ -75,10 +75,35 @@ def context_text(context: Any) -> str:
     return render_memory(_get(context, "lessons", None) or [], _get(context, "demonstrations", None) or [])[0]
 
 
+def memory_text(context: Any, goal: str, history: Sequence[HistoryItem] | None, admissible: Sequence[str],
+                domain: Any = None, hints: Optional[Hints] = None) -> str:
+    """The memory text a policy reads at one step: `context_text`, with only the lessons that speak
+    here: those that gave `hints` at this step when the hints say which did, else those whose
+    situation holds (:func:`~skillmem.policy.hints.situated_lessons`).
+
+    A lesson for a later step, or one that does not transfer, would otherwise sit in every
+    prompt of the episode and move a policy's choices where it says nothing (a trained policy
+    that never read memory text moved most). A context of plain text, or without lesson rows,
+    is read as it is."""
+    lessons = _get(context, "lessons", None) if context is not None and not isinstance(context, str) else None
+    text = context_text(context)
+    if not lessons or not text:
+        return text  # no lesson rows to choose from, or a context that shows no text (hints only)
+    keep = hints.lessons if hints is not None and hints.lessons is not None else \
+        situated_lessons(context, goal, history, admissible, domain)
+    if len(keep) == len(lessons):
+        return text
+    from ..retrieve import render_memory
+
+    # A part of what retrieval fitted in its budget: it fits too.
+    return render_memory(keep, _get(context, "demonstrations", None) or [])[0]
+
+
 def make_prompt(goal: str, history: Sequence[HistoryItem] | None, context: Any, admissible: Sequence[str],
                 *, use_text: bool = True, use_hints: bool = True, domain: Any = None) -> Prompt:
     """The prompt for one decision, with memory as text and/or hints (read by `domain`) as asked."""
     pairs = history_pairs(history)
     hints = hints_from_context(context, goal, pairs, admissible, domain) \
         if (use_hints and context is not None) else None
-    return Prompt(goal=goal, history=pairs, memory=context_text(context) if use_text else "", hints=hints)
+    text = memory_text(context, goal, pairs, admissible, domain, hints) if use_text else ""
+    return Prompt(goal=goal, history=pairs, memory=text, hints=hints)

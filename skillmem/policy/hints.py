@@ -41,6 +41,9 @@ class Hints:
 
     bonus: dict[str, float] = field(default_factory=dict)
     reasons: dict[str, list[str]] = field(default_factory=dict)
+    # The retrieved lessons that gave a hint here, when the hints say (generic hints do; None: a
+    # domain's own hints, which do not): the lessons a prompt's text shows at this step.
+    lessons: Optional[list[Any]] = None
 
     def add(self, action: str, value: float, reason: str) -> None:
         self.bonus[action] = self.bonus.get(action, 0.0) + value
@@ -464,10 +467,69 @@ _GOAL_SLOT = re.compile(r"\[(?:noun|id|number|code|text)\d*\]")
 
 _STEP_TEXT = re.compile(r"`([^`]+)`")
 _SITUATION = re.compile(r"after `[^`]+` succeeded|while `[^`]+` is not done yet")
+_AFTER_STEP = re.compile(r"after `([^`]+)` succeeded")
+_UNTIL_STEP = re.compile(r"while `([^`]+)` is not done yet")
 
 
 def _unfilled(text: str, values: Mapping[str, str]) -> bool:
     return any(m.group(0) not in values for m in _GOAL_SLOT.finditer(text))
+
+
+def _fix_step(les: Any) -> str:
+    """The step a lesson's fix names ("call X; ..." -> "X")."""
+    said = (_get(les, "fix", "") or "").strip()
+    return re.sub(r"^(call|do)\s+", "", said).split(";")[0].split(" (")[0].strip().strip("'")
+
+
+def _speaking(context: Any, goal: str, pairs: Sequence[tuple[str, str]], admissible: Sequence[str], domain: Any,
+              slots: Any, state: Any) -> list[tuple[Any, dict[str, str]]]:
+    """The retrieved lessons that speak at this step, each with the goal's values it is read with.
+
+    A lesson speaks where its situation holds (the domain checks its trigger), when it transfers,
+    names no value this goal lacks, and its fix is not its bad action with another value."""
+    lesson_slots = getattr(domain, "lesson_slots", None)
+    commands = [*admissible, *(a for a, _ in pairs)]
+    # A trigger naming steps reads them with the lesson's slots.
+    try:
+        bound_holds = "values" in inspect.signature(domain.holds).parameters
+    except (TypeError, ValueError):
+        bound_holds = False
+    out = []
+    for les in _get(context, "lessons", None) or []:
+        trigger = _get(les, "trigger", "") or ""
+        prov = _get(les, "provenance", None) or {}
+        if prov.get("transferable") is False:
+            continue  # its own episode's correction, verbatim: nothing here to act on
+        bad = (_get(les, "bad_action", "") or "").strip()
+        said = (_get(les, "fix", "") or "").strip()
+        fix = _fix_step(les)
+        texts = " ".join((trigger, bad, said))
+        # The goal's values as lessons name them (a domain's `lesson_slots`: the goal's words that
+        # are verbs of the commands here or of the lesson's own steps are not values).
+        vals = dict(lesson_slots(goal, [*commands, *_STEP_TEXT.findall(texts), fix, bad]).values) \
+            if lesson_slots is not None else dict(slots.values)
+        if _unfilled(texts, vals):
+            continue  # it names a value of its goal that this goal does not have: read freely, it would match anything
+        if not (domain.holds(trigger, state, goal, values=vals) if bound_holds else domain.holds(trigger, state, goal)):
+            continue
+        if bad and bad == fix:
+            continue  # only a value of its own episode differed: nothing here to avoid or prefer
+        out.append((les, vals))
+    return out
+
+
+def situated_lessons(context: Any, goal: str, history: Sequence[Any] | None, admissible: Sequence[str],
+                     domain: Any = None) -> list[Any]:
+    """The lessons of `context` that speak at this step (`_speaking`): the ones a prompt shows here.
+
+    A lesson whose situation does not hold says nothing at this step, in hints or in words: its
+    text in the prompt would only move a policy's scores where no lesson applies."""
+    from ..domain import StepView, TextDomain
+
+    d = domain if domain is not None else TextDomain()
+    pairs = history_pairs(history)
+    views = [StepView(a, o) for a, o in pairs]
+    return [les for les, _ in _speaking(context, goal, pairs, admissible, d, d.slots(goal), d.state(goal, views))]
 
 
 def generic_hints(context: Any, goal: str, pairs: Sequence[tuple[str, str]], admissible: Sequence[str],
@@ -485,45 +547,28 @@ def generic_hints(context: Any, goal: str, pairs: Sequence[tuple[str, str]], adm
 
     seen = " " + " ".join(content_words(o) for _, o in pairs) + " " + " ".join(by_key) + " "
 
-    lesson_slots = getattr(domain, "lesson_slots", None)
-    commands = [*admissible, *(a for a, _ in pairs)]
-    # A trigger naming steps reads them with the lesson's slots.
-    try:
-        bound_holds = "values" in inspect.signature(domain.holds).parameters
-    except (TypeError, ValueError):
-        bound_holds = False
     # What this episode already did: a lesson's fix is a step to take, not one to take again.
     carried_out = [a for a, o in pairs
                    if domain.step_kind(StepView(a, o)) is not StepKind.reasoning and not domain.failure(StepView(a, o))]
     again = getattr(domain, "repeats", None) or (lambda a, done: domain.action_key(a) in
                                                  {domain.action_key(d) for d in done})
-    for les in _get(context, "lessons", None) or []:
+    hints.lessons = []
+    for les, vals in _speaking(context, goal, pairs, admissible, domain, slots, state):
+        n_reasons = sum(map(len, hints.reasons.values()))
         trigger = _get(les, "trigger", "") or ""
-        prov = _get(les, "provenance", None) or {}
-        if prov.get("transferable") is False:
-            continue  # its own episode's correction, verbatim: nothing here to act on
         bad = (_get(les, "bad_action", "") or "").strip()
-        said = (_get(les, "fix", "") or "").strip()
-        fix = re.sub(r"^(call|do)\s+", "", said).split(";")[0].split(" (")[0].strip().strip("'")
-        texts = " ".join((trigger, bad, said))
-        # The goal's values as lessons name them (a domain's `lesson_slots`: the goal's words that
-        # are verbs of the commands here or of the lesson's own steps are not values).
-        vals = dict(lesson_slots(goal, [*commands, *_STEP_TEXT.findall(texts), fix, bad]).values) \
-            if lesson_slots is not None else dict(slots.values)
-        if _unfilled(texts, vals):
-            continue  # it names a value of its goal that this goal does not have: read freely, it would match anything
-        if not (domain.holds(trigger, state, goal, values=vals) if bound_holds else domain.holds(trigger, state, goal)):
-            continue
-        if bad and bad == fix:
-            continue  # only a value of its own episode differed: nothing here to avoid or prefer
+        fix = _fix_step(les)
         # A bad action is avoided only as it was: with a value left free it names every instance,
         # and which one was wrong belonged to its episode. A fix may be any instance of itself.
         # Unless the bad action names the goal's values and the trigger the step after which it was
         # wrong: then every instance of it is wrong there (taking back what the goal put in place).
+        # The step after which it was wrong, done again on another instance (going to another of the
+        # goal's places), takes nothing back: only the instance was the source episode's.
+        after = _AFTER_STEP.findall(trigger)
         bad_step = _pattern(bad, vals, views, domain) if bad else None
         exact_only = bad_step is not None and bad_step.rx is None
-        shaped = bad_step is not None and not exact_only and not bad_step.unreadable and "` succeeded" in trigger \
-            and any(t in vals for t in _SLOT.findall(bad))
+        shaped = bad_step is not None and not exact_only and not bad_step.unreadable and bool(after) \
+            and any(t in vals for t in _SLOT.findall(bad)) and all(_loosen(bad) != _loosen(x) for x in after)
         goal_fix = any(t in vals for t in _SLOT.findall(fix))
         # A trigger that names the plan's step situation (``after `X` succeeded``, ``while `Y` is
         # not done yet``, which the domain checks) holds exactly where its fix is due: it speaks as
@@ -537,11 +582,20 @@ def generic_hints(context: Any, goal: str, pairs: Sequence[tuple[str, str]], adm
             # [value]" (putting it back) is not the goal's own "move ... to [noun2]".
             if exact_only or sum(1 for w in re.findall(r"[a-z]+", a.lower()) if w in goal_words) <= named:
                 hints.add(a, AVOID, f"lesson: avoid '{bad}'")
-        for a in _hits(_pattern(fix, vals, views, domain), by_key) if fix else []:
+        # The step the situation waits for (``while `Y` is not done yet``), when it is possible here,
+        # is what the lesson asks for: its fix is the way to it (going where Y can be done), and done
+        # again from where Y is possible it would lead away from it.
+        due = [a for y in _UNTIL_STEP.findall(trigger) for a in _hits(_pattern(y, vals, views, domain), by_key)
+               if not again(a, carried_out)]
+        for a in due:
+            hints.add(a, fix_weight, f"lesson: the step due, {a[:80]}")
+        for a in _hits(_pattern(fix, vals, views, domain), by_key) if fix and not due else []:
             # A goal step done is not redone (taking back what was put, a second take of the same
             # thing); a step toward one (going somewhere) may well be taken again.
             if not (goal_fix and again(a, carried_out)):
                 hints.add(a, fix_weight, f"lesson fix: {fix[:80]}")
+        if sum(map(len, hints.reasons.values())) > n_reasons:
+            hints.lessons.append(les)
 
     done = [domain.action_key(a) for a, o in pairs
             if domain.step_kind(StepView(a, o)) is not StepKind.reasoning and not domain.failure(StepView(a, o))]

@@ -15,7 +15,7 @@ from typing import Any, Literal, Optional, Protocol
 
 from pydantic import BaseModel, Field
 
-from ..episode import DemonstrationBase, LessonBase, Scope
+from ..episode import DemonstrationBase, ItemStatus, LessonBase, Scope
 from ..llm import LLMClient, LLMConfig, Usage
 from . import prompts
 from .demos import demo_from_trace
@@ -138,7 +138,7 @@ class OfflineWriter:
         """The lesson, or None when the failure shows no mistake the analysis can name.
 
         A correction always gives a lesson: its rule when one transfers, else the corrected action
-        verbatim in its situation. Of several rules the domain's preferred one wins (a pack may
+        verbatim in its situation, held in quarantine (not retrieved until a person approves it). Of several rules the domain's preferred one wins (a pack may
         prefer any rule over its most common one, which every failure of an untrained agent teaches).
         """
         rules = analysis.rules
@@ -158,6 +158,10 @@ class OfflineWriter:
             if not rule.transferable:
                 provenance["transferable"], provenance["why_not"] = False, rule.why_not
         lesson = _fill(self.draft(a), a, provenance)
+        if rule is not None and not rule.transferable:
+            # Its own episode's correction verbatim: kept for a person to read (and approve), never
+            # retrieved, so it neither takes a lesson's place in another task's context nor its words.
+            lesson.status = ItemStatus.quarantined
         if rule is not None:
             provenance["rule_step"] = rule.step
             if lesson.scope == Scope.general:

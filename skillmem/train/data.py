@@ -23,7 +23,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from sqlalchemy import text
 
-from ..policy.base import Hints, Prompt, context_text, hints_from_context
+from ..policy.base import Hints, Prompt, hints_from_context, memory_text
 
 KINDS = ("demo", "negative", "directive", "distill")
 TRAIN_SPLITS = ("train", "live")
@@ -206,13 +206,12 @@ def collect_examples(engine: Any, namespace: str = "default", *, splits: Sequenc
             ctx = context_fn(ep.goal, ep.task_type) if context_fn else contexts.get(ep.task_type)
             if ctx is None:
                 continue
-            mem_text = context_text(ctx)
             for i, r in enumerate(rows):
                 if not r[3] or (ep.outcome == "failure" and i > pivots.get(ep.id, len(rows))):
                     continue
                 ex = make("distill", i, r[3])
-                ex.memory_text = mem_text
                 ex.memory_hints = hints_from_context(ctx, ep.goal, ex.history, ex.candidates, d)
+                ex.memory_text = memory_text(ctx, ep.goal, ex.history, ex.candidates, d, ex.memory_hints)
                 if ex.memory_text or ex.memory_hints:
                     examples.append(ex)
     return examples

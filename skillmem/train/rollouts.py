@@ -25,7 +25,7 @@ from __future__ import annotations
 import random
 from typing import Any, Callable, Iterable, Optional
 
-from ..policy.base import context_text, hints_from_context
+from ..policy.base import hints_from_context, memory_text
 from .data import Example
 
 
@@ -62,8 +62,8 @@ def play_and_label(make_env: Callable[[], Any], teacher: Any, context_fn: Callab
             ex = Example(kind="distill", goal=goal, history=list(history),
                          candidates=_candidates(admissible, teacher_action, max_candidates, rng),
                          target=teacher_action, group=group, task_type=task_type, step_index=t)
-            ex.memory_text = context_text(ctx)
             ex.memory_hints = hints_from_context(ctx, goal, history, ex.candidates, domain)
+            ex.memory_text = memory_text(ctx, goal, history, ex.candidates, domain, ex.memory_hints)
             distill.append(ex)
         steps.append((list(history), admissible, action))
         obs, _, done, info = env.step(action)

@@ -1,0 +1,96 @@
+"""Lessons given to a competent policy speak only where they apply: a correction that does not
+transfer is never retrieved, a lesson whose situation does not hold puts neither a hint nor a word
+into the prompt, and what a lesson asks for there is the step due, not a way that leads from it
+(TextDomain, no world pack). Each is a way lessons made a trained policy lose games it won alone."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace as NS
+
+import torch
+
+from skillmem import SkillMemory
+from skillmem.domain import TextDomain
+from skillmem.embed import HashingEmbedder
+from skillmem.policy import CPUPolicy, make_prompt
+from skillmem.reflect import OfflineWriter, reflect_pending
+from skillmem.retrieve import render_memory
+
+from test_lessons_transfer import GOAL, GOAL2, START, SUCCESS, hinted, offered
+
+D = TextDomain()
+
+
+def record(memory, steps, won, directive=None):
+    with memory.episode(goal=GOAL, task_type="polish_then_place", task_id="task-1", split="train") as ep:
+        for i, (a, f, adm) in enumerate(steps):
+            ep.step(observation=START if i == 0 else "", action=a, feedback=f, admissible=list(adm))
+        ep.finish(success=won, source="environment")
+    if directive is not None:
+        memory.feedback(ep.id, directive[0], corrected_action=directive[1], source="expert")
+    return ep.id
+
+
+def test_a_correction_that_does_not_transfer_waits_in_quarantine_and_is_never_retrieved(tmp_path):
+    memory = SkillMemory(tmp_path / "m.db", embedder=HashingEmbedder())
+    record(memory, SUCCESS, True)
+    # Where to look first was the teacher's knowledge: the correction is that first choice only.
+    record(memory, [("walk to box 1", "You arrive at box 1. You see a coin 2.", offered()),
+                    ("walk to vault 1", "You arrive at vault 1.", offered("take coin 2 from box 1"))], False,
+           directive=(0, "walk to box 2"))
+    reflect_pending(memory, OfflineWriter(domain=D), progress=False, domain=D)
+    [lesson] = memory.lessons()
+    assert lesson.provenance.get("transferable") is False and lesson.status.value == "quarantined", lesson
+    ctx = memory.retrieve(GOAL, START, task_type="polish_then_place", kinds=("lesson",))
+    assert not ctx.items, "a quarantined lesson takes no place among the retrieved ones"
+    with memory.engine.connect() as c:
+        from sqlalchemy import text
+
+        reason = c.execute(text("SELECT reason FROM lesson_events WHERE action = 'quarantine'")).scalar()
+    assert "held it back" in reason and "first choice" in reason, reason
+    memory.approve_lesson(lesson.id, reason="a person read it")  # a person may still release it
+    assert memory.retrieve(GOAL, START, task_type="polish_then_place", kinds=("lesson",)).items
+    memory.close()
+
+
+SKIP = NS(trigger="polish then place, goal 'polish some [noun] and put it in [noun2]': after `take [noun] [value] "
+                  "from [free] [value]` succeeded, while `polish [noun] [value] with [free] [value]` is not done yet",
+          bad_action="walk to [noun2] [value]", fix="walk to wheel [value] (then polish [noun] [value] with [free] "
+                                                   "[value])", provenance={}, scope="task")
+TOOK = [("walk to shelf 4", "You arrive at shelf 4. You see a pearl 7."),
+        ("take pearl 7 from shelf 4", "You pick up the pearl 7.")]
+
+
+def test_a_lesson_whose_situation_does_not_hold_puts_no_word_in_the_prompt_and_moves_no_score():
+    ctx = NS(lessons=[SKIP], demonstrations=[], text=render_memory([SKIP], [])[0])
+    here = ["walk to wheel 1", "walk to chest 1", "walk to shelf 4"]
+    before = make_prompt(GOAL2, [], ctx, here, domain=D)
+    assert before.memory == "" and not before.hints, before
+    policy = CPUPolicy(domain=D)
+    with torch.no_grad():
+        alone = policy.action_logprobs(make_prompt(GOAL2, [], None, here, domain=D), here)
+        read = policy.action_logprobs(before, here)
+    assert torch.equal(alone, read), "a lesson that says nothing here changes nothing here"
+    after = make_prompt(GOAL2, TOOK, ctx, here, domain=D)
+    assert "walk to wheel" in after.memory and after.hints, "where it applies it is read, in words and hints"
+
+
+def test_where_the_step_due_is_possible_it_is_hinted_not_the_way_to_it():
+    at_wheel = TOOK + [("walk to wheel 1", "You arrive at wheel 1.")]
+    h = hinted([SKIP], GOAL2, at_wheel, ["polish pearl 7 with wheel 1", "walk to wheel 2", "walk to chest 1"])
+    assert h.get("polish pearl 7 with wheel 1", 0) > 0 and "walk to wheel 2" not in h, h
+    h = hinted([SKIP], GOAL2, TOOK, ["walk to wheel 1", "walk to chest 1"])
+    assert h.get("walk to wheel 1", 0) > 0 and h.get("walk to chest 1", 0) < 0, "elsewhere the way to it is"
+
+
+def test_going_to_another_of_the_goals_places_takes_nothing_back():
+    # Written where the goal's place had to be opened: after going there, the episode went to another
+    # one. In a goal whose place opens never, the situation holds all along: going to any of the
+    # goal's places stays allowed (only the instance was the source episode's).
+    lesson = NS(trigger="polish then place, goal 'polish some [noun] and put it in [noun2]': after `walk to [noun2] "
+                        "[value]` succeeded, while `open [noun2] [value]` is not done yet",
+                bad_action="walk to [noun2] [value]", fix="open [noun2] [value]", provenance={})
+    history = [("walk to chest 1", "You arrive at chest 1."), ("walk to shelf 4", "You see a pearl 7."),
+               ("take pearl 7 from shelf 4", "You pick up the pearl 7.")]
+    h = hinted([lesson], GOAL2, history, ["walk to chest 1", "walk to chest 2", "walk to wheel 1"])
+    assert not any(v < 0 for v in h.values()), h
