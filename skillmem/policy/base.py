@@ -78,8 +78,9 @@ def context_text(context: Any) -> str:
 def memory_text(context: Any, goal: str, history: Sequence[HistoryItem] | None, admissible: Sequence[str],
                 domain: Any = None, hints: Optional[Hints] = None) -> str:
     """The memory text a policy reads at one step: `context_text`, with only the lessons that speak
-    here: those that gave `hints` at this step when the hints say which did, else those whose
-    situation holds (:func:`~skillmem.policy.hints.situated_lessons`).
+    here (:func:`~skillmem.policy.hints.situated_lessons`): their situation holds, and one whose
+    trigger names a step situation (``after `X` succeeded``) gave `hints` here, when the hints say
+    which lessons did.
 
     A lesson for a later step, or one that does not transfer, would otherwise sit in every
     prompt of the episode and move a policy's choices where it says nothing (a trained policy
@@ -89,8 +90,8 @@ def memory_text(context: Any, goal: str, history: Sequence[HistoryItem] | None, 
     text = context_text(context)
     if not lessons or not text:
         return text  # no lesson rows to choose from, or a context that shows no text (hints only)
-    keep = hints.lessons if hints is not None and hints.lessons is not None else \
-        situated_lessons(context, goal, history, admissible, domain)
+    keep = situated_lessons(context, goal, history, admissible, domain,
+                            hinted=hints.lessons if hints is not None else None)
     if len(keep) == len(lessons):
         return text
     from ..retrieve import render_memory

@@ -519,17 +519,22 @@ def _speaking(context: Any, goal: str, pairs: Sequence[tuple[str, str]], admissi
 
 
 def situated_lessons(context: Any, goal: str, history: Sequence[Any] | None, admissible: Sequence[str],
-                     domain: Any = None) -> list[Any]:
+                     domain: Any = None, hinted: Optional[Sequence[Any]] = None) -> list[Any]:
     """The lessons of `context` that speak at this step (`_speaking`): the ones a prompt shows here.
 
     A lesson whose situation does not hold says nothing at this step, in hints or in words: its
-    text in the prompt would only move a policy's scores where no lesson applies."""
+    text in the prompt would only move a policy's scores where no lesson applies. With `hinted`
+    (the lessons that gave this step's hints, `Hints.lessons`), one whose trigger names a step
+    situation speaks only where it gave a hint: the situation it names is where its fix is due,
+    and a fix not possible here (a place that never opens) says nothing here."""
     from ..domain import StepView, TextDomain
 
     d = domain if domain is not None else TextDomain()
     pairs = history_pairs(history)
     views = [StepView(a, o) for a, o in pairs]
-    return [les for les, _ in _speaking(context, goal, pairs, admissible, d, d.slots(goal), d.state(goal, views))]
+    gave = None if hinted is None else {id(x) for x in hinted}
+    return [les for les, _ in _speaking(context, goal, pairs, admissible, d, d.slots(goal), d.state(goal, views))
+            if gave is None or id(les) in gave or not _SITUATION.search(_get(les, "trigger", "") or "")]
 
 
 def generic_hints(context: Any, goal: str, pairs: Sequence[tuple[str, str]], admissible: Sequence[str],
