@@ -405,3 +405,20 @@ def test_a_background_step_is_written_within_the_linger_without_finish(db_url):
     b.finish(success=False, source="environment")
     mem.close()
     other.close()
+
+
+def test_a_step_validates_as_the_model_does():
+    """The recorder's validation of a step is StepBase.model_validate's, output and refusals."""
+    from skillmem.episode import StepBase
+    from skillmem.record import _validated_step
+
+    good = {"index": 2, "observation": "o\x00", "action": b"a\xff", "feedback": "f", "reward": 1,
+            "admissible": ("x", "y"), "latency_ms": 3, "prompt_tokens": 4, "tool_args": {"k": [1]}}
+    assert _validated_step(good).model_dump() == StepBase.model_validate(dict(good)).model_dump()
+    assert _validated_step(good).model_fields_set == StepBase.model_validate(dict(good)).model_fields_set
+    for bad in ({"index": -1}, {"index": 0, "reward": float("nan")}, {"index": 0, "admissible": "look"},
+                {"index": 0, "prompt_tokens": -2}, {"index": 0, "action": 5}, {"index": 0, "tool_call_id": "x" * 201}):
+        with pytest.raises(MalformedInput):
+            _validated_step(bad)
+        with pytest.raises((ValueError, TypeError)):
+            StepBase.model_validate(dict(bad))
