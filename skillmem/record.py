@@ -22,6 +22,7 @@ from __future__ import annotations
 import atexit
 import inspect
 import os
+import sys
 import threading
 import time
 import weakref
@@ -204,6 +205,7 @@ class _StepWriter:
                     threading.Thread(target=self._drain, args=(self._pending,), daemon=True,
                                      name="skillmem-step-writer").start()
                     _background_writers.add(self)
+                    _flush_at_multiprocessing_exit()
                 pending = self._pending
         return pending
 
@@ -364,6 +366,19 @@ def _flush_at_exit() -> None:
             writer.flush()
         except Exception:  # noqa: BLE001 - at exit there is no caller left to raise to
             pass
+
+
+_mp_exit_pid = [0]  # the process whose multiprocessing exit flushes the writers
+
+
+def _flush_at_multiprocessing_exit() -> None:
+    # A multiprocessing child started by fork (Linux's default) ends with os._exit: atexit never
+    # runs there, multiprocessing's exit finalizers do (its registry starts empty in each child).
+    util = sys.modules.get("multiprocessing.util")
+    if util is None or _mp_exit_pid[0] == os.getpid():
+        return
+    _mp_exit_pid[0] = os.getpid()
+    util.Finalize(None, _flush_at_exit, exitpriority=10)
 
 
 _row_writers: "weakref.WeakKeyDictionary[Any, _StepWriter]" = weakref.WeakKeyDictionary()

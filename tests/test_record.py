@@ -422,3 +422,25 @@ def test_a_step_validates_as_the_model_does():
             _validated_step(bad)
         with pytest.raises((ValueError, TypeError)):
             StepBase.model_validate(dict(bad))
+
+
+def _steps_then_return(db: str, out: Any) -> None:
+    mem = SkillMemory(db, step_writes="background")
+    ep = mem.start_episode(task="worker", split="train")
+    for s in range(10):
+        ep.step(observation="o", action=f"a {s}")
+    out.put(ep.id)  # and returns without finish() or close(), as a pool's worker may
+
+
+def test_a_fork_started_worker_writes_its_queued_background_steps_at_its_normal_end(db_url):
+    """A multiprocessing child started by fork ends with os._exit, so atexit never runs there:
+    multiprocessing's exit finalizers flush its writer, and a normal end loses no step."""
+    SkillMemory(db_url).close()
+    ctx = mp.get_context("fork")
+    out = ctx.Queue()
+    p = ctx.Process(target=_steps_then_return, args=(db_url, out))
+    p.start()
+    ep_id = out.get(timeout=120)
+    p.join(timeout=120)
+    assert p.exitcode == 0
+    assert [s.action for s in SkillMemory(db_url).steps(ep_id)] == [f"a {s}" for s in range(10)]
