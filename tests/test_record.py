@@ -444,3 +444,40 @@ def test_a_fork_started_worker_writes_its_queued_background_steps_at_its_normal_
     p.join(timeout=120)
     assert p.exitcode == 0
     assert [s.action for s in SkillMemory(db_url).steps(ep_id)] == [f"a {s}" for s in range(10)]
+
+
+def test_background_steps_held_unwritten_are_at_most_max_pending(tmp_path):
+    """The kill -9 bound, exactly: while another connection holds SQLite's write lock the writer
+    cannot write, and step() returns for MAX_PENDING steps, then waits until they are written."""
+    import sqlite3
+
+    from skillmem.record import MAX_PENDING
+
+    db = str(tmp_path / "held.db")
+    mem = SkillMemory(db, step_writes="background")
+    ep = mem.start_episode(task="held", split="train")
+    lock = sqlite3.connect(db, isolation_level=None, timeout=60)
+    lock.execute("BEGIN IMMEDIATE")
+    returned: list[int] = []
+
+    def stepping() -> None:
+        for s in range(MAX_PENDING + 10):
+            ep.step(observation="o", action=f"a {s}")
+            returned.append(s)
+
+    t = threading.Thread(target=stepping, daemon=True)
+    t.start()
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len(returned) < MAX_PENDING:
+            time.sleep(0.01)
+        time.sleep(0.5)  # had the queue room for more, they would have returned by now
+        assert len(returned) == MAX_PENDING
+    finally:
+        lock.execute("COMMIT")
+        lock.close()
+    t.join(timeout=60)
+    assert not t.is_alive() and len(returned) == MAX_PENDING + 10
+    ep.finish(success=True, source="environment")
+    assert [s.action for s in mem.steps(ep.id)] == [f"a {s}" for s in range(MAX_PENDING + 10)]
+    mem.close()
