@@ -244,11 +244,14 @@ def build_context(index: MemoryIndex, query: np.ndarray, *, namespace: str, task
         chosen = mmr_order(ids, scores, vecs, limit, config.mmr_lambda, config.near_copy_cosine)
         its = [cached.get((kind, i)) for i in ids[chosen].tolist()]
         if not all(it is not None and it.namespace == namespace for it in its):
-            keep = [j for j, i in enumerate(ids.tolist())
-                    if (it := cached.get((kind, i))) is not None and it.namespace == namespace]
+            # The valid items as read here are the ones rendered: read from the cache again, one
+            # that a sync on another thread dropped meanwhile (an edit, a retirement) was a KeyError.
+            valid = [(j, it) for j, i in enumerate(ids.tolist())
+                     if (it := cached.get((kind, i))) is not None and it.namespace == namespace]
+            keep = [j for j, _ in valid]
             ids, scores, vecs = ids[keep], scores[keep], vecs[keep]
             chosen = mmr_order(ids, scores, vecs, limit, config.mmr_lambda, config.near_copy_cosine)
-            its = [cached[(kind, i)] for i in ids[chosen].tolist()]
+            its = [valid[c][1] for c in chosen]
         picked[kind] = list(zip(its, scores[chosen].tolist()))
     # Greedy fill, as render_memory does (lines are joined by newlines, so tokens add up part
     # by part), over blocks rendered once per item version.

@@ -249,3 +249,30 @@ def test_another_process_edit_and_retirement_reach_the_cached_rendering(db_url, 
         assert m.retrieve(QUERY, task_type="heat", k=10, record=False).text == after.text
     assert statements == []  # nothing changed: only the probe's own connection was read
     m.close()
+
+
+class _SyncingItems(dict):
+    """The item cache as a retrieval sees it while another thread's sync applies changes: `gone`
+    was dropped before the retrieval read it, and every other item right after (read again by
+    key, each would be missing)."""
+
+    gone = None
+
+    def get(self, key, default=None):
+        return default if key == self.gone else super().get(key, default)
+
+    def __getitem__(self, key):
+        raise KeyError(key)
+
+
+def test_a_retrieval_renders_the_items_it_read_while_a_sync_drops_others(tmp_path):
+    m = open_memory(str(tmp_path / "m.db"), tmp_path)
+    heat(m)
+    first = m.retrieve(QUERY, task_type="heat", k=10, record=False)
+    assert len(first.items) == 3
+    racing = _SyncingItems(m.index.items)
+    racing.gone = (first.items[0][0], first.items[0][1])
+    m.index.items = racing
+    again = m.retrieve(QUERY, task_type="heat", k=10, record=False)
+    assert sorted(i for _, i, _, _ in again.items) == sorted(i for _, i, _, _ in first.items[1:])
+    m.close()
