@@ -1053,10 +1053,10 @@ class TextDomain:
         value stands on one line of what was read with more words than the command has
         (``[from read manual: nightly]``), the slot says them: what the command did for that line.
 
-        A look is a source only for what it first showed or lists on a line of its own (a room
-        described again, an inventory of what the agent took, are not). A command with two values
-        read in one place (``put dirty sock in laundry basket`` after ``look around``) stays as
-        written: two slots of one source would not say which value went with which."""
+        A look is a source only for what it first showed or lists on a line of its own (a place
+        described again, a listing of what the agent itself took, are not). A command with two
+        values read in one place (``file red invoice in billing folder`` after ``list desk``) stays
+        as written: two slots of one source would not say which value went with which."""
         sources, raws = [], []
         for i, s in enumerate(before):
             fb = " ".join((s.feedback or "").split()).lower()
@@ -1077,9 +1077,9 @@ class TextDomain:
 
         def read_at(phrase: str) -> Optional[tuple[str, list[str]]]:
             # The latest read that says the phrase, and first said it or says it on a line of its
-            # own (an item, an instruction): a room described again (a second look around) is no
+            # own (an item, an instruction): a place described again (a second look) is no
             # source for what the episode had been shown before it; nor is a read for what a
-            # command had named before it (an inventory listing what the agent took).
+            # command had named before it (a listing of what the agent took).
             return next(((a, lines) for fb, a, lines, prior, named in reversed(sources)
                          if f" {phrase} " in f" {fb} " and f" {phrase} " not in named
                          and (f" {phrase} " not in prior or any(f" {phrase} " in f" {ln} " for ln in lines))), None)
@@ -1087,8 +1087,8 @@ class TextDomain:
         done = {content_words(self.written(x.action)) for x in before}
         # The whole command, read there ("rotate the staging keys" in a list of directions).
         whole = content_words(command)
-        # Only as one phrase, or word for word: "put flour in shelf" is not read in "a flour on it.
-        # There is also a shelf" (two values apart are a pairing the reading does not make).
+        # Only as one phrase, or word for word: "file invoice in archive" is not read in "an
+        # invoice on it. There is also an archive" (two values apart are no pairing read).
         if len(whole.split()) > 1 and not _SLOT_TOKEN.search(command) and (
                 len(command_frame(command)[1]) <= 1 or any(_plain(command) in _plain(r) for r in raws)):
             hit = (read_at(whole) or (None,))[0]
@@ -1118,7 +1118,7 @@ class TextDomain:
                 out.append(w)
         flush()
         if any(len(p) > 1 for p in read_from.values()):
-            # Two values read in one place (`put [from look around] in [from look around]`): the
+            # Two values read in one place (`file [from list desk] in [from list desk]`): the
             # slots would not say which goes with which, and that pairing is what the command did.
             # It stays as written; a follower matches it by the words it shares (an analogue).
             return command
@@ -1151,8 +1151,8 @@ class TextDomain:
                 feats.append(f"T:{kind}|read{int(bool(words) and all(w in read for w in words))}")
                 feats += [f"R:{r}|{w}" for w in words for r in read if r != w]
             # A line read that names this command's value, crossed with the command's other words
-            # ("roast the leek" read: cook leek in *oven*): which instruction goes with which value,
-            # which the bag of everything read cannot say when it holds two.
+            # ("shred the old invoice" read: put old invoice in *shredder*): which instruction goes
+            # with which value, which the bag of everything read cannot say when it holds two.
             cw = set(words)
             for ln in lines:
                 if cw & ln:
@@ -1271,8 +1271,8 @@ def _plain(text: str) -> str:
 
 def command_frame(command: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """A text command's frame and the phrases in its gaps: its verb and small words in order, each
-    run of other words one gap (``put dirty teal dress in laundry basket`` -> (put, *, in, *),
-    (dirty teal dress, laundry basket)). Commands of one frame do one thing to different values."""
+    run of other words one gap (``file red invoice in billing folder`` -> (file, *, in, *),
+    (red invoice, billing folder)). Commands of one frame do one thing to different values."""
     words = " ".join((command or "").split()).lower().split(" ")
     frame, phrases = words[:1], []
     for w in words[1:]:

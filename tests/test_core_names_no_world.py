@@ -18,7 +18,10 @@ PHRASES = ("nothing happens", "you arrive at", "you pick up", "[receptacle", "al
 # reader that the rule is the household's or the kitchen's.
 WORLD_WORDS = ("mug", "potato", "apple", "tomato", "lettuce", "butterknife", "peppershaker", "saltshaker",
                "soapbar", "keychain", "creditcard", "spraybottle", "cookbook", "recipe", "heat", "slice",
-               "twexpress", "textworld", "cookingworld")
+               "twexpress", "textworld", "cookingworld",
+               # TextWorld-Express's twc and cookingworld (none plain English a generic example needs)
+               "laundry basket", "hat rack", "coat hanger", "key holder", "duvet", "pullover", "wardrobe",
+               "chest of drawers", "clothes drier", "leek", "roast", "cutlery drawer", "toaster")
 
 
 def vocabulary() -> list[str]:

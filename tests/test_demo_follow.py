@@ -318,3 +318,34 @@ def test_a_step_written_as_done_is_done_only_by_an_action_like_it_in_every_value
         {"put white cap in hat rack"}
     assert top([("put white cap in hat rack", "You put the white cap in the hat rack.")]) == \
         {"put gray coat in coat hanger"}
+
+
+def test_a_one_value_step_never_transfers_by_likeness_and_an_analogue_weighs_less_than_a_step():
+    # The shared word is the thing's type, not the thing: a demo about one branch says nothing
+    # about another (868f89f hinted nothing here either).
+    for plan, adm in ((["delete branch feature-x"], ["delete branch main", "list branches"]),
+                      (["drop table staging_orders"], ["drop table orders", "show tables"])):
+        ctx = NS(lessons=[], demonstrations=[NS(goal_template="", plan=plan)])
+        assert hints_from_context(ctx, "clean up.", [], adm, D).bonus == {}
+    # A two-value step's analogue is a step to consider: less than the plan's own step.
+    demo = NS(goal_template="", plan=["file blue invoice in billing folder", "archive mailbox"])
+    h = hints_from_context(NS(lessons=[], demonstrations=[demo]), "sort the mail.", [],
+                           ["file red invoice in billing folder", "file red invoice in trash folder"], D)
+    assert h.bonus == {"file red invoice in billing folder": 0.5}
+
+
+def test_a_step_is_superseded_only_when_the_trace_took_it_back_in_between():
+    from skillmem.reflect.demos import demo_from_trace
+    from skillmem.reflect.trace import Trace, TraceStep
+
+    def plan(acts):
+        steps = [TraceStep(i, "A table with three pegs." if i == 0 else f"You {acts[i - 1]}.", a, f"You {a}.")
+                 for i, a in enumerate(acts)]
+        return demo_from_trace(Trace("e", "solve it.", "t", "t", "success", steps), domain=D).plan
+
+    hanoi = ["move small disk to middle peg", "move medium disk to right peg", "move small disk to right peg"]
+    assert plan(hanoi) == hanoi
+    assert plan(["give apple to alice", "give apple to bob"]) == ["give apple to alice", "give apple to bob"]
+    # Put, taken back, put elsewhere: the later one is what stuck.
+    assert plan(["file red invoice in trash folder", "take red invoice", "file red invoice in billing folder"]) == \
+        ["take red invoice", "file red invoice in billing folder"]

@@ -32,6 +32,7 @@ from ..domain import content_words, loosen as _loosen
 
 # How strongly each kind of memory speaks. A policy learns its own weight on top.
 AVOID, FIX, NEXT_STEP, EXPLORE = -1.0, 0.5, 1.0, 0.3
+ANALOGUE = 0.5  # share of a step's weight an analogue of it gets (follow_demo)
 _SLOT = re.compile(r"\[[^\]]+\]")
 
 
@@ -170,8 +171,8 @@ def _progress(exact: Sequence[_Step], loose: Sequence[_Step],
 
 def _parts(command: str) -> tuple[tuple[str, ...], list[set[str]]]:
     """A command's frame up to its second value and its words there: the first value's, and the
-    rest's (``put dirty sock in chest of drawers`` -> (put, *, in, *), [{dirty, sock}, {chest,
-    drawers}]); a verb's own words are not a value's."""
+    rest's (``file red invoice in box of letters`` -> (file, *, in, *), [{red, invoice}, {box,
+    letters}]); a verb's own words are not a value's."""
     from ..domain import command_frame
 
     frame, phrases = command_frame(command)
@@ -196,23 +197,26 @@ def _analogy(step: str, key: str) -> tuple[int, int]:
 
 
 def _carries_out(step: str, key: str) -> bool:
-    """An action did a concrete step to other things: each of its values shares a word with the
-    step's (``put white cap in hat rack`` for ``put black cap in hat rack``; not ``... in key
-    holder``)."""
+    """An action did a concrete step that pairs two values to other things: each of its values
+    shares a word with the step's (``file red invoice in billing folder`` for ``file blue invoice
+    in billing folder``; not ``... in trash folder``). A one-value step is done only as written."""
     n, _ = _analogy(step, key)
-    return n > 0 and n == len(_parts(step)[1])
+    return n > 1 and n == len(_parts(step)[1])
 
 
 def _analogues(step: str, by_key: Mapping[str, list[str]], done: Sequence[str]) -> list[str]:
-    """The admissible actions most like a concrete step that is not possible here: one frame, the
-    most words shared (``put dirty black pullover in laundry basket`` for ``put dirty teal dress
-    in laundry basket``), none this episode already did, so that a wrong one gives way to the
-    next. A step kept as written because its values' pairing is what it did (two things seen in
-    one place: which went where) transfers so to other things; [] when no action shares a word."""
+    """The admissible actions most like a concrete step that pairs two values and is not possible
+    here: one frame, each value sharing a word with the step's, the most words shared (``file
+    red invoice in billing folder`` for ``file blue invoice in billing folder``), none this
+    episode already did, so that a wrong one gives way to the next. Such a step was kept as
+    written because its pairing is what it did (which thing went where); a one-value step never
+    transfers by likeness (``delete branch feature-x`` is not ``delete branch main``)."""
+    if len(_parts(step)[1]) < 2:
+        return []
     tried = set(done)
     scored = [(_analogy(step, k), k) for k in by_key if k not in tried]
-    best = max((n for n, _ in scored), default=(0, 0))
-    return [a for n, k in scored if n == best and best[1] > 0 for a in by_key[k]]
+    best = max((n for n, _ in scored if n[0] == 2), default=(0, 0))
+    return [a for n, k in scored if n == best and best[0] == 2 for a in by_key[k]]
 
 
 def _instances(key: str, values: Mapping[str, str]) -> frozenset[str]:
@@ -280,6 +284,8 @@ def follow_demo(plan: Sequence[str], values: Mapping[str, str], views: Sequence[
         hits = _hits(exact[j], by_key) or _hits(loose[j], by_key)
         if not hits and exact[j].rx is None and not exact[j].unreadable:
             hits = _analogues(exact[j].key, by_key, done)
+            if hits:
+                likeness.add(j)
         if not hits and exact[j].lines:
             # What the source did for a line that says another thing than any here ("nightly"):
             # the step some demonstration took for a line this episode read does it here.
@@ -294,7 +300,11 @@ def follow_demo(plan: Sequence[str], values: Mapping[str, str], views: Sequence[
             hits = [a for a in hits if not (_instances(domain.action_key(a), named(j)) or {""}) <= used]
         return hits
 
+    likeness: set[int] = set()  # steps hinted through an analogue: a step to consider, not the plan's own
+
     def add(acts: Sequence[str], w: float, why: str, step: int = -1) -> tuple[int, int]:
+        if step in likeness:
+            w, why = w * ANALOGUE, why + " (by likeness)"
         for a in acts:  # each match gets the whole bonus: the policy's own scores choose among them
             hints.add(a, w, why)
         return p, (2 if goal_step[step] else 1) if step >= 0 else 0

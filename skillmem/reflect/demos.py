@@ -27,6 +27,7 @@ def demo_from_trace(trace: Trace, *, writer: str = "offline", domain: Optional[A
     slots = episode_slots(d, trace)
     goal_template = _template(slots, trace.goal)
     plan: list[str] = []
+    done: list[str] = []  # the commands each plan step was, as played
     for i, s in enumerate(trace.steps):
         a = _written(d, s.action)
         # A tool that reads stays: what it returns is what the next calls use. A look around does not.
@@ -39,7 +40,8 @@ def demo_from_trace(trace: Trace, *, writer: str = "offline", domain: Optional[A
         if plan and plan[-1] == a:
             continue  # a repeated command that did work the first time adds nothing
         plan.append(a)
-    plan = _without_superseded(plan)
+        done.append(_written(d, s.action))
+    plan = _without_superseded(plan, done)
     if not plan:
         raise ValueError(f"episode {trace.episode_id} succeeded without any step that did something; "
                          "nothing to demonstrate")
@@ -51,21 +53,27 @@ def demo_from_trace(trace: Trace, *, writer: str = "offline", domain: Optional[A
     )
 
 
-def _without_superseded(plan: list[str]) -> list[str]:
-    """The plan without a command written as done that a later one of its frame redid to the same
-    first value with others (``put striped duvet in desk``, later ``put striped duvet in bed``):
-    the later one is what stuck, the earlier was tried and taken back. Slotted steps and tool
-    calls stay (their values are the replay's, not the source's)."""
-    def shape(step: str) -> tuple:
-        if _SLOT.search(step) or call_name(step):
+def _without_superseded(plan: list[str], done: list[str]) -> list[str]:
+    """The plan without a command written as done that was taken back and redone otherwise: a
+    later command of its frame on the same first value with other values (``file red invoice in
+    trash folder``, later ``file red invoice in billing folder``), and between the two a command
+    of another frame on that value (``take red invoice``: it was taken back). The later one is
+    what stuck. Without the taking back both stay (moving one disk twice, giving a thing to two
+    people in turn); slotted steps and tool calls always stay. `done`: each step as played."""
+    def shape(step: str, played: str) -> tuple:
+        if _SLOT.search(step) or call_name(played):
             return ()
-        frame, phrases = command_frame(step)
-        # The frame up to the second value: "in desk" and "in chest of drawers" are one place slot.
+        frame, phrases = command_frame(played)
+        # The frame up to the second value: "in box" and "in box of letters" are one place slot.
         return (frame[:4], phrases[0], phrases[1:]) if len(phrases) > 1 else ()
 
-    shapes = [shape(s) for s in plan]
+    def took_back(value: str, frame: tuple, between: list[str]) -> bool:
+        return any(value in command_frame(b)[1] and command_frame(b)[0][:4] != frame for b in between)
+
+    shapes = [shape(s, a) for s, a in zip(plan, done)]
     kept = [s for i, (s, sh) in enumerate(zip(plan, shapes))
-            if not sh or not any(o and o[:2] == sh[:2] and o[2] != sh[2] for o in shapes[i + 1:])]
+            if not sh or not any(o and o[:2] == sh[:2] and o[2] != sh[2] and took_back(sh[1], sh[0], done[i + 1:j])
+                                 for j, o in enumerate(shapes) if j > i)]
     # What took it back now follows what it took back (take, take): once is enough, as above.
     return [s for i, s in enumerate(kept) if i == 0 or kept[i - 1] != s]
 
