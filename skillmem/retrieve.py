@@ -77,10 +77,14 @@ DEMO_HEADER = "Demonstrations that succeeded:"
 
 def _rendered(item: Item) -> tuple[str, int]:
     """An item's block and its tokens, rendered once per version (the cache entry dies with the version)."""
-    if item.block is None:
-        item.block = render_lesson(item) if item.kind == LESSON else render_demo(item)
-        item.tokens = count_tokens(item.block)
-    return item.block, item.tokens
+    block = item.block
+    if block is None:
+        block = render_lesson(item) if item.kind == LESSON else render_demo(item)
+        # The count before the block: `block` set is what says both are, to a retrieval on
+        # another thread (set first, it read the block with 0 tokens and overfilled its budget).
+        item.tokens = count_tokens(block)
+        item.block = block
+    return block, item.tokens
 
 
 _HEADER_TOKENS = {LESSON: count_tokens(LESSON_HEADER), DEMO: count_tokens(DEMO_HEADER)}

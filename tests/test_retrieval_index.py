@@ -276,3 +276,27 @@ def test_a_retrieval_renders_the_items_it_read_while_a_sync_drops_others(tmp_pat
     again = m.retrieve(QUERY, task_type="heat", k=10, record=False)
     assert sorted(i for _, i, _, _ in again.items) == sorted(i for _, i, _, _ in first.items[1:])
     m.close()
+
+
+def test_an_item_rendered_on_another_thread_meanwhile_is_never_read_with_no_tokens(tmp_path, monkeypatch):
+    """A retrieval that runs while another is rendering an item for the first time (here: from
+    inside its token count) reads the item's block with its tokens, or renders it itself."""
+    import skillmem.retrieve as retrieve
+
+    m = open_memory(str(tmp_path / "m.db"), tmp_path)
+    heat(m)
+    expected = m.retrieve(QUERY, task_type="heat", k=10, record=False)
+    for it in m.index.items.values():
+        it.block, it.tokens = None, 0  # as if never rendered
+    count, inner, started = retrieve.count_tokens, [], []
+
+    def count_while_another_retrieves(text: str) -> int:
+        if not started:
+            started.append(True)
+            inner.append(m.retrieve(QUERY, task_type="heat", k=10, record=False))
+        return count(text)
+
+    monkeypatch.setattr(retrieve, "count_tokens", count_while_another_retrieves)
+    outer = m.retrieve(QUERY, task_type="heat", k=10, record=False)
+    assert inner[0].tokens == outer.tokens == expected.tokens and inner[0].text == expected.text
+    m.close()
