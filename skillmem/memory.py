@@ -32,7 +32,7 @@ from .episode import DemonstrationBase, LessonBase
 from .record import STEP_WRITES, EpisodeRecorder, MalformedInput, Verifier
 from .index.items import DEMO, LESSON
 from .index.memory import MemoryIndex, default_index_dir, reader_engine
-from .retrieve import Context, RetrievalConfig, build_context, query_text, record_retrievals
+from .retrieve import Context, RetrievalConfig, build_context, count_item_tokens, query_text, record_retrievals
 from .store import (
     DemonstrationRow,
     EpisodeRow,
@@ -87,7 +87,8 @@ class SkillMemory:
         # index_kind (or SKILLMEM_INDEX): "auto" searches a partition exactly up to 4,096 items
         # and approximately (FAISS IVF) above; "exact" or "ivf" force one (skillmem.index.vector).
         self.index = MemoryIndex(self.engine, lambda: self.embedder, default_index_dir(self.url, index_dir),
-                                 save_interval=save_interval, read_engine=self.read_engine, kind=index_kind)
+                                 save_interval=save_interval, read_engine=self.read_engine, kind=index_kind,
+                                 count_tokens=count_item_tokens)
         # Curation gets its parts by name, never the façade (skillmem.curate).
         self.curator = Curator(self.engine, self.read_engine, self.index, lambda: self.embedder,
                                merge_hook=default_merge, duplicate_cosine=duplicate_cosine, field_cosine=field_cosine)

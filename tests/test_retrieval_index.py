@@ -299,4 +299,41 @@ def test_an_item_rendered_on_another_thread_meanwhile_is_never_read_with_no_toke
     monkeypatch.setattr(retrieve, "count_tokens", count_while_another_retrieves)
     outer = m.retrieve(QUERY, task_type="heat", k=10, record=False)
     assert inner[0].tokens == outer.tokens == expected.tokens and inner[0].text == expected.text
+
+
+def test_every_cached_item_has_its_tokens_counted_as_it_enters(tmp_path):
+    """Rebuilt, loaded from the saved index or synced in from another writer: each cached item
+    carries the tokens of its rendering, and retrieval renders the same text and counts."""
+    from skillmem import Demonstration
+    from skillmem.retrieve import _rendered, render_memory
+    from skillmem.tokens import count_tokens
+
+    def check(m):
+        assert m.index.items
+        for it in m.index.items.values():
+            assert it.block is None or it.tokens == count_tokens(it.block)
+            want = count_tokens(render_memory([it], [])[0] if it.kind == "lesson" else render_memory([], [it])[0])
+            header = count_tokens("Lessons from earlier attempts:" if it.kind == "lesson"
+                                  else "Demonstrations that succeeded:")
+            assert it.tokens == want - header and _rendered(it)[1] == it.tokens
+
+    db = str(tmp_path / "skillmem.db")
+    m = open_memory(db, tmp_path)
+    heat(m)
+    m.add_demonstration(Demonstration(goal_template="heat the [object]", task_type="heat",
+                                      plan=["take [object]", "heat [object] with microwave 1"]))
+    m.index_rebuild()
+    check(m)
+    ctx = m.retrieve(QUERY, task_type="heat", record=False)
+    m.close()
+    m = open_memory(db, tmp_path)  # the saved index
+    again = m.retrieve(QUERY, task_type="heat", record=False)
+    assert m.index.rebuilds == 0 and (again.text, again.tokens) == (ctx.text, ctx.tokens)
+    check(m)
+    other = open_memory(db, tmp_path / "other-index")
+    other.add_lesson(Lesson(trigger="the kettle is empty", fix="fill it at the sink", task_type="heat", scope="task"))
+    other.close()
+    m.index.sync()
+    assert any(it.trigger == "the kettle is empty" for it in m.index.items.values())
+    check(m)
     m.close()

@@ -379,8 +379,12 @@ class MemoryIndex:
 
     def __init__(self, engine: Engine, embedder: Callable[[], Embedder], directory: Path,
                  *, save_interval: float = 30.0, read_engine: Optional[Engine] = None,
-                 kind: Optional[str] = None, exact_max: int = EXACT_MAX, nprobe: int = DEFAULT_NPROBE):
+                 kind: Optional[str] = None, exact_max: int = EXACT_MAX, nprobe: int = DEFAULT_NPROBE,
+                 count_tokens: Optional[Callable[[Item], None]] = None):
         self.engine = engine
+        # Called on every item as it enters the cache (skillmem.retrieve.count_item_tokens):
+        # retrieval then renders from the cache without counting.
+        self._count_tokens = count_tokens
         self.read_engine = read_engine or engine
         self._get_embedder = embedder
         self.directory = Path(directory)
@@ -448,6 +452,7 @@ class MemoryIndex:
                     reason = f"event {mark} in the database is not the one it was built at (another history)"
                 if reason is None:
                     items = {(kind, it.id): it for kind in KIND_TABLE for it in fetch_active_items(conn, kind)[0]}
+                    self._counted(items.values())
                     # Items are read at the head, the vectors are as of the mark: an item an event
                     # after the mark names is left out here, and the sync below applies it.
                     for kind, i in conn.execute(text("SELECT DISTINCT item_kind, item_id FROM lesson_events "
@@ -515,6 +520,7 @@ class MemoryIndex:
         vecs, keys = embed_texts(self.engine, self.embedder, [item_text(kind, it) for it in items],
                                  self.read_engine)
         self._note_model(kind, items, keys, recorded)
+        self._counted(items)
         by_part: dict[str, list[int]] = {}
         for i, it in enumerate(items):
             old = cache.get((kind, it.id))
@@ -524,6 +530,11 @@ class MemoryIndex:
             cache[(kind, it.id)] = it
         for p, pos in by_part.items():
             index.add(p, [items[i].id for i in pos], vecs[pos])
+
+    def _counted(self, items: Any) -> None:
+        if self._count_tokens is not None:
+            for it in items:
+                self._count_tokens(it)
 
     def _bulk_add(self, index: VectorIndex, cache: dict[tuple[str, int], Item], kind: str, items: list[Item],
                   recorded: list[tuple[str, str]], vecs: np.ndarray, found: np.ndarray) -> None:
@@ -539,6 +550,7 @@ class MemoryIndex:
                                    self.read_engine)
             vecs[redo] = fixed
         self._note_model(kind, items, keys, recorded)
+        self._counted(items)
         by_part: dict[str, list[int]] = {}
         for j, it in enumerate(items):
             by_part.setdefault(it.partition, []).append(j)
