@@ -10,7 +10,8 @@ same directory skips what is already there. With `curve=True` the rounds are a l
 evaluation after 0 experience episodes, then 1, 2, 4... up to `train_tasks`.
 
 The `trained_lessons` condition measures lessons on a competent agent: after training, the
-deployed (trained) policy plays the round's train tasks itself, without memory, into a memory
+deployed (trained) policy plays train tasks itself (new ones, not those it was trained on:
+`own_tasks`), without memory, into a memory
 of its own (namespace `<env>.trained`, same store); its failures get the expert's directive
 feedback and become lessons there, and it is evaluated with those lessons only. Memory is never written from an evaluation
 split: :func:`write_memory` refuses, and the store marks evaluation episodes `skipped`.
@@ -91,6 +92,7 @@ class RunConfig:
     raw_k: int = 2  # failed trajectories pasted by the raw-trajectory baseline
     step_limit: int = 40
     expert_feedback: bool = True  # the env's expert gives directive feedback at the pivot of failures
+    own_tasks: str = "new"  # trained_lessons: the deployed policy plays new train tasks ("new") or the round's ("same")
     train: bool = True  # train the policy after writing memory (conditions "trained*")
     train_steps: int = 150  # optimizer steps per training pass (1 + dagger_rounds passes per round)
     train_lr: float = 3e-3  # learning rate of training rounds
@@ -413,6 +415,21 @@ def _key(r: dict[str, Any]) -> tuple:
     return (r["seed"], r["round"], r["phase"], r["condition"], r["task_id"])
 
 
+def own_tasks(cfg: RunConfig, seed: int, rnd: int, specs: list[TaskSpec], seen: list[TaskSpec]) -> list[TaskSpec]:
+    """The train tasks the deployed policy plays for its own lessons (RunConfig.own_tasks).
+
+    "new": as many train tasks as this round's, none of those it was trained on: on those it has
+    learned its way, and its few failures there (mostly where to look first) are not the mistakes
+    it makes on tasks it has not seen. "same": this round's experience tasks."""
+    if cfg.own_tasks == "same":
+        return specs
+    if cfg.own_tasks != "new":
+        raise ValueError(f"--own-tasks must be 'new' or 'same', got {cfg.own_tasks!r}")
+    trained_on = {s.task_id for s in seen}
+    pool = list_tasks(cfg.train_env or cfg.env, cfg.train_split, len(specs) + len(seen), seed=seed * 1000 + 500 + rnd)
+    return [s for s in pool if s.task_id not in trained_on][: len(specs)]
+
+
 def memory_for(cfg: RunConfig, seed: int, own: bool = False) -> SkillMemory:
     """The seed's memory; `own`: the deployed policy's own experience (trained_lessons), same store."""
     embedder = None
@@ -506,10 +523,11 @@ def run(cfg: RunConfig, *, progress: bool = True, log: Callable[[str], None] = p
             if (cfg.train and seen and any(CONDITIONS[c]["policy"] == "trained" for c in cfg.conditions)
                     and hasattr(base, "act")):
                 trained = train_policy(memory, cfg, seed, rnd, parent=trained or base, specs=seen) or trained
-            # 3b. the deployed policy's own failures on this round's train tasks, for trained_lessons
+            # 3b. the deployed policy's own failures on train tasks, for trained_lessons
             if own is not None and hasattr(base, "act") and specs:
                 deployed = as_agent(trained or base)
-                todo = [s for s in specs if (seed, rnd, "train", "own_experience", s.task_id) not in r.done]
+                todo = [s for s in own_tasks(cfg, seed, rnd, specs, seen)
+                        if (seed, rnd, "train", "own_experience", s.task_id) not in r.done]
                 for spec in tqdm(todo, desc=f"seed {seed} round {rnd}: own experience", disable=not progress,
                                  leave=False):
                     row = play(spec, deployed, own, cfg, retriever=None, expert_feedback=cfg.expert_feedback,

@@ -94,3 +94,15 @@ def test_going_to_another_of_the_goals_places_takes_nothing_back():
                ("take pearl 7 from shelf 4", "You pick up the pearl 7.")]
     h = hinted([lesson], GOAL2, history, ["walk to chest 1", "walk to chest 2", "walk to wheel 1"])
     assert not any(v < 0 for v in h.values()), h
+
+
+def test_the_deployed_policy_writes_its_lessons_on_train_tasks_it_was_not_trained_on():
+    from eval.envs.base import list_tasks
+    from eval.runner import RunConfig, own_tasks
+
+    seen = list_tasks("household", "train", 6, seed=1001)
+    specs = seen[3:]
+    new = own_tasks(RunConfig(), 0, 1, specs, seen)
+    assert len(new) == len(specs) and all(s.split == "train" for s in new)
+    assert not {s.task_id for s in new} & {s.task_id for s in seen}, "none of the tasks it was trained on"
+    assert own_tasks(RunConfig(own_tasks="same"), 0, 1, specs, seen) == specs
