@@ -39,7 +39,9 @@ class RetrievalConfig:
     k_demos: int = _f(1, "demonstrations of the task type retrieved, at most")
     token_budget: int = _f(400, "tokens of memory in the context, at most; demonstrations are placed first")
     mmr_lambda: float = _f(0.7, "MMR trade-off between relevance and novelty (1.0 = relevance only)")
-    near_copy_cosine: float = _f(0.95, "a candidate this close to an item already chosen adds nothing: never taken")
+    near_copy_cosine: float = _f(0.95, "a candidate this close to an item already chosen adds nothing: never taken "
+                                       "(a lesson only when it also says the same, part by part: two lessons on "
+                                       "one template embed this close and still give other advice)")
     max_query_chars: int = _f(4_000, "the query is cut here: embedding models read ~256 tokens anyway, and a "
                                      "50,000-character observation must cost no more than a short one")
 
@@ -196,14 +198,16 @@ def mmr(cands: list[tuple[str, int, float, np.ndarray]], k: int, lam: float = DE
 
 
 def mmr_order(ids: np.ndarray, scores: np.ndarray, vecs: np.ndarray, k: int, lam: float = DEFAULT.mmr_lambda,
-              near_copy: float = DEFAULT.near_copy_cosine) -> list[int]:
-    """`mmr` on arrays: the positions chosen, in order of choice."""
+              near_copy: float = DEFAULT.near_copy_cosine, says: Optional[np.ndarray] = None) -> list[int]:
+    """`mmr` on arrays: the positions chosen, in order of choice. With `says` (one value per
+    candidate: what it says), a near copy is blocked only when it also says the same."""
     n = len(ids)
     if n == 0 or k <= 0:
         return []
     # Candidates by id: argmax takes the first of equal values, so ties go to the lower id.
     by_id = np.argsort(ids, kind="stable")
     vecs = vecs[by_id]
+    says = says[by_id] if says is not None else None
     rel = (lam * 1e6) * scores[by_id].astype(np.float64)
     redundancy = np.zeros(n)
     blocked = np.zeros(n, dtype=bool)
@@ -224,9 +228,21 @@ def mmr_order(ids: np.ndarray, scores: np.ndarray, vecs: np.ndarray, k: int, lam
         # Only the chosen rows of the similarity matrix are ever needed: k products, not n.
         row = vecs @ vecs[best]
         blocked[best] = True
-        blocked |= row >= near_copy  # a near copy of a chosen item adds nothing: never take it
+        # A near copy of a chosen item adds nothing: never take it.
+        blocked |= (row >= near_copy) if says is None else ((row >= near_copy) & (says == says[best]))
         np.maximum(redundancy, row, out=redundancy)
     return by_id[chosen].tolist()
+
+
+def _says(cached: Any, kind: str, ids: np.ndarray) -> Optional[np.ndarray]:
+    """What each candidate lesson says, as one value (its parts normalized, as curation compares
+    them); None for demonstrations, whose near copies are near copies."""
+    if kind != LESSON:
+        return None
+    from .curate import lesson_parts
+
+    return np.array([hash(lesson_parts(it)) if (it := cached.get((kind, i))) is not None else i
+                     for i in ids.tolist()], dtype=np.int64)
 
 
 def build_context(index: MemoryIndex, query: np.ndarray, *, namespace: str, task_type: Optional[str],
@@ -254,7 +270,8 @@ def build_context(index: MemoryIndex, query: np.ndarray, *, namespace: str, task
         # says the namespace; the check holds even if partition names collided). Checked on
         # the few MMR chose: a candidate it never chose changed none of its choices, so if
         # those pass, MMR over the valid candidates alone would choose the same.
-        chosen = mmr_order(ids, scores, vecs, limit, config.mmr_lambda, config.near_copy_cosine)
+        says = _says(cached, kind, ids)
+        chosen = mmr_order(ids, scores, vecs, limit, config.mmr_lambda, config.near_copy_cosine, says)
         its = [cached.get((kind, i)) for i in ids[chosen].tolist()]
         if not all(it is not None and it.namespace == namespace for it in its):
             # The valid items as read here are the ones rendered: read from the cache again, one
@@ -263,7 +280,8 @@ def build_context(index: MemoryIndex, query: np.ndarray, *, namespace: str, task
                      if (it := cached.get((kind, i))) is not None and it.namespace == namespace]
             keep = [j for j, _ in valid]
             ids, scores, vecs = ids[keep], scores[keep], vecs[keep]
-            chosen = mmr_order(ids, scores, vecs, limit, config.mmr_lambda, config.near_copy_cosine)
+            chosen = mmr_order(ids, scores, vecs, limit, config.mmr_lambda, config.near_copy_cosine,
+                               says[keep] if says is not None else None)
             its = [valid[c][1] for c in chosen]
         picked[kind] = list(zip(its, scores[chosen].tolist()))
     # Greedy fill, as render_memory does (lines are joined by newlines, so tokens add up part

@@ -106,3 +106,29 @@ def test_the_deployed_policy_writes_its_lessons_on_train_tasks_it_was_not_traine
     assert len(new) == len(specs) and all(s.split == "train" for s in new)
     assert not {s.task_id for s in new} & {s.task_id for s in seen}, "none of the tasks it was trained on"
     assert own_tasks(RunConfig(own_tasks="same"), 0, 1, specs, seen) == specs
+
+
+def test_two_lessons_on_one_template_are_both_retrieved_though_their_lines_embed_as_near_copies(tmp_path):
+    import numpy as np
+
+    from skillmem.episode import LessonBase
+    from skillmem.retrieve import RetrievalConfig
+
+    memory = SkillMemory(tmp_path / "m.db", embedder=HashingEmbedder())
+    head = "polish then place, goal 'polish some [noun] and put it in [noun2]': "
+    skip = LessonBase(task_type="polish_then_place", trigger=head + "after `take [noun] [value] from [free] [value]` "
+                      "succeeded, while `polish [noun] [value] with [free] [value]` is not done yet",
+                      bad_action="walk to [noun2] [value]", fix="walk to wheel [value]")
+    first = LessonBase(task_type="polish_then_place", trigger=head + "while `take [noun] [value] from [noun2] [value]` "
+                       "is not done yet", bad_action="walk to wheel [value]", fix="take [noun] [value] from [noun2] [value]")
+    ids = [memory.add_lesson(x)[0] for x in (skip, first)]
+    vecs = memory.embedder.encode([f"When {x.trigger}: avoid {x.bad_action}; instead {x.fix}" for x in (skip, first)])
+    near = float(np.dot(vecs[0], vecs[1]))
+    ctx = memory.retrieve(GOAL2, "", task_type="polish_then_place", kinds=("lesson",), record=False,
+                          config=RetrievalConfig(k=4, near_copy_cosine=min(near, 0.95) - 0.01))
+    assert sorted(i for _, i, _, _ in ctx.items) == sorted(ids), "they give other advice: neither is a copy"
+    memory.add_lessons_bulk([LessonBase(**{**skip.model_dump(), "fix": "walk to wheel [value]!"})])  # a copy
+    ctx = memory.retrieve(GOAL2, "", task_type="polish_then_place", kinds=("lesson",), record=False,
+                          config=RetrievalConfig(k=4, near_copy_cosine=min(near, 0.95) - 0.01))
+    assert len(ctx.items) == 2, "a lesson saying the same again is still a copy"
+    memory.close()

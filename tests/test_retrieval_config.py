@@ -65,7 +65,11 @@ def test_a_tight_budget_and_mmr_lambda_reach_build_context(tmp_path):
         b = m.retrieve("refund", task_type="t", record=False, config=RetrievalConfig(k=4, k_demos=0, mmr_lambda=0.0))
         assert {x.id for x in a.lessons} == {x.id for x in b.lessons}
         one = m.retrieve("refund", task_type="t", record=False,
-                         config=RetrievalConfig(k=4, k_demos=0, near_copy_cosine=-1.0))
-        assert len(one.lessons) == 1  # everything is a "near copy" of the first choice
+                         config=RetrievalConfig(k=0, k_demos=2, near_copy_cosine=-1.0))
+        assert len(one.demonstrations) == 1  # everything is a "near copy" of the first choice
+        # ...but a lesson is a copy only when it says the same: these four say other things
+        four = m.retrieve("refund", task_type="t", record=False,
+                          config=RetrievalConfig(k=4, k_demos=0, near_copy_cosine=-1.0))
+        assert len(four.lessons) == 4
     finally:
         m.close()
