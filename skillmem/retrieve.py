@@ -198,16 +198,17 @@ def mmr(cands: list[tuple[str, int, float, np.ndarray]], k: int, lam: float = DE
 
 
 def mmr_order(ids: np.ndarray, scores: np.ndarray, vecs: np.ndarray, k: int, lam: float = DEFAULT.mmr_lambda,
-              near_copy: float = DEFAULT.near_copy_cosine, says: Optional[np.ndarray] = None) -> list[int]:
-    """`mmr` on arrays: the positions chosen, in order of choice. With `says` (one value per
-    candidate: what it says), a near copy is blocked only when it also says the same."""
+              near_copy: float = DEFAULT.near_copy_cosine,
+              says: Optional[Callable[[int], Any]] = None) -> list[int]:
+    """`mmr` on arrays: the positions chosen, in order of choice. With `says` (what the candidate
+    at a position says), a near copy is blocked only when it also says the same; it is asked
+    only of near copies, not of every candidate."""
     n = len(ids)
     if n == 0 or k <= 0:
         return []
     # Candidates by id: argmax takes the first of equal values, so ties go to the lower id.
     by_id = np.argsort(ids, kind="stable")
     vecs = vecs[by_id]
-    says = says[by_id] if says is not None else None
     rel = (lam * 1e6) * scores[by_id].astype(np.float64)
     redundancy = np.zeros(n)
     blocked = np.zeros(n, dtype=bool)
@@ -229,20 +230,38 @@ def mmr_order(ids: np.ndarray, scores: np.ndarray, vecs: np.ndarray, k: int, lam
         row = vecs @ vecs[best]
         blocked[best] = True
         # A near copy of a chosen item adds nothing: never take it.
-        blocked |= (row >= near_copy) if says is None else ((row >= near_copy) & (says == says[best]))
+        near = row >= near_copy
+        if says is None:
+            blocked |= near
+        else:
+            copies = np.flatnonzero(near & ~blocked).tolist()
+            said = says(int(by_id[best])) if copies else None
+            for j in copies:
+                if says(int(by_id[j])) == said:
+                    blocked[j] = True
         np.maximum(redundancy, row, out=redundancy)
     return by_id[chosen].tolist()
 
 
-def _says(cached: Any, kind: str, ids: np.ndarray) -> Optional[np.ndarray]:
-    """What each candidate lesson says, as one value (its parts normalized, as curation compares
-    them); None for demonstrations, whose near copies are near copies."""
+def _says(cached: Any, kind: str, ids: np.ndarray) -> Optional[Callable[[int], Any]]:
+    """What the candidate lesson at a position of `ids` says (its parts normalized, as curation
+    compares them), worked out when MMR asks: ~7 us a lesson, so for the few near copies only, not
+    for all 32 candidates of every retrieval (that was ~0.2 ms of its fixed cost). None for
+    demonstrations, whose near copies are near copies."""
     if kind != LESSON:
         return None
     from .curate import lesson_parts
 
-    return np.array([hash(lesson_parts(it)) if (it := cached.get((kind, i))) is not None else i
-                     for i in ids.tolist()], dtype=np.int64)
+    keys = ids.tolist()
+    memo: dict[int, Any] = {}
+
+    def said(pos: int) -> Any:
+        if pos not in memo:
+            it = cached.get((kind, keys[pos]))
+            memo[pos] = lesson_parts(it) if it is not None else (None, keys[pos])  # unknown: like no other
+        return memo[pos]
+
+    return said
 
 
 def build_context(index: MemoryIndex, query: np.ndarray, *, namespace: str, task_type: Optional[str],
@@ -281,7 +300,7 @@ def build_context(index: MemoryIndex, query: np.ndarray, *, namespace: str, task
             keep = [j for j, _ in valid]
             ids, scores, vecs = ids[keep], scores[keep], vecs[keep]
             chosen = mmr_order(ids, scores, vecs, limit, config.mmr_lambda, config.near_copy_cosine,
-                               says[keep] if says is not None else None)
+                               _says(cached, kind, ids))
             its = [valid[c][1] for c in chosen]
         picked[kind] = list(zip(its, scores[chosen].tolist()))
     # Greedy fill, as render_memory does (lines are joined by newlines, so tokens add up part

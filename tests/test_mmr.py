@@ -49,3 +49,25 @@ def test_mmr_order_is_plain_mmr():
         for k in (1, 3, 5, 50):
             for lam in (0.0, 0.7, 1.0):
                 assert mmr_order(ids, scores, vecs, k, lam, 0.95) == _reference(ids, scores, vecs, k, lam, 0.95), case
+
+
+def test_what_a_candidate_says_is_asked_only_of_near_copies():
+    """`says` (a lesson's normalized parts, ~7 us each) is worked out for near copies of a chosen
+    candidate only, not for every candidate of every retrieval; a near copy saying the same is
+    never taken, one saying otherwise may be."""
+    rng = np.random.default_rng(1)
+    vecs = rng.standard_normal((32, 64)).astype(np.float32)
+    vecs[1], vecs[2] = vecs[0], vecs[0]  # two near copies of candidate 0
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    scores = np.linspace(1.0, 0.5, 32).astype(np.float32)  # candidate 0 is the best
+    ids = np.arange(100, 132, dtype=np.int64)
+    asked: list[int] = []
+
+    def says(pos: int) -> str:
+        asked.append(pos)
+        return "the same" if pos in (0, 1) else f"other {pos}"
+
+    assert mmr_order(ids, scores, vecs, 5, 1.0, 0.95, says) == [0, 2, 3, 4, 5]  # relevance only
+    assert set(asked) == {0, 1, 2}, asked
+    asked.clear()
+    assert 1 not in mmr_order(ids, scores, vecs, 5, 0.7, 0.95, says) and set(asked) == {0, 1, 2}
