@@ -33,7 +33,7 @@ from sqlalchemy import event, insert, text, update
 from sqlalchemy.exc import DBAPIError
 
 from .episode import Outcome, OutcomeSource, Status, StepBase, check_label, utcnow
-from .store import EpisodeRow, StepRow
+from .store import EpisodeRow, StepRow, keep_inherited
 
 if TYPE_CHECKING:
     from .memory import SkillMemory
@@ -182,6 +182,7 @@ class _StepWriter:
         and its queue, writer thread, errors and connection are the parent's."""
         self._lock = threading.Lock()
         self._pending, self._errors = None, {}
+        keep_inherited(self._conn)  # the parent's session: never closed, reset or used here
         self._conn, self._pid = None, os.getpid()
 
     def submit(self, values: dict[str, Any], background: bool, token: Any = None) -> None:
@@ -327,7 +328,7 @@ class _StepWriter:
                         pass
 
     def close_connection(self) -> None:
-        if self._conn is None:
+        if self._conn is None or self._pid != os.getpid():  # a forked child's: the parent's (after_fork)
             return
         with self._lock:  # never under the writer thread's statement
             self._close_locked()

@@ -288,6 +288,18 @@ def _sqlite_begin_read(conn: Any) -> None:
     conn.exec_driver_sql("BEGIN")
 
 
+# Connections a forked child inherited from its parent, kept referenced and never used,
+# closed or returned to a pool: closing, resetting or pinging one talks on the parent's socket
+# (on PostgreSQL two processes then read each other's replies and hang).
+_INHERITED: list[Any] = []
+
+
+def keep_inherited(conn: Any) -> None:
+    """In a forked child: hold the parent's connection `conn` so nothing ever closes it here."""
+    if conn is not None:
+        _INHERITED.append(conn)
+
+
 def make_engine(url: str, *, read_only: bool = False) -> Engine:
     """An engine for the store: SQLite with WAL and immediate write locks, or PostgreSQL."""
     if url.startswith("sqlite"):

@@ -26,6 +26,7 @@ import sqlite3
 import threading
 import time
 import warnings
+import weakref
 from collections import OrderedDict
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,7 +38,7 @@ from sqlalchemy.engine import Engine
 
 from ..embed import Embedder, content_hash
 from ..episode import ItemStatus, utcnow
-from ..store import EmbeddingRow, store_id
+from ..store import EmbeddingRow, keep_inherited, store_id
 from .items import DEMO, ITEM_COLUMNS, KIND_TABLE, LESSON, Item, item_text, partition_kind, partition_of
 from .vector import DEFAULT_NPROBE, EXACT_MAX, IndexCorrupt, VectorIndex
 
@@ -350,6 +351,13 @@ class HeadProbe:
                         raise
             raise AssertionError("unreachable")
 
+    def after_fork(self) -> None:
+        """In a forked child: the connection is the parent's session (kept, never used or
+        closed here), and the lock may be held by a thread that does not exist here."""
+        keep_inherited(self._conn)
+        self._conn = None
+        self._lock = threading.Lock()
+
     def close(self) -> None:
         if self._conn is not None:
             try:
@@ -360,6 +368,17 @@ class HeadProbe:
 
 
 # --------------------------------------------------------------------------- the index
+
+_open_indexes: "weakref.WeakSet[MemoryIndex]" = weakref.WeakSet()
+
+
+def _reset_indexes_in_child() -> None:
+    for index in list(_open_indexes):
+        index.after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_indexes_in_child)
 
 
 def index_kind_setting(kind: Optional[str]) -> str:
@@ -406,6 +425,22 @@ class MemoryIndex:
         self._probed_at = -1e18  # monotonic time of the last probe `refresh` trusts
         self._probed_writes = -1  # _local_writes when it was taken
         _listen_for_local_writes(engine)
+        _open_indexes.add(self)
+
+    def after_fork(self) -> None:
+        """In a forked child (gunicorn --preload, Celery prefork, multiprocessing's fork): the
+        probe's connection and the engines' pooled ones are the parent's sessions, and a lock
+        may be held by a thread that does not exist here. New locks, a new probe connection,
+        new pools (`dispose(close=False)`: the parent's connections are left alone, SQLAlchemy's
+        recipe); the cache and the index are the parent's as of the fork, and the next
+        retrieval probes the mark at once."""
+        self._lock = threading.RLock()
+        if self.index is not None:
+            self.index._lock = threading.RLock()
+        self._probe.after_fork()
+        for engine in {id(e): e for e in (self.engine, self.read_engine)}.values():
+            engine.dispose(close=False)
+        self._probed_at = -1e18
 
     @property
     def embedder(self) -> Embedder:
