@@ -6,8 +6,8 @@ mid-episode loses at most the step in flight; its episode reads `interrupted` af
 
 `SkillMemory(step_writes="background")` takes the INSERT off the agent's step: `step()`
 validates the step and queues it, one writer thread per engine writes what is queued in
-order, several steps in one INSERT (when `BATCH` have gathered, or `LINGER` = 0.1 s after
-the last write), and `finish()`, `interrupt()` and the interpreter's exit wait until it is
+order, several steps in one INSERT (when `BATCH` have gathered, or within `LINGER` = 0.1 s
+of a step being queued), and `finish()`, `interrupt()` and the interpreter's exit wait until it is
 written. A process killed with kill -9 then loses at most the steps not yet written: never
 more than `MAX_PENDING` (32) queued or being written (a full queue makes `step()` wait),
 besides the step in flight that any mode loses; in practice the last 0.1 s of steps. A

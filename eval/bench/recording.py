@@ -109,8 +109,12 @@ def main(argv: list[str] | None = None) -> int:
                 result[name] = entry
             else:
                 result[name]["background"] = entry
+            # The percentages are of the step as it ran: on a loaded machine 10 ms of CPU takes
+            # longer on the clock, and so does the recorder's own CPU work in the same thread.
             print(f"{name:8s} {mode:10s} overhead {zero['overhead_ms_per_step']:.3f} ms/step; on a {a.work_ms:g} ms "
-                  f"step computing {entry['overhead_pct_computing']:.1f} %, waiting {entry['overhead_pct_waiting']:.1f} % "
+                  f"step computing {entry['overhead_pct_computing']:.1f} % (+{busy['overhead_ms_per_step']:.2f} ms "
+                  f"of a {busy['unwrapped_ms_per_step']:.1f} ms step), waiting {entry['overhead_pct_waiting']:.1f} % "
+                  f"(+{wait['overhead_ms_per_step']:.2f} ms of {wait['unwrapped_ms_per_step']:.1f}) "
                   f"(load {entry['load_avg_1m']})",
                   flush=True)
     result["load_avg_1m"] = round(os.getloadavg()[0], 1)
