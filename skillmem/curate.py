@@ -455,12 +455,15 @@ def add_bulk(parts: "Curator", kind: str, items: Sequence[Any], *, namespace: st
                 dict(text_hash=k, model=emb.name, dim=emb.dim, vector=v.tobytes(), created_at=utcnow())
                 for k, v in zip(keys, vecs)])
     now = utcnow()
-    status = ItemStatus.quarantined if ns in parts.untrusted_namespaces else ItemStatus.active
+    untrusted = ns in parts.untrusted_namespaces
     t = model.__table__
     ids: list[int] = []
     with write_txn(parts) as conn:
         for r, k in zip(rows, keys):
-            r.text_hash, r.embedding_model, r.status = k, emb.name, status
+            # As add_item: an untrusted namespace's items, and those their writer held back, wait.
+            held = untrusted or _plain(r.status) == ItemStatus.quarantined.value
+            r.text_hash, r.embedding_model = k, emb.name
+            r.status = ItemStatus.quarantined if held else ItemStatus.active
         values = [{**{c: _plain(v) for c, v in r.model_dump().items() if c != "id"}, "created_at": now,
                    "updated_at": now} for r in rows]
         for i in range(0, len(values), 2000):

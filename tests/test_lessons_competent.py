@@ -132,3 +132,27 @@ def test_two_lessons_on_one_template_are_both_retrieved_though_their_lines_embed
                           config=RetrievalConfig(k=4, near_copy_cosine=min(near, 0.95) - 0.01))
     assert len(ctx.items) == 2, "a lesson saying the same again is still a copy"
     memory.close()
+
+
+def test_a_lesson_saying_before_y_do_f_still_asks_for_f_where_y_is_offered():
+    # Hand-written or an LLM's: "after the lookup, while the refund is not done yet: convert first,
+    # not the refund". The refund is offered all along; the lesson asks for the conversion.
+    goal = "refund order B22 in full."
+    refund = "refund(order_id='[id]', amount=[value])"
+    les = NS(trigger=f"after `lookup_order(order_id='[id]')` succeeded, while `{refund}` is not done yet",
+             bad_action=refund, fix="call convert_currency(order_id='[id]')", provenance={})
+    adm = ["refund(order_id='B22', amount=10.0)", "convert_currency(order_id='B22')", "lookup_order(order_id='B22')"]
+    h = hinted([les], goal, [("lookup_order(order_id='B22')", '{"amount": 10.0}')], adm)
+    assert h.get("convert_currency(order_id='B22')", 0) > 0 and h.get(adm[0], 0) < 0, h
+
+
+def test_a_bulk_import_keeps_a_lesson_its_writer_held_back(tmp_path):
+    from skillmem.episode import LessonBase
+
+    memory = SkillMemory(tmp_path / "m.db", embedder=HashingEmbedder())
+    held = LessonBase(trigger="at the start", fix="go to box 2", status="quarantined")
+    free = LessonBase(trigger="at the start", fix="look first")
+    ids = memory.add_lessons_bulk([held, free])
+    status = {l.id: l.status.value for l in memory.lessons()}
+    assert [status[i] for i in ids] == ["quarantined", "active"], status
+    memory.close()

@@ -598,10 +598,13 @@ def generic_hints(context: Any, goal: str, pairs: Sequence[tuple[str, str]], adm
             if exact_only or sum(1 for w in re.findall(r"[a-z]+", a.lower()) if w in goal_words) <= named:
                 hints.add(a, AVOID, f"lesson: avoid '{bad}'")
         # The step the situation waits for (``while `Y` is not done yet``), when it is possible here,
-        # is what the lesson asks for: its fix is the way to it (going where Y can be done), and done
-        # again from where Y is possible it would lead away from it.
-        due = [a for y in _UNTIL_STEP.findall(trigger) for a in _hits(_pattern(y, vals, views, domain), by_key)
-               if not again(a, carried_out)]
+        # is what the lesson asks for when its fix is Y or the way to it ("walk to wheel (then Y)"):
+        # done again from where Y is possible, the way would lead away from it. Not when the lesson
+        # reads "before Y, do F" (F another step, Y its bad action).
+        said = _get(les, "fix", "") or ""
+        ys = [y for y in _UNTIL_STEP.findall(trigger) if _loosen(y) != _loosen(bad) and
+              (_loosen(y) == _loosen(fix) or f"(then {y})" in said)]
+        due = [a for y in ys for a in _hits(_pattern(y, vals, views, domain), by_key) if not again(a, carried_out)]
         for a in due:
             hints.add(a, fix_weight, f"lesson: the step due, {a[:80]}")
         for a in _hits(_pattern(fix, vals, views, domain), by_key) if fix and not due else []:
