@@ -156,3 +156,20 @@ def test_a_bulk_import_keeps_a_lesson_its_writer_held_back(tmp_path):
     status = {l.id: l.status.value for l in memory.lessons()}
     assert [status[i] for i in ids] == ["quarantined", "active"], status
     memory.close()
+
+
+def test_a_step_offered_and_not_taken_forbids_nothing_where_it_is_not_offered():
+    # Written where the object lay in the goal's own place: after opening it, take it from there, not
+    # walk off. In an episode whose object is elsewhere that take never comes: walking back to the
+    # goal's place (to put the object) stays allowed.
+    lesson = NS(trigger="polish then place, goal 'polish some [noun] and put it in [noun2]': after `open [noun2] "
+                        "[value]` succeeded, while `take [noun] [value] from [noun2] [value]` is not done yet",
+                bad_action="walk to [noun2] [value]",
+                fix="take [noun] [value] from [noun2] [value] (offered here: the goal's next step)", provenance={})
+    opened = [("walk to chest 1", "You arrive at chest 1."), ("open chest 1", "You open the chest 1. It is empty.")]
+    elsewhere = opened + [("walk to shelf 4", "You see a pearl 7."), ("take pearl 7 from shelf 4", "You pick it up.")]
+    h = hinted([lesson], GOAL2, elsewhere, ["walk to chest 1", "walk to wheel 1", "polish pearl 7 with wheel 1"])
+    assert not any(v < 0 for v in h.values()), h
+    here = [("walk to chest 1", "You arrive at chest 1."), ("open chest 1", "You open the chest 1. You see a pearl 7.")]
+    h = hinted([lesson], GOAL2, here, ["take pearl 7 from chest 1", "walk to chest 2", "walk to wheel 1"])
+    assert h.get("take pearl 7 from chest 1", 0) > 0 and h.get("walk to chest 2", 0) < 0, h

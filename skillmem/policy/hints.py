@@ -580,10 +580,23 @@ def generic_hints(context: Any, goal: str, pairs: Sequence[tuple[str, str]], adm
         # The step after which it was wrong, done again on another instance (going to another of the
         # goal's places), takes nothing back: only the instance was the source episode's.
         after = _AFTER_STEP.findall(trigger)
+        # The step the situation waits for (``while `Y` is not done yet``), when it is possible here,
+        # is what the lesson asks for when its fix is Y or the way to it ("walk to wheel (then Y)"):
+        # done again from where Y is possible, the way would lead away from it. Not when the lesson
+        # reads "before Y, do F" (F another step, Y its bad action).
+        said = _get(les, "fix", "") or ""
+        ys = [y for y in _UNTIL_STEP.findall(trigger) if _loosen(y) != _loosen(bad) and
+              (_loosen(y) == _loosen(fix) or f"(then {y})" in said)]
+        due = [a for y in ys for a in _hits(_pattern(y, vals, views, domain), by_key) if not again(a, carried_out)]
+        # A lesson whose fix is the due step itself ("Y, offered here") says: where Y is offered, take
+        # it rather than the bad action. Where Y is not possible (this episode's object is elsewhere)
+        # it forbids nothing; a take-back ("X undid Y") stays wrong anywhere.
+        instead = any(_loosen(y) == _loosen(fix) for y in ys) and "` undid `" not in said
         bad_step = _pattern(bad, vals, views, domain) if bad else None
         exact_only = bad_step is not None and bad_step.rx is None
         shaped = bad_step is not None and not exact_only and not bad_step.unreadable and bool(after) \
-            and any(t in vals for t in _SLOT.findall(bad)) and all(_loosen(bad) != _loosen(x) for x in after)
+            and any(t in vals for t in _SLOT.findall(bad)) and all(_loosen(bad) != _loosen(x) for x in after) \
+            and (bool(due) or not instead)
         goal_fix = any(t in vals for t in _SLOT.findall(fix))
         # A trigger that names the plan's step situation (``after `X` succeeded``, ``while `Y` is
         # not done yet``, which the domain checks) holds exactly where its fix is due: it speaks as
@@ -597,14 +610,6 @@ def generic_hints(context: Any, goal: str, pairs: Sequence[tuple[str, str]], adm
             # [value]" (putting it back) is not the goal's own "move ... to [noun2]".
             if exact_only or sum(1 for w in re.findall(r"[a-z]+", a.lower()) if w in goal_words) <= named:
                 hints.add(a, AVOID, f"lesson: avoid '{bad}'")
-        # The step the situation waits for (``while `Y` is not done yet``), when it is possible here,
-        # is what the lesson asks for when its fix is Y or the way to it ("walk to wheel (then Y)"):
-        # done again from where Y is possible, the way would lead away from it. Not when the lesson
-        # reads "before Y, do F" (F another step, Y its bad action).
-        said = _get(les, "fix", "") or ""
-        ys = [y for y in _UNTIL_STEP.findall(trigger) if _loosen(y) != _loosen(bad) and
-              (_loosen(y) == _loosen(fix) or f"(then {y})" in said)]
-        due = [a for y in ys for a in _hits(_pattern(y, vals, views, domain), by_key) if not again(a, carried_out)]
         for a in due:
             hints.add(a, fix_weight, f"lesson: the step due, {a[:80]}")
         for a in _hits(_pattern(fix, vals, views, domain), by_key) if fix and not due else []:
