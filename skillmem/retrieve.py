@@ -91,10 +91,10 @@ def _rendered(item: Item) -> tuple[str, int]:
 
 
 def count_item_tokens(item: Item) -> None:
-    """Count an item's tokens as it enters the index's cache (`MemoryIndex(count_tokens=)`):
-    counting is most of a first rendering's cost (~6 of 7 µs), paid here once per version
-    rather than by the retrieval that first chooses the item; the block itself is rendered
-    on first use and kept."""
+    """Count an item's tokens as a sync brings it into the index's cache
+    (`MemoryIndex(count_tokens=)`): counting is most of a first rendering's cost (~6 of 7 µs),
+    paid there rather than by the retrieval that first chooses the item; the block itself is
+    rendered on first use and kept."""
     item.tokens = count_tokens(render_lesson(item) if item.kind == LESSON else render_demo(item))
 
 

@@ -302,8 +302,9 @@ def test_an_item_rendered_on_another_thread_meanwhile_is_never_read_with_no_toke
 
 
 def test_every_cached_item_has_its_tokens_counted_as_it_enters(tmp_path):
-    """Rebuilt, loaded from the saved index or synced in from another writer: each cached item
-    carries the tokens of its rendering, and retrieval renders the same text and counts."""
+    """Rebuilt, loaded from the saved index (counted on first use) or synced in from another
+    writer (counted as it enters): each cached item's tokens are those of its rendering, and
+    retrieval renders the same text and counts."""
     from skillmem import Demonstration
     from skillmem.retrieve import _rendered, render_memory
     from skillmem.tokens import count_tokens
@@ -312,10 +313,11 @@ def test_every_cached_item_has_its_tokens_counted_as_it_enters(tmp_path):
         assert m.index.items
         for it in m.index.items.values():
             assert it.block is None or it.tokens == count_tokens(it.block)
+            assert not it.tokens or it.tokens == count_tokens(_rendered(it)[0])
             want = count_tokens(render_memory([it], [])[0] if it.kind == "lesson" else render_memory([], [it])[0])
             header = count_tokens("Lessons from earlier attempts:" if it.kind == "lesson"
                                   else "Demonstrations that succeeded:")
-            assert it.tokens == want - header and _rendered(it)[1] == it.tokens
+            assert _rendered(it)[1] == it.tokens == want - header
 
     db = str(tmp_path / "skillmem.db")
     m = open_memory(db, tmp_path)
@@ -334,6 +336,7 @@ def test_every_cached_item_has_its_tokens_counted_as_it_enters(tmp_path):
     other.add_lesson(Lesson(trigger="the kettle is empty", fix="fill it at the sink", task_type="heat", scope="task"))
     other.close()
     m.index.sync()
-    assert any(it.trigger == "the kettle is empty" for it in m.index.items.values())
+    new = [it for it in m.index.items.values() if it.trigger == "the kettle is empty"]
+    assert len(new) == 1 and new[0].tokens and new[0].block is None  # counted as it entered, not rendered
     check(m)
     m.close()

@@ -401,8 +401,10 @@ class MemoryIndex:
                  kind: Optional[str] = None, exact_max: int = EXACT_MAX, nprobe: int = DEFAULT_NPROBE,
                  count_tokens: Optional[Callable[[Item], None]] = None):
         self.engine = engine
-        # Called on every item as it enters the cache (skillmem.retrieve.count_item_tokens):
-        # retrieval then renders from the cache without counting.
+        # Called on each item a sync brings in (skillmem.retrieve.count_item_tokens): a new or
+        # changed item is counted once, off the retrieval that first chooses it. Not on a load
+        # or rebuild: ~7-19 us an item at every process start (19 s at 1M) for what each
+        # retrieval pays once per item it chooses (review R18).
         self._count_tokens = count_tokens
         self.read_engine = read_engine or engine
         self._get_embedder = embedder
@@ -487,7 +489,6 @@ class MemoryIndex:
                     reason = f"event {mark} in the database is not the one it was built at (another history)"
                 if reason is None:
                     items = {(kind, it.id): it for kind in KIND_TABLE for it in fetch_active_items(conn, kind)[0]}
-                    self._counted(items.values())
                     # Items are read at the head, the vectors are as of the mark: an item an event
                     # after the mark names is left out here, and the sync below applies it.
                     for kind, i in conn.execute(text("SELECT DISTINCT item_kind, item_id FROM lesson_events "
@@ -585,7 +586,6 @@ class MemoryIndex:
                                    self.read_engine)
             vecs[redo] = fixed
         self._note_model(kind, items, keys, recorded)
-        self._counted(items)
         by_part: dict[str, list[int]] = {}
         for j, it in enumerate(items):
             by_part.setdefault(it.partition, []).append(j)
