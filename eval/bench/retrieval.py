@@ -24,6 +24,8 @@ in the embeddings table: an import, not what is measured), then:
   - `inmemorystore`: LangGraph's InMemoryStore with an embedding index (a few queries, and
     only up to --store-max lessons, 10k by default: it is slow);
   - `recall_at_5` of skillmem's index and of HNSW against exact search (same queries);
+  - `open_from_saved_and_retrieve_s`: what a new process pays before its first retrieval
+    (open the store, load the saved index and the item cache, retrieve once);
   - memory: RSS growth of the rebuild per lesson (vectors, id map, item cache) and the
     index's own bytes per lesson; `incremental_add_ms`: one new lesson through add_lesson,
     applied in place (`full_rebuilds_on_add` must be 0).
@@ -258,7 +260,15 @@ def bench_size(n: int, n_queries: int, store_queries: int, hnsw_max: int, store_
         targets["rebuild_le_120s"] = out["index_rebuild_s"] <= 120
     out["targets_met"] = targets
     out["load_avg_1m"] = round(os.getloadavg()[0], 1)
-    mem.close()
+    mem.close()  # saves the index
+    # -- a new process's start: open the store, load the saved index, retrieve once
+    gc.collect()
+    t0 = time.perf_counter()
+    again = SkillMemory(str(db), embedder=emb, save_interval=1e9)
+    again.retrieve(queries[1], k=K, k_demos=0, record=False)
+    out["open_from_saved_and_retrieve_s"] = round(time.perf_counter() - t0, 2)
+    out["full_rebuilds_on_open"] = again.index.rebuilds
+    again.close()
     return out
 
 
