@@ -246,7 +246,8 @@ def mmr_order(ids: np.ndarray, scores: np.ndarray, vecs: np.ndarray, k: int, lam
 def _says(cached: Any, kind: str, ids: np.ndarray) -> Optional[Callable[[int], Any]]:
     """What the candidate lesson at a position of `ids` says (its parts normalized, as curation
     compares them), worked out when MMR asks: ~7 us a lesson, so for the few near copies only, not
-    for all 32 candidates of every retrieval (that was ~0.2 ms of its fixed cost). None for
+    for all 32 candidates of every retrieval (that was ~0.2 ms of its fixed cost), and kept on the
+    item (`Item.parts`) so a lesson is normalized once per version, not once per retrieval. None for
     demonstrations, whose near copies are near copies."""
     if kind != LESSON:
         return None
@@ -258,7 +259,12 @@ def _says(cached: Any, kind: str, ids: np.ndarray) -> Optional[Callable[[int], A
     def said(pos: int) -> Any:
         if pos not in memo:
             it = cached.get((kind, keys[pos]))
-            memo[pos] = lesson_parts(it) if it is not None else (None, keys[pos])  # unknown: like no other
+            if it is None:
+                memo[pos] = (None, keys[pos])  # unknown: like no other
+            else:
+                if it.parts is None:  # once per item version (a new version is a new Item)
+                    it.parts = lesson_parts(it)
+                memo[pos] = it.parts
         return memo[pos]
 
     return said

@@ -173,3 +173,22 @@ def test_a_step_offered_and_not_taken_forbids_nothing_where_it_is_not_offered():
     here = [("walk to chest 1", "You arrive at chest 1."), ("open chest 1", "You open the chest 1. You see a pearl 7.")]
     h = hinted([lesson], GOAL2, here, ["take pearl 7 from chest 1", "walk to chest 2", "walk to wheel 1"])
     assert h.get("take pearl 7 from chest 1", 0) > 0 and h.get("walk to chest 2", 0) < 0, h
+
+
+def test_what_a_near_copy_says_is_worked_out_once_per_lesson_version(tmp_path, monkeypatch):
+    import skillmem.curate as curate
+    from skillmem.episode import LessonBase
+    from skillmem.retrieve import RetrievalConfig
+
+    memory = SkillMemory(tmp_path / "m.db", embedder=HashingEmbedder())
+    for i in range(3):  # near copies of one another, each saying another thing
+        memory.add_lessons_bulk([LessonBase(task_type="t", trigger="the drawer is closed", fix=f"open drawer {i}")])
+    calls = []
+    real = curate.lesson_parts
+    monkeypatch.setattr(curate, "lesson_parts", lambda row: calls.append(row.id) or real(row))
+    config = RetrievalConfig(k=3, near_copy_cosine=-1.0)  # every candidate is a near copy: each is asked
+    first = memory.retrieve("the drawer is closed", task_type="t", kinds=("lesson",), record=False, config=config)
+    again = memory.retrieve("the drawer is closed", task_type="t", kinds=("lesson",), record=False, config=config)
+    assert len(first.items) == 3 and first.items == again.items
+    assert sorted(calls) == sorted(set(calls)), "a lesson's parts are normalized once, not per retrieval"
+    memory.close()

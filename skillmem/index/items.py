@@ -74,10 +74,11 @@ def partition_of(kind: str, row: Any) -> str:
 
 
 class Item:
-    """An active item as retrieval needs it; `block`/`tokens` memoize its rendering."""
+    """An active item as retrieval needs it; `block`/`tokens` memoize its rendering, `parts` what a
+    lesson says (skillmem.curate.lesson_parts, asked of near copies only)."""
 
     __slots__ = ("kind", "id", "namespace", "scope", "task_type", "trigger", "bad_action", "fix",
-                 "goal_template", "plan", "partition", "block", "tokens")
+                 "goal_template", "plan", "partition", "block", "tokens", "parts")
 
     def __init__(self, kind: str, row: Any):
         self.kind = kind
@@ -98,6 +99,7 @@ class Item:
         self.partition = partition_of(kind, self)
         self.block: Optional[str] = None
         self.tokens = 0
+        self.parts: Optional[tuple[str, ...]] = None
 
     @classmethod
     def from_values(cls, kind: str, v: Any) -> "Item":
@@ -117,7 +119,7 @@ class Item:
             plan = json.loads(v[4]) if isinstance(v[4], str) else v[4]
             self.plan = tuple(plan or ())
             self.partition = partition_name(self.namespace, DEMO, self.task_type)
-        self.block, self.tokens = None, 0
+        self.block, self.tokens, self.parts = None, 0, None
         return self
 
 
