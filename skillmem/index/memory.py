@@ -434,7 +434,7 @@ class MemoryIndex:
         probe's connection and the engines' pooled ones are the parent's sessions, and a lock
         may be held by a thread that does not exist here. New locks, a new probe connection,
         new pools (`dispose(close=False)`: the parent's connections are left alone, SQLAlchemy's
-        recipe); the cache and the index are the parent's as of the fork, and the next
+        advice); the cache and the index are the parent's as of the fork, and the next
         retrieval probes the mark at once."""
         self._lock = threading.RLock()
         if self.index is not None:
