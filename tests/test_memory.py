@@ -271,13 +271,36 @@ def test_crash_between_sql_commit_and_index_write(db_url, tmp_path):
                        "VALUES ('default', 'lesson', :i, 'create', 'sql', CURRENT_TIMESTAMP)"), {"i": lid})
     m2 = open_memory(db_url, tmp_path)
     report = m2.index_check()
-    assert not report["ok"] and len(report["missing"]) == 6  # the saved index is stale, and says so
+    # The saved index is behind, and says so: the six rows came after its mark, with their events,
+    # so the next start applies them in place (as the retrieval below shows): behind, not wrong.
+    assert len(report["missing"]) == 6 and report["behind_by_events"] >= 6 and report["unexplained"] == []
+    assert report["ok"] and report["status"].startswith("behind")
     got = {r.trigger for r in m2.retrieve("toaster crash case", task_type="heat", k=20).lessons}
     assert {f"crash case {i} with the toaster" for i in range(5)} | {"raw sql toaster"} <= got
     m2.close()
     m3 = open_memory(db_url, tmp_path)
     assert m3.index_check()["ok"]
     m3.close()
+
+
+def test_index_check_tells_an_index_behind_from_one_that_disagrees(sqlite_url, tmp_path):
+    m = open_memory(sqlite_url, tmp_path)
+    fill(m)
+    m.close()
+    m2 = open_memory(sqlite_url, tmp_path)
+    assert m2.index_check()["status"] == "current"
+    # A row that no event announces (written around skillmem, audit and all): the saved index is at
+    # the store's mark and still lacks it, which no catching up would mend.
+    with m2.engine.begin() as c:
+        c.execute(text("INSERT INTO lessons (namespace, scope, task_type, trigger, bad_action, fix, source_episodes, "
+                       "provenance, status, grounded_on_feedback, version, support, text_hash, embedding_model, "
+                       "created_at, updated_at) VALUES ('default', 'task', 'heat', 'unannounced', '', 'fix', "
+                       "'[]', '{}', 'active', false, 1, 1, '', '', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"))
+        lid = c.execute(text("SELECT MAX(id) FROM lessons")).scalar()
+    report = m2.index_check()
+    assert not report["ok"] and report["status"] == "disagrees"
+    assert report["behind_by_events"] == 0 and report["unexplained"] == [["lesson", lid]]
+    m2.close()
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip", "manifest"])
@@ -413,12 +436,22 @@ def test_cli_index_check_and_rebuild(sqlite_url, tmp_path, capsys):
                        "VALUES ('default', 'lesson', 1, 'retire', 'sql', CURRENT_TIMESTAMP)"))
         c.execute(text("UPDATE lessons SET status = 'retired' WHERE id = 1"))
     capsys.readouterr()
+    # Retired by plain SQL with its event: the saved index still holds it, behind (the next start
+    # drops it), not wrong; exit 0 and the difference shown.
+    assert main(["--db", sqlite_url, "index", "check"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["extra"] == [["lesson", 1]] and report["status"].startswith("behind")
+    assert report["behind_by_events"] == 1 and report["unexplained"] == []
+    # Retired without an event: nothing would ever tell the index; that disagrees, exit 1.
+    with m.engine.begin() as c:
+        c.execute(text("UPDATE lessons SET status = 'retired' WHERE id = 2"))
     assert main(["--db", sqlite_url, "index", "check"]) == 1
     report = json.loads(capsys.readouterr().out)
-    assert report["extra"] == [["lesson", 1]]
+    assert report["status"] == "disagrees" and report["unexplained"] == [["lesson", 2]]
     assert main(["--db", sqlite_url, "index", "rebuild"]) == 0
     assert json.loads(capsys.readouterr().out)["model"] == "hashing-384"
     assert main(["--db", sqlite_url, "index", "check"]) == 0
+    assert json.loads(capsys.readouterr().out)["status"] == "current"
 
 
 # --------------------------------------------------------------------------- semantic (real model)

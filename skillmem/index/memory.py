@@ -798,8 +798,20 @@ class MemoryIndex:
             index_store_id=meta.get("store_id"), index_items=len(have), missing=[list(k) for k in missing],
             extra=[list(k) for k in extra], misplaced=[list(k) for k in misplaced],
         )
-        report["ok"] = (not (missing or extra or misplaced) and report["index_high_water"] == head
-                        and meta.get("store_id") == sid)
+        mark = report["index_high_water"]
+        # An index saved before the last changes is behind, not wrong: the next start applies the
+        # events after its mark in place. Only a difference no such event explains is a disagreement.
+        touched: set[tuple[str, int]] = set()
+        if meta.get("store_id") == sid and 0 <= mark < head:
+            with self.read_engine.connect() as conn:
+                touched = {(str(k), int(i)) for k, i in conn.execute(
+                    text("SELECT item_kind, item_id FROM lesson_events WHERE id > :m AND item_id IS NOT NULL"),
+                    {"m": mark})}
+        unexplained = [k for k in (*missing, *extra, *misplaced) if k not in touched]
+        report.update(behind_by_events=max(0, head - mark), unexplained=[list(k) for k in unexplained])
+        report["ok"] = meta.get("store_id") == sid and 0 <= mark <= head and not unexplained
+        report["status"] = ("disagrees" if not report["ok"] else "current" if mark == head
+                            else "behind (the next start applies the changes since its mark)")
         return report
 
 
