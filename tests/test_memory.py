@@ -254,6 +254,15 @@ CRASH = textwrap.dedent("""
 """)
 
 
+def insert_lesson_by_sql(conn, trigger: str) -> int:
+    """A lesson row written around skillmem (plain SQL, no event); its id."""
+    conn.execute(text("INSERT INTO lessons (namespace, scope, task_type, trigger, bad_action, fix, source_episodes, "
+                      "provenance, status, grounded_on_feedback, version, support, text_hash, embedding_model, "
+                      "created_at, updated_at) VALUES ('default', 'task', 'heat', :t, '', 'fix', "
+                      "'[]', '{}', 'active', false, 1, 1, '', '', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"), {"t": trigger})
+    return conn.execute(text("SELECT MAX(id) FROM lessons")).scalar()
+
+
 def test_crash_between_sql_commit_and_index_write(db_url, tmp_path):
     m = open_memory(db_url, tmp_path)
     fill(m)
@@ -262,11 +271,7 @@ def test_crash_between_sql_commit_and_index_write(db_url, tmp_path):
                    timeout=120)
     # Another writer that bypasses skillmem entirely: a row and its event by plain SQL.
     with m.engine.begin() as c:
-        c.execute(text("INSERT INTO lessons (namespace, scope, task_type, trigger, bad_action, fix, source_episodes, "
-                       "provenance, status, grounded_on_feedback, version, support, text_hash, embedding_model, "
-                       "created_at, updated_at) VALUES ('default', 'task', 'heat', 'raw sql toaster', '', 'fix', "
-                       "'[]', '{}', 'active', false, 1, 1, '', '', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"))
-        lid = c.execute(text("SELECT MAX(id) FROM lessons")).scalar()
+        lid = insert_lesson_by_sql(c, "raw sql toaster")
         c.execute(text("INSERT INTO lesson_events (namespace, item_kind, item_id, action, reason, created_at) "
                        "VALUES ('default', 'lesson', :i, 'create', 'sql', CURRENT_TIMESTAMP)"), {"i": lid})
     m2 = open_memory(db_url, tmp_path)
@@ -292,11 +297,7 @@ def test_index_check_tells_an_index_behind_from_one_that_disagrees(sqlite_url, t
     # A row that no event announces (written around skillmem, audit and all): the saved index is at
     # the store's mark and still lacks it, which no catching up would mend.
     with m2.engine.begin() as c:
-        c.execute(text("INSERT INTO lessons (namespace, scope, task_type, trigger, bad_action, fix, source_episodes, "
-                       "provenance, status, grounded_on_feedback, version, support, text_hash, embedding_model, "
-                       "created_at, updated_at) VALUES ('default', 'task', 'heat', 'unannounced', '', 'fix', "
-                       "'[]', '{}', 'active', false, 1, 1, '', '', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"))
-        lid = c.execute(text("SELECT MAX(id) FROM lessons")).scalar()
+        lid = insert_lesson_by_sql(c, "unannounced")
     report = m2.index_check()
     assert not report["ok"] and report["status"] == "disagrees"
     assert report["behind_by_events"] == 0 and report["unexplained"] == [["lesson", lid]]
