@@ -3,7 +3,9 @@
 Each seed has its own store (`<run>/seed<N>.db`). A round gathers experience on the
 train split (the base policy with the memory it has so far), writes memory from it
 (lessons from failures, demonstrations from successes), optionally trains the policy, and
-then evaluates every condition on the same held-out tasks. Results go to
+then evaluates every condition on the same held-out tasks. Each seed draws its own held-out
+tasks (`held_out_tasks`: `eval_tasks` of them, none of them a game the seed trains on), so
+n seeds measure n times as many games; the manifest lists each seed's (`held_out`). Results go to
 `<run>/results.jsonl`, one line per evaluated episode (with the experience episodes seen so
 far), and what reflection wrote to `<run>/memory.jsonl`; a killed run started again with the
 same directory skips what is already there. With `curve=True` the rounds are a learning curve:
@@ -368,7 +370,10 @@ def manifest(cfg: RunConfig) -> dict[str, Any]:
         except md.PackageNotFoundError:
             pass
     out = {"config": dataclasses.asdict(cfg), "versions": versions, "python": sys.version.split()[0],
-           "platform": platform.platform(), "git_commit": _git_commit(), "started": time.time()}
+           "platform": platform.platform(), "git_commit": _git_commit(), "started": time.time(),
+           # each seed's own held-out tasks (held_out_tasks); before this field existed every seed
+           # played one shared list, and those figures are not comparable with these
+           "held_out": {str(s): [t.task_id for t in held_out_tasks(cfg, s)] for s in cfg.seeds}}
     from .envs.base import TWX_ENVS
 
     games = {e: dataclasses.asdict(_twx_game(e)) for e in {cfg.env, cfg.train_env or cfg.env} if e in TWX_ENVS}
@@ -430,6 +435,28 @@ def own_tasks(cfg: RunConfig, seed: int, rnd: int, specs: list[TaskSpec], seen: 
     return [s for s in pool if s.task_id not in trained_on][: len(specs)]
 
 
+def train_specs(cfg: RunConfig, seed: int) -> list[TaskSpec]:
+    """Every train task the seed's rounds play as experience (the lists `run` draws)."""
+    train_env = cfg.train_env or cfg.env
+    if cfg.curve:
+        return list_tasks(train_env, cfg.train_split, cfg.train_tasks, seed=seed * 1000 + 1)
+    return [s for rnd in range(1, cfg.rounds + 1)
+            for s in list_tasks(train_env, cfg.train_split, cfg.train_tasks, seed=seed * 1000 + rnd)]
+
+
+def held_out_tasks(cfg: RunConfig, seed: int) -> list[TaskSpec]:
+    """The seed's own held-out tasks: `eval_tasks` of the eval split, listed with seed 10_000 + seed.
+
+    Different seeds play different games (until the split runs out of them), so the figures of
+    three seeds are on three times as many games. None is a game the seed trains on: a clash
+    raises rather than measuring a game the memory was written from."""
+    specs = list_tasks(cfg.env, cfg.eval_split, cfg.eval_tasks, seed=10_000 + seed)
+    clash = {s.task_id for s in specs} & {s.task_id for s in train_specs(cfg, seed)}
+    if clash:
+        raise RuntimeError(f"held-out tasks of seed {seed} are also its train tasks: {sorted(clash)[:5]}")
+    return specs
+
+
 def memory_for(cfg: RunConfig, seed: int, own: bool = False) -> SkillMemory:
     """The seed's memory; `own`: the deployed policy's own experience (trained_lessons), same store."""
     embedder = None
@@ -478,12 +505,12 @@ def run(cfg: RunConfig, *, progress: bool = True, log: Callable[[str], None] = p
         raise ValueError(f"unknown conditions {unknown}; choose from {sorted(CONDITIONS)}")
     if cfg.eval_split not in EVAL_SPLITS:
         raise ValueError(f"eval split must be one of {sorted(EVAL_SPLITS)}, got {cfg.eval_split!r}")
-    eval_specs = list_tasks(cfg.env, cfg.eval_split, cfg.eval_tasks, seed=10_000)
     pool = make_pool(cfg)
     train_env = cfg.train_env or cfg.env
     wants_own = any(CONDITIONS[c].get("memory") == "own" for c in cfg.conditions)
     seen_at = checkpoints(cfg)
     for seed in cfg.seeds:
+        eval_specs = held_out_tasks(cfg, seed)
         memory = memory_for(cfg, seed)
         own = memory_for(cfg, seed, own=True) if wants_own else None
         base = make_base_policy(cfg, seed)
@@ -538,7 +565,7 @@ def run(cfg: RunConfig, *, progress: bool = True, log: Callable[[str], None] = p
                                "reflected": stats.done, "lessons_written": stats.lessons,
                                "demonstrations_written": stats.demonstrations, "no_lesson": stats.no_lesson,
                                **memory_size(own)})
-            # 4. evaluate every condition on the same tasks
+            # 4. evaluate every condition on the seed's held-out tasks (the same for every condition)
             for cond in cfg.conditions:
                 spec_c = CONDITIONS[cond]
                 if spec_c["policy"] == "trained" and not hasattr(base, "act"):

@@ -59,9 +59,34 @@ def test_run_side_by_side_and_report(tmp_path):
     assert (out / "learning_curve.png").exists() and (out / "report.json").exists()
     man = json.loads((out / "manifest.json").read_text())
     assert man["config"]["seeds"] == [0] and "git_commit" in man
+    assert sorted(man["held_out"]["0"]) == tasks["memory"]
     # evaluation episodes are in the store, marked as never to be reflected on
     mem = SkillMemory(out / "seed0.db", namespace="household")
     assert all(e.reflection_status.value == "skipped" for e in mem.episodes(split="valid_unseen"))
+
+
+def test_each_seed_plays_its_own_held_out_tasks_none_of_them_trained_on(tmp_path):
+    from eval.runner import held_out_tasks, train_specs
+
+    cfg = _cfg(tmp_path, seeds=(0, 1), conditions=("no_memory", "memory"), train_tasks=3, eval_tasks=3,
+               step_limit=8)
+    out = run(cfg, progress=False, log=lambda s: None)
+    rows = load(out)
+    man = json.loads((out / "manifest.json").read_text())
+    played = {}
+    for seed in (0, 1):
+        ev = [r for r in rows if r["phase"] == "eval" and r["seed"] == seed]
+        by_cond = {c: sorted(r["task_id"] for r in ev if r["condition"] == c) for c in cfg.conditions}
+        assert by_cond["no_memory"] == by_cond["memory"]  # every condition on the seed's same tasks
+        played[seed] = by_cond["memory"]
+        assert len(played[seed]) == 3  # --eval-tasks is per seed
+        assert sorted(man["held_out"][str(seed)]) == played[seed]
+        trained_on = {r["task_id"] for r in rows if r["phase"] == "train" and r["seed"] == seed}
+        assert trained_on and not trained_on & set(played[seed])
+        assert {s.task_id for s in train_specs(cfg, seed)} == trained_on
+    assert not set(played[0]) & set(played[1])  # two seeds, six games
+    # The same seed always draws the same tasks (a resumed run plays what it started with).
+    assert [s.task_id for s in held_out_tasks(cfg, 1)] == man["held_out"]["1"]
 
 
 def test_killed_run_resumes_where_it_stopped(tmp_path):
