@@ -169,7 +169,7 @@ def make_base_policy(cfg: RunConfig, seed: int) -> Any:
         key = os.environ.get("SKILLMEM_LLM_API_KEY") or os.environ.get("OPENAI_API_KEY") or None
         return OpenAIPolicy(LLMConfig(base_url=cfg.base_url or None, api_key=key, model=cfg.model,
                                       timeout=cfg.llm_timeout, temperature=0.0, max_tokens=cfg.llm_max_tokens),
-                            tools=cfg.llm_tools, json_mode=cfg.llm_json)
+                            tools=cfg.llm_tools, json_mode=cfg.llm_json, domain=make_domain(cfg))
     if cfg.policy == "cpu":
         from skillmem.policy.cpu import CPUPolicy
 

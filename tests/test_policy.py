@@ -125,6 +125,34 @@ def test_openai_policy_tool_calls_and_json_mode(openai_server):
     assert req["messages"][3]["role"] == "tool"
 
 
+def test_openai_policy_prompt_shows_only_the_lessons_that_speak_at_the_step(openai_server):
+    """The chat prompt once pasted every retrieved lesson (`context_text`), where every other policy
+    reads only the lessons whose situation holds at the step (`make_prompt`)."""
+    from skillmem.domain import TextDomain
+    from skillmem.llm import LLMConfig
+    from skillmem.policy.openai_policy import OpenAIPolicy
+    from skillmem.retrieve import render_memory
+
+    start = NS(trigger="at the start", bad_action="go to fridge 1", fix="go to countertop 1", provenance={})
+    failed = NS(trigger="the last action failed", bad_action="heat apple 1 with fridge 1",
+                fix="take apple 1 from countertop 1", provenance={})
+    ctx = NS(lessons=[start, failed], demonstrations=[], text=render_memory([start, failed], [])[0])
+    assert "countertop 1" in ctx.text and "take apple 1" in ctx.text
+    policy = OpenAIPolicy(LLMConfig(base_url=openai_server.base_url, model="test-model", retry_base_delay=0),
+                          domain=TextDomain())
+    openai_server.script([{"content": "Action: " + ADM[1]}])
+    policy.act(GOAL, [], ctx, ADM)  # the first step: only the lesson for the start speaks
+    shown = openai_server.requests[-1]["messages"][1]["content"].split("Admissible actions:")[0]
+    assert "go to countertop 1" in shown and "take apple 1 from countertop 1" not in shown, shown
+    openai_server.script([{"content": "Action: " + ADM[3]}])
+    policy.act(GOAL, [("fly to the moon", "I don't understand that.")], ctx, ADM)  # after a failed step: the other
+    shown = openai_server.requests[-1]["messages"][1]["content"].split("Admissible actions:")[0]
+    assert "take apple 1 from countertop 1" in shown and "go to countertop 1" not in shown, shown
+    openai_server.script([{"content": "Action: " + ADM[3]}])
+    policy.act(GOAL, [(ADM[1], "You arrive at countertop 1.")], ctx, ADM)  # neither speaks: no memory at all
+    assert "What memory says" not in openai_server.requests[-1]["messages"][1]["content"]
+
+
 # --------------------------------------------------------------------------- HF LM policy
 
 WORDS = sorted({w for s in ADM + [GOAL, CTX.text, "Goal: Memory: suggests warns against Next action: > On you see a and"]

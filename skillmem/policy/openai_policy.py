@@ -1,6 +1,7 @@
 """Any OpenAI-compatible chat model as a policy (OpenAI, vLLM, Ollama, a llama.cpp server), for acting.
 
-A ReAct-style prompt (`skillmem.policy.chat`): the goal, retrieved memory as text, past steps as
+A ReAct-style prompt (`skillmem.policy.chat`): the goal, retrieved memory as text (only the lessons
+that speak at the step, as every policy reads them: `make_prompt`, read by `domain`), past steps as
 turns, the admissible actions when the environment gives them; the answer may think first and
 names its action in any of the usual shapes (``Action: ...``, JSON, a tool call, a number).
 An answer that names no admissible action goes back to the model with the error, up to the
@@ -23,7 +24,7 @@ from typing import Any, Sequence
 import torch
 
 from ..llm import InvalidAnswer, LLMClient, LLMConfig, Usage
-from .base import HistoryItem, Prompt, context_text, history_pairs
+from .base import HistoryItem, Prompt, history_pairs, make_prompt
 from .chat import ACT_TOOL, chat_messages, for_api, parse_action
 
 
@@ -53,8 +54,11 @@ class OpenAIPolicy:
     kind = "openai"
 
     def __init__(self, client: LLMClient | LLMConfig, *, use_text: bool = True, max_history: int = 8,
-                 tools: bool = False, json_mode: bool = False):
+                 tools: bool = False, json_mode: bool = False, domain: Any = None):
+        from ..domain import TextDomain
+
         self.client = client if isinstance(client, LLMClient) else LLMClient(client)
+        self.domain = domain if domain is not None else TextDomain()  # reads which lessons speak at a step
         self.use_text = use_text
         self.max_history = max_history
         self.tools = tools  # offer the `act` tool; many local servers do not support tool calls
@@ -69,9 +73,11 @@ class OpenAIPolicy:
 
     def messages(self, goal: str, history: Sequence[HistoryItem], context: Any,
                  admissible: Sequence[str]) -> list[dict[str, Any]]:
-        """The chat messages for one decision."""
-        msgs = chat_messages(goal, history_pairs(history), context_text(context) if self.use_text else "",
-                             admissible, tools=self.tools, max_history=self.max_history)
+        """The chat messages for one decision; memory is the text of the lessons that speak here."""
+        text = make_prompt(goal, history, context, admissible, use_text=True, use_hints=context is not None,
+                           domain=self.domain).memory if self.use_text else ""
+        msgs = chat_messages(goal, history_pairs(history), text, admissible, tools=self.tools,
+                             max_history=self.max_history)
         if self.json_mode:
             msgs[0] = {**msgs[0], "content": msgs[0]["content"] + ' Answer with only a JSON object: '
                                                                   '{"thought": "...", "action": "<action>"}.'}
