@@ -185,13 +185,11 @@ def as_agent(policy: Any, view: str = "both") -> Callable[[dict], Any]:
     if not hasattr(policy, "act"):
         return policy
 
+    from skillmem.policy.base import context_view
+
     def agent(state: dict) -> str:
-        ctx = state.get("context_obj")
-        if ctx is not None and view == "text":
-            ctx = SimpleNamespace(text=getattr(ctx, "text", ""), lessons=[], demonstrations=[])
-        elif ctx is not None and view == "hints":
-            ctx = SimpleNamespace(text="", lessons=getattr(ctx, "lessons", []),
-                                  demonstrations=getattr(ctx, "demonstrations", []))
+        # memory_text_only / memory_hints_only: the memory shown one way only (words, or hints)
+        ctx = context_view(state.get("context_obj"), view)
         return policy.act(state["goal"], state.get("history", []), ctx, state["admissible"])
 
     return agent
@@ -234,15 +232,15 @@ def make_retriever(memory: SkillMemory, cfg: RunConfig, kinds: tuple[str, ...], 
     if kinds == ("raw",):
         return lambda state: raw_trajectory_context(memory, state["task_type"], cfg.raw_k)
 
+    from skillmem.policy.base import context_view
+
     retrieval = retrieval_config(cfg)
 
     def retrieve(state: dict) -> Any:
         ctx = memory.retrieve(state["goal"], state.get("observation", ""), task_type=state["task_type"],
                               config=retrieval,
                               episode_id=state.get("episode_id"), step_index=state.get("step", 0), kinds=kinds)
-        if view == "hints":
-            return SimpleNamespace(text="", tokens=0, lessons=ctx.lessons, demonstrations=ctx.demonstrations)
-        return ctx
+        return context_view(ctx, "hints") if view == "hints" else ctx
 
     return retrieve
 

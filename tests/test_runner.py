@@ -89,6 +89,39 @@ def test_each_seed_plays_its_own_held_out_tasks_none_of_them_trained_on(tmp_path
     assert [s.task_id for s in held_out_tasks(cfg, 1)] == man["held_out"]["1"]
 
 
+def test_memory_hints_only_shows_no_lesson_text_and_memory_text_only_gives_no_hints():
+    """memory_hints_only once rendered the lessons into the prompt anyway (context_text fell back on
+    the rows when the text was empty); memory_text_only pasted every lesson, speaking or not."""
+    from types import SimpleNamespace as NS
+
+    from eval.runner import as_agent
+    from skillmem.domain import TextDomain
+    from skillmem.policy import make_prompt
+    from skillmem.retrieve import render_memory
+
+    d = TextDomain()
+    start = NS(trigger="at the start", bad_action="open door 1", fix="open box 2", provenance={})
+    later = NS(trigger="the last action failed", bad_action="open door 3", fix="open box 4", provenance={})
+    ctx = NS(lessons=[start, later], demonstrations=[], text=render_memory([start, later], [])[0], tokens=30)
+    admissible = ["open box 2", "open door 1", "open box 4", "look"]
+    seen = {}
+
+    class Recorder:  # a policy that keeps the prompt it was given
+        def act(self, goal, history, context, admissible):
+            seen["prompt"] = make_prompt(goal, history, context, admissible, domain=d)
+            return admissible[0]
+
+    state = {"goal": "find the coin", "history": [], "admissible": admissible, "context_obj": ctx}
+    as_agent(Recorder(), "hints")(state)
+    assert seen["prompt"].memory == "" and seen["prompt"].hints, "hints only: no word of memory, its hints"
+    assert seen["prompt"].hints.bonus.get("open box 2", 0) > 0 and "open box 4" not in seen["prompt"].hints.bonus
+    as_agent(Recorder(), "text")(state)
+    assert seen["prompt"].hints is None, "text only: no hints"
+    assert "open box 2" in seen["prompt"].memory and "open box 4" not in seen["prompt"].memory
+    as_agent(Recorder(), "both")(state)
+    assert "open box 2" in seen["prompt"].memory and seen["prompt"].hints
+
+
 def test_killed_run_resumes_where_it_stopped(tmp_path):
     cfg = _cfg(tmp_path, conditions=("no_memory",))
     code = textwrap.dedent(f"""

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .base import Hints, Policy, Prompt, context_text, hints_from_context, history_pairs, make_prompt, memory_text
+from .base import Hints, Policy, Prompt, context_text, context_view, hints_from_context, history_pairs, make_prompt, memory_text
 from .cpu import CPUPolicy, CPUPolicyConfig
 from .random import RandomPolicy
 
@@ -37,5 +37,5 @@ def load_policy(path: str | Path, domain: Any = None) -> Any:
     raise ValueError(f"{meta_path}: unknown policy kind {kind!r} (expected 'cpu', 'hf' or 'hf-chat')")
 
 
-__all__ = ["Policy", "Prompt", "Hints", "hints_from_context", "make_prompt", "context_text", "memory_text", "history_pairs",
+__all__ = ["Policy", "Prompt", "Hints", "hints_from_context", "make_prompt", "context_text", "context_view", "memory_text", "history_pairs",
            "CPUPolicy", "CPUPolicyConfig", "RandomPolicy", "load_policy"]

@@ -60,13 +60,36 @@ def _get(obj: Any, name: str, default: Any = None) -> Any:
     return getattr(obj, name, default)
 
 
+def context_view(context: Any, view: str = "both") -> Any:
+    """The retrieved context shown one way only, for measuring each way apart: "text" (its words,
+    no hints), "hints" (hints on actions, no words: 0 tokens in the prompt) or "both" (as it is).
+
+    The rows stay in every view: the text view still shows only the lessons that speak at the
+    step (`memory_text` reads them), the hints view still matches them against the actions."""
+    if context is None or view == "both":
+        return context
+    if view not in ("text", "hints"):
+        raise ValueError(f"view must be 'both', 'text' or 'hints', got {view!r}")
+    from types import SimpleNamespace
+
+    lessons = _get(context, "lessons", None) or []
+    demos = _get(context, "demonstrations", None) or []
+    if view == "hints":
+        return SimpleNamespace(text="", tokens=0, lessons=lessons, demonstrations=demos, show_text=False)
+    return SimpleNamespace(text=context_text(context), tokens=_get(context, "tokens", 0), lessons=lessons,
+                           demonstrations=demos, show_hints=False)
+
+
 def context_text(context: Any) -> str:
     """The retrieved context as prompt text: its `.text`, a string as is, or its rows rendered
-    as the agent is shown them (skillmem.retrieve.render_memory)."""
+    as the agent is shown them (skillmem.retrieve.render_memory); "" for a context that shows
+    no text (`show_text` False: `context_view(ctx, "hints")`)."""
     if context is None:
         return ""
     if isinstance(context, str):
         return context
+    if _get(context, "show_text", True) is False:
+        return ""
     text = _get(context, "text")
     if text:
         return str(text)
@@ -102,9 +125,12 @@ def memory_text(context: Any, goal: str, history: Sequence[HistoryItem] | None, 
 
 def make_prompt(goal: str, history: Sequence[HistoryItem] | None, context: Any, admissible: Sequence[str],
                 *, use_text: bool = True, use_hints: bool = True, domain: Any = None) -> Prompt:
-    """The prompt for one decision, with memory as text and/or hints (read by `domain`) as asked."""
+    """The prompt for one decision, with memory as text and/or hints (read by `domain`) as asked;
+    a context that shows no hints (`show_hints` False: `context_view(ctx, "text")`) gives none."""
     pairs = history_pairs(history)
     hints = hints_from_context(context, goal, pairs, admissible, domain) \
         if (use_hints and context is not None) else None
     text = memory_text(context, goal, pairs, admissible, domain, hints) if use_text else ""
+    if context is not None and _get(context, "show_hints", True) is False:
+        hints = None  # computed all the same: they say which lessons speak here, for the text
     return Prompt(goal=goal, history=pairs, memory=text, hints=hints)
