@@ -833,14 +833,18 @@ class TextDomain:
 
     # ----------------------------------------------------------- rules
 
-    def rules(self, trace: Any, pivot: Any, slots: SlotMap, success_plan: Sequence[str]) -> list[Rule]:
+    def rules(self, trace: Any, pivot: Any, slots: SlotMap, success_plan: Sequence[str],
+              type_plans: Optional[Sequence[Sequence[str]]] = None) -> list[Rule]:
         """What the failure teaches: the pivot's rule, then where the episode left a successful plan's
         goal steps (`plan_mistakes`), each a rule over situations; only the transferable ones, unless
         none is (then the first, which says why not).
 
         A correction the agent could not have known (`_first_choice`: which of the options offered
         from the start held what the goal needs) does not transfer: a lesson quoting it would only
-        repeat another episode's first choice.
+        repeat another episode's first choice. Unless the task type's recorded successes
+        (`type_plans`, each slotted with its own goal's values) say it is a skill of the type: when
+        all or most of them (`_type_skill`) make the same correction, values abstracted, it is what
+        every success does, not one episode's choice, and it transfers (task scope).
         """
         if pivot is None or pivot.step is None or pivot.step >= len(trace.steps):
             return []
@@ -851,7 +855,8 @@ class TextDomain:
             full = self.slots(trace.goal)
             values = full.values
             p = self._goal_progress(trace.goal, views[: pivot.step], success_plan)
-            if self._first_choice(pivot.corrected_action, views, p, full):
+            if self._first_choice(pivot.corrected_action, views, p, full) and \
+                    not self._type_skill(pivot.corrected_action, type_plans, full.values):
                 out[0].transferable = False
                 out[0].why_not = ("a first choice among the options offered from the start: only the teacher knew "
                                   "which of them held what the goal needs")
@@ -920,6 +925,21 @@ class TextDomain:
             if p < len(loose) and step_matches(loose[p], a, values, self):
                 p += 1
         return p
+
+    # A first choice is a skill of the task type when at least this share of its recorded successes
+    # (and at least two of them) make it too.
+    type_skill_share = 0.75
+
+    def _type_skill(self, corrected: str, type_plans: Optional[Sequence[Sequence[str]]],
+                    values: Mapping[str, str]) -> bool:
+        """Do all or most recorded successes of the task type make `corrected` (each plan's step
+        slotted with its own goal's values, filled with this goal's; no other word made free)?
+        A value only one episode had (where its object happened to be) is in one plan, not most."""
+        plans = [p for p in (type_plans or ()) if p]
+        if len(plans) < 2:
+            return False
+        hits = sum(any(step_matches(step, corrected, values, self) for step in plan) for plan in plans)
+        return hits >= 2 and hits >= self.type_skill_share * len(plans)
 
     def _first_choice(self, corrected: str, steps: Sequence[StepView], progress: int, full: SlotMap) -> bool:
         """Is a correction only a first choice: offered from the start, before any goal step was done?

@@ -157,14 +157,7 @@ def nearest_success(memory: Any, trace: Trace, *, limit: int = 200, domain: Opti
 
     Only verified successes of non-evaluation splits count (DESIGN principles 1 and 6).
     """
-    from sqlalchemy import text as sql
-
-    with memory.engine.connect() as conn:
-        rows = conn.execute(sql(
-            "SELECT id, task_id, goal FROM episodes WHERE namespace = :ns AND task_type = :tt "
-            "AND outcome = 'success' AND outcome_source IS NOT NULL AND id != :id "
-            "AND split NOT IN ('valid_seen', 'valid_unseen', 'test') ORDER BY started_at DESC LIMIT :n"),
-            {"ns": trace.namespace, "tt": trace.task_type, "id": trace.episode_id, "n": limit}).fetchall()
+    rows = _type_successes(memory, trace, limit)
     if not rows:
         return None
     goal_words = set(re.findall(r"\w+", trace.goal.lower()))
@@ -176,6 +169,36 @@ def nearest_success(memory: Any, trace: Trace, *, limit: int = 200, domain: Opti
 
     best = max(rows, key=score)
     return load_trace(memory, best[0], domain)
+
+
+def _type_successes(memory: Any, trace: Trace, limit: int) -> list[Any]:
+    """(id, task_id, goal) of the verified successes of the trace's task type, newest first."""
+    from sqlalchemy import text as sql
+
+    with memory.engine.connect() as conn:
+        return list(conn.execute(sql(
+            "SELECT id, task_id, goal FROM episodes WHERE namespace = :ns AND task_type = :tt "
+            "AND outcome = 'success' AND outcome_source IS NOT NULL AND id != :id "
+            "AND split NOT IN ('valid_seen', 'valid_unseen', 'test') ORDER BY started_at DESC LIMIT :n"),
+            {"ns": trace.namespace, "tt": trace.task_type, "id": trace.episode_id, "n": limit}).fetchall())
+
+
+def type_success_plans(memory: Any, trace: Trace, *, limit: int = 8, domain: Optional[Domain] = None
+                       ) -> list[list[str]]:
+    """The plans (slotted, as `analyse` writes a success's plan) of up to `limit` recorded successes
+    of the trace's task type: the evidence of what every success of the type does, whatever its
+    episode's values (a domain reads a correction that all or most of them make as a skill of the
+    type, not one episode's choice). Same selection as `nearest_success`."""
+    d = _domain(domain if domain is not None else trace.domain)
+    return [success_plan_of(load_trace(memory, row[0], d), d) for row in _type_successes(memory, trace, limit)]
+
+
+def success_plan_of(success: Trace, d: Any) -> list[str]:
+    """A success's plan: its steps that did something, slotted with its own goal's values."""
+    if success.domain is not d:
+        success.read_with(d)
+    s_slots = episode_slots(d, success)
+    return [_plan_step(s, success, s_slots, d) for s in success.steps if not s.failed and s.is_action]
 
 
 # --------------------------------------------------------------------------- analysis
@@ -396,8 +419,12 @@ def localize_pivot(trace: Trace, success: Optional[Trace] = None, slots: Any = N
     return Pivot(None, "none", None, "the episode has no steps")
 
 
-def analyse(trace: Trace, success: Optional[Trace] = None, domain: Optional[Domain] = None) -> Analysis:
-    """Localize the pivot, contrast with the nearest success, abstract names into slots."""
+def analyse(trace: Trace, success: Optional[Trace] = None, domain: Optional[Domain] = None,
+            type_plans: Optional[Sequence[Sequence[str]]] = None) -> Analysis:
+    """Localize the pivot, contrast with the nearest success, abstract names into slots.
+
+    `type_plans`: the plans of the task type's recorded successes (`type_success_plans`), given to
+    a domain whose `rules` takes them as evidence of what transfers; None: the nearest success's only."""
     d = _domain(domain if domain is not None else trace.domain)
     if trace.domain is not d:
         trace.read_with(d)
@@ -412,8 +439,7 @@ def analyse(trace: Trace, success: Optional[Trace] = None, domain: Optional[Doma
     fix = slots.abstract(_written(d, pivot.corrected_action)) if pivot.corrected_action else None
     success_plan: list[str] = []
     if success is not None:
-        s_slots = episode_slots(d, success)
-        success_plan = [_plan_step(s, success, s_slots, d) for s in success.steps if not s.failed and s.is_action]
+        success_plan = success_plan_of(success, d)
         if fix is None and pivot.reason == "failure_feedback":
             fix = _contrast_fix(trace, pivot.step or 0, slots, success_plan, d)
     before = [s for s in trace.steps[: pivot.step or 0]]
@@ -425,8 +451,21 @@ def analyse(trace: Trace, success: Optional[Trace] = None, domain: Optional[Doma
         success_plan=success_plan, success_episode=success.episode_id if success else None,
         first_failure_step=next((s.index for s in trace.steps if s.failed), None),
         grounded_on_feedback=pivot.reason == "directive",
-        rules=d.rules(trace, pivot, slots, success_plan), domain=d, situation=situation,
+        rules=_rules(d, trace, pivot, slots, success_plan, type_plans), domain=d, situation=situation,
     )
+
+
+def _rules(d: Any, trace: Trace, pivot: Pivot, slots: Any, success_plan: list[str],
+           type_plans: Optional[Sequence[Sequence[str]]]) -> list[Any]:
+    """The domain's rules, given the task type's success plans when its `rules` takes them."""
+    try:
+        takes = "type_plans" in inspect.signature(d.rules).parameters
+    except (TypeError, ValueError):
+        takes = False
+    if takes:
+        plans = [list(p) for p in type_plans] if type_plans is not None else ([success_plan] if success_plan else [])
+        return d.rules(trace, pivot, slots, success_plan, type_plans=plans)
+    return d.rules(trace, pivot, slots, success_plan)
 
 
 def _verb(action: str) -> str:
