@@ -346,6 +346,14 @@ def test_a_step_is_superseded_only_when_the_trace_took_it_back_in_between():
     hanoi = ["move small disk to middle peg", "move medium disk to right peg", "move small disk to right peg"]
     assert plan(hanoi) == hanoi
     assert plan(["give apple to alice", "give apple to bob"]) == ["give apple to alice", "give apple to bob"]
-    # Put, taken back, put elsewhere: the later one is what stuck.
-    assert plan(["file red invoice in trash folder", "take red invoice", "file red invoice in billing folder"]) == \
-        ["take red invoice", "file red invoice in billing folder"]
+    # Put, taken back (got again the way it was got first, or taken from where it was put), put
+    # elsewhere: the later one is what stuck.
+    assert plan(["take red invoice", "file red invoice in trash folder", "take red invoice",
+                 "file red invoice in billing folder"]) == ["take red invoice", "file red invoice in billing folder"]
+    assert plan(["file red invoice in trash folder", "take red invoice from trash folder",
+                 "file red invoice in billing folder"]) == \
+        ["take red invoice from trash folder", "file red invoice in billing folder"]
+    # Another use of the value in between takes nothing back (review R1b): both pours stay.
+    tea = ["pour water into kettle", "boil water", "pour water into cup"]
+    assert plan(tea) == tea
+    assert plan(["take water", *tea]) == ["take water", *tea]

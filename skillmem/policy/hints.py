@@ -32,7 +32,9 @@ from ..domain import content_words, loosen as _loosen
 
 # How strongly each kind of memory speaks. A policy learns its own weight on top.
 AVOID, FIX, NEXT_STEP, EXPLORE = -1.0, 0.5, 1.0, 0.3
-ANALOGUE = 0.5  # share of a step's weight an analogue of it gets (follow_demo)
+# Share of a step's weight an analogue of it gets (follow_demo, `_analogues`): half, because a shared
+# word may be only the type of the thing, not which one (review R7b; see `_analogues`).
+ANALOGUE = 0.5
 _SLOT = re.compile(r"\[[^\]]+\]")
 
 
@@ -210,7 +212,13 @@ def _analogues(step: str, by_key: Mapping[str, list[str]], done: Sequence[str]) 
     red invoice in billing folder`` for ``file blue invoice in billing folder``), none this
     episode already did, so that a wrong one gives way to the next. Such a step was kept as
     written because its pairing is what it did (which thing went where); a one-value step never
-    transfers by likeness (``delete branch feature-x`` is not ``delete branch main``)."""
+    transfers by likeness (``delete branch feature-x`` is not ``delete branch main``).
+
+    Known limit (review R7b): the shared word may be only the type of the thing (``invoice``), so
+    the source's pairing (blue invoice to billing) is offered for another thing of the type (red
+    invoice to billing) that may belong elsewhere. Hence an analogue gets `ANALOGUE` (0.5) of the
+    step's weight: a step to consider, less than a plan's own step, and once tried it gives way to
+    the next; it is not a claim that the pairing holds."""
     if len(_parts(step)[1]) < 2:
         return []
     tried = set(done)

@@ -56,10 +56,15 @@ def demo_from_trace(trace: Trace, *, writer: str = "offline", domain: Optional[A
 def _without_superseded(plan: list[str], done: list[str]) -> list[str]:
     """The plan without a command written as done that was taken back and redone otherwise: a
     later command of its frame on the same first value with other values (``file red invoice in
-    trash folder``, later ``file red invoice in billing folder``), and between the two a command
-    of another frame on that value (``take red invoice``: it was taken back). The later one is
-    what stuck. Without the taking back both stay (moving one disk twice, giving a thing to two
-    people in turn); slotted steps and tool calls always stay. `done`: each step as played."""
+    trash folder``, later ``file red invoice in billing folder``), and between the two a real take-back
+    of that value: a command of another frame that undoes it where the step left it (names the
+    step's other values: ``take red invoice from trash folder``), or gets it again the way it was got
+    before the step (``take red invoice``, when a ``take red invoice`` came before the first filing).
+    The later one is what stuck. Another use of the value between the two is no take-back (``pour
+    water into kettle``, ``boil water``, ``pour water into cup``: both pours stay), nor is nothing in
+    between (moving one disk twice, giving a thing to two people in turn). A command repeated with
+    no effect is kept once (see `demo_from_trace`). Slotted steps and tool calls always stay.
+    `done`: each step as played."""
     def shape(step: str, played: str) -> tuple:
         if _SLOT.search(step) or call_name(played):
             return ()
@@ -67,12 +72,19 @@ def _without_superseded(plan: list[str], done: list[str]) -> list[str]:
         # The frame up to the second value: "in box" and "in box of letters" are one place slot.
         return (frame[:4], phrases[0], phrases[1:]) if len(phrases) > 1 else ()
 
-    def took_back(value: str, frame: tuple, between: list[str]) -> bool:
-        return any(value in command_frame(b)[1] and command_frame(b)[0][:4] != frame for b in between)
+    def took_back(i: int, sh: tuple, j: int) -> bool:
+        frame, value, where = sh
+        got = {command_frame(b)[0] for b in done[:i]
+               if value in command_frame(b)[1] and command_frame(b)[0][:4] != frame}
+        for b in done[i + 1:j]:
+            f, ph = command_frame(b)
+            if value in ph and f[:4] != frame and (set(where) & set(ph[1:]) or f in got):
+                return True
+        return False
 
     shapes = [shape(s, a) for s, a in zip(plan, done)]
     kept = [s for i, (s, sh) in enumerate(zip(plan, shapes))
-            if not sh or not any(o and o[:2] == sh[:2] and o[2] != sh[2] and took_back(sh[1], sh[0], done[i + 1:j])
+            if not sh or not any(o and o[:2] == sh[:2] and o[2] != sh[2] and took_back(i, sh, j)
                                  for j, o in enumerate(shapes) if j > i)]
     # What took it back now follows what it took back (take, take): once is enough, as above.
     return [s for i, s in enumerate(kept) if i == 0 or kept[i - 1] != s]
