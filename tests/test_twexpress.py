@@ -144,6 +144,26 @@ def test_failed_twc_episodes_get_the_experts_correction_and_a_guided_retry_that_
     assert len(mem.demonstrations()) >= 1
 
 
+def test_the_pivot_is_the_first_harmful_command_before_a_wasted_one_and_corrects_that_command(server):
+    """twc's pivot once fell on closing an empty container (a wasted step), and its correction
+    was the expert's next step in its own order: reflection held every such lesson back as a first
+    choice. The step the episode lost by is the one that must be undone: a thing put where it does
+    not belong; the expert's correction there is its own version of that step."""
+    env = TwxEnv("train", 760, server=server, env="twexpress")
+    env.reset()
+    gold = env.expert_plan()
+    assert "put picture in side table" in gold and "put picture in book case" not in gold
+    for a in ("open wastepaper basket", "close wastepaper basket", "look around", "take picture",
+              "put picture in book case", "inventory"):
+        env.step(a)
+    assert env.pivot() == (4, "put picture in side table")
+    # Only wasted steps: the first of them, as before.
+    env.reset()
+    for a in ("open wastepaper basket", "close wastepaper basket", "inventory"):
+        env.step(a)
+    assert env.pivot() == (1, "take picture")  # closing it again; the expert's next step there
+
+
 def test_a_read_that_tells_something_new_is_no_wasted_step_and_the_same_read_again_is(server):
     """The pivot once blamed `read cookbook` (reading never shortens the replanned path), and the
     lesson then said to avoid reading: the recipe is what memory's steps are read from."""

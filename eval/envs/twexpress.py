@@ -221,20 +221,26 @@ class TwxEnv:
         return list(self._actions)
 
     def pivot(self) -> Optional[tuple[int, str]]:
-        """Where the episode went wrong: the first step after which the expert's plan did not get shorter
-        (a wasted or harmful command), with the expert's command there. None when every step made
-        progress. Replays the game; restores it.
+        """Where the episode went wrong, with the expert's command there: the first **harmful** step (after
+        which what was left to do no longer wins: it must be undone, or nothing wins any more), else the
+        first **wasted** one (the plan did not get shorter, what was left still wins). None when every
+        step made progress. Replays the game; restores it.
+
+        A wasted step costs one step; a harmful one is the mistake the episode lost by (an object put
+        where it does not belong, a wrong move to walk back), and a correction there is what a lesson
+        can carry to another game. A pivot at the first wasted step (closing an empty container) once
+        taught only an order the teacher preferred, which reflection rightly held back as its first choice.
 
         Two steps that do not shorten the plan are not wasted: a step of the plan done earlier than
         the plan does it (reading the cookbook before walking to the knife: the plan without it
         still wins), and a command whose answer showed words this episode had not been shown
         before, after which what was left to do still wins (a read, a look: it learned something;
         the same answer twice is a wasted step)."""
-        plan, left = list(self._gold), None
+        plan, left, wasted = list(self._gold), None, None
         try:
             for i, a in enumerate(self._actions):
                 if not plan:
-                    return None
+                    return wasted
                 if a == plan[0]:
                     plan = plan[1:]
                     continue
@@ -248,12 +254,30 @@ class TwxEnv:
                     if self._wins(self._actions[: i + 1] + rest):
                         plan = rest
                         continue
-                if self._told_new(i) and self._wins(self._actions[: i + 1] + plan):
-                    continue  # it learned something, and what was left to do still wins
-                return i, plan[0]
+                if self._wins(self._actions[: i + 1] + plan):
+                    # What was left to do still wins: it learned something, or wasted a step.
+                    if wasted is None and not self._told_new(i):
+                        wasted = (i, plan[0])
+                    continue
+                return i, self._correction(i, plan)
         finally:
             self._restore()
-        return None
+        return wasted
+
+    def _correction(self, i: int, plan: list[str]) -> str:
+        """The expert's command at a harmful step i: its own version of what the agent did (the plan's
+        step with the same verb, sharing most words with it: `put x in b` for `put x in a`) when doing
+        that there still wins, else the plan's next step. A correction of the step itself is what a
+        lesson can say; the plan's next step is often only the order the expert happened to take."""
+        a = self._actions[i]
+        words = set(a.split())
+        same = sorted((c for c in plan if c != a and c.split()[:1] == a.split()[:1]),
+                      key=lambda c: (-len(words & set(c.split())), plan.index(c)))
+        for c in same[:3]:
+            rest = plan[:plan.index(c)] + plan[plan.index(c) + 1:]
+            if self._wins(self._actions[:i] + [c] + rest):
+                return c
+        return plan[0]
 
     def _told_new(self, i: int) -> bool:
         """Whether the answer to action i told the episode something: at least NEW_WORDS words it
