@@ -855,8 +855,10 @@ class TextDomain:
             full = self.slots(trace.goal)
             values = full.values
             p = self._goal_progress(trace.goal, views[: pivot.step], success_plan)
+            written = self.lesson_text(slots.abstract(self.written(pivot.corrected_action)), views[: pivot.step],
+                                       slots)
             if self._first_choice(pivot.corrected_action, views, p, full) and \
-                    not self._type_skill(pivot.corrected_action, type_plans, full.values):
+                    not self._type_skill(pivot.corrected_action, written, type_plans, full.values):
                 out[0].transferable = False
                 out[0].why_not = ("a first choice among the options offered from the start: only the teacher knew "
                                   "which of them held what the goal needs")
@@ -926,20 +928,25 @@ class TextDomain:
                 p += 1
         return p
 
-    # A first choice is a skill of the task type when at least this share of its recorded successes
-    # (and at least two of them) make it too.
-    type_skill_share = 0.75
+    # A first choice is a skill of the task type when more than this share of its recorded successes
+    # (and at least two of them) make it too: most of them, so it is the type's rule, right more
+    # often than not, not where one episode's object happened to be.
+    type_skill_share = 0.5
 
-    def _type_skill(self, corrected: str, type_plans: Optional[Sequence[Sequence[str]]],
+    def _type_skill(self, corrected: str, written: str, type_plans: Optional[Sequence[Sequence[str]]],
                     values: Mapping[str, str]) -> bool:
-        """Do all or most recorded successes of the task type make `corrected` (each plan's step
-        slotted with its own goal's values, filled with this goal's; no other word made free)?
+        """Do most recorded successes of the task type make `corrected`? A plan's step, slotted with
+        its own goal's values, matches when filled with this goal's values it is `corrected`, or when
+        it reads as `written` (`corrected` slotted as this episode's lesson is) with the slots'
+        numbers left out (goals worded apart number their slots apart); no other word is made free.
         A value only one episode had (where its object happened to be) is in one plan, not most."""
         plans = [p for p in (type_plans or ()) if p]
         if len(plans) < 2:
             return False
-        hits = sum(any(step_matches(step, corrected, values, self) for step in plan) for plan in plans)
-        return hits >= 2 and hits >= self.type_skill_share * len(plans)
+        key = self.action_key(_unnumbered(written))
+        hits = sum(any(self.action_key(_unnumbered(step)) == key or step_matches(step, corrected, values, self)
+                       for step in plan) for plan in plans)
+        return hits >= 2 and hits > self.type_skill_share * len(plans)
 
     def _first_choice(self, corrected: str, steps: Sequence[StepView], progress: int, full: SlotMap) -> bool:
         """Is a correction only a first choice: offered from the start, before any goal step was done?
@@ -1236,6 +1243,12 @@ def _step_rx(key: str) -> Optional[re.Pattern[str]]:
         return re.compile(r"[^\s,()=]+".join(re.escape(x) for x in parts))
     except re.error:
         return None
+
+
+def _unnumbered(step: str) -> str:
+    """A slotted step with its slots' numbers left out (``open [noun8] cupboard`` -> ``open [noun]
+    cupboard``): how two goals worded apart both name a value of theirs."""
+    return re.sub(r"\[([A-Za-z_]+?)\d*\]", r"[\1]", step or "")
 
 
 def _start_offers(steps: Sequence[StepView]) -> set[str]:

@@ -38,6 +38,7 @@ def record(memory, gem, steps, won, directive=None):
 
 
 def lesson_after(tmp_path, successes, correction):
+    tmp_path.mkdir(parents=True, exist_ok=True)
     memory = SkillMemory(tmp_path / "m.db", embedder=HashingEmbedder())
     for gem, box, first in successes:
         record(memory, gem, success(gem, box, first), True)
@@ -68,3 +69,13 @@ def test_a_first_choice_only_one_success_made_still_waits_in_quarantine(tmp_path
 def test_one_success_is_not_evidence_of_a_skill_of_the_type(tmp_path):
     lesson = lesson_after(tmp_path, [("gem", "crate 1", ("wear apron 1",))], "wear apron 1")
     assert lesson.status.value == "quarantined", lesson
+
+
+def test_a_first_choice_most_successes_make_transfers_and_half_of_them_does_not(tmp_path):
+    # Two of three: most successes put the apron on first (the third did without): the type's rule.
+    most = lesson_after(tmp_path / "a", [("gem", "crate 1", ("wear apron 1",)), ("coin", "box 1", ("wear apron 1",)),
+                                         ("ring", "bin 1", ())], "wear apron 1")
+    assert most.status.value == "active", most
+    half = lesson_after(tmp_path / "b", [("gem", "crate 1", ("wear apron 1",)), ("coin", "box 1", ("wear apron 1",)),
+                                         ("ring", "bin 1", ()), ("pearl", "box 1", ())], "wear apron 1")
+    assert half.status.value == "quarantined", half
