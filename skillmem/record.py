@@ -14,7 +14,11 @@ besides the step in flight that any mode loses; in practice the last 0.1 s of st
 write that fails in the background is raised by the same episode's next `step()` or its
 `finish()`; other episodes sharing the writer are not disturbed (a batch that fails is
 written again step by step), and `finish()` waits only for the steps queued before it,
-never for steps other threads keep adding.
+never for steps other threads keep adding. The mode and its bound are the same on SQLite and
+PostgreSQL (the writer thread commits each batch; `step()` returns before the server has
+acknowledged the step, which takes the commit's round trip off the agent's step);
+both bounds are tested exactly, with the writer held by a lock and the process killed -9
+(tests/test_record.py).
 """
 
 from __future__ import annotations

@@ -481,3 +481,58 @@ def test_background_steps_held_unwritten_are_at_most_max_pending(tmp_path):
     ep.finish(success=True, source="environment")
     assert [s.action for s in mem.steps(ep.id)] == [f"a {s}" for s in range(MAX_PENDING + 10)]
     mem.close()
+
+
+_HELD_PG = textwrap.dedent("""
+    import sys
+    from skillmem import SkillMemory
+    mem = SkillMemory(sys.argv[1], step_writes="background")
+    ep = mem.start_episode(task="held", split="train")
+    print(ep.id, flush=True)
+    sys.stdin.readline()
+    for s in range(int(sys.argv[2])):
+        ep.step(observation="o", action=f"a {s}")
+        print(s, flush=True)  # step() has returned: the agent believes this step recorded
+""")
+
+
+def test_kill_9_of_a_postgres_background_writer_held_mid_write_loses_at_most_max_pending(pg_url):
+    """The kill -9 bound on PostgreSQL, exactly: another session holds a lock on `steps` so the
+    child's writer thread cannot commit; step() returns for MAX_PENDING steps and then waits; the
+    child is killed with -9 there. What it was told was recorded and is not in the table is the
+    loss, and it is at most MAX_PENDING; what is in the table is a prefix, in order."""
+    import psycopg
+
+    from skillmem.record import MAX_PENDING
+
+    SkillMemory(pg_url).close()
+    p = subprocess.Popen([sys.executable, "-c", _HELD_PG, pg_url, str(MAX_PENDING + 10)],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    ep_id = p.stdout.readline().strip()
+    assert ep_id, "the recording process did not start"
+    returned: list[int] = []
+    reader = threading.Thread(target=lambda: returned.extend(int(line) for line in p.stdout), daemon=True)
+    lock = psycopg.connect(pg_url.replace("postgresql+psycopg://", "postgresql://"))
+    try:
+        lock.execute("LOCK TABLE steps IN SHARE MODE")  # INSERTs wait; the transaction stays open
+        p.stdin.write("go\n")
+        p.stdin.flush()
+        reader.start()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len(returned) < MAX_PENDING:
+            time.sleep(0.01)
+        time.sleep(0.5)  # had the queue room for more, they would have returned by now
+        assert len(returned) == MAX_PENDING
+        os.kill(p.pid, signal.SIGKILL)
+        p.wait(timeout=60)
+    finally:
+        lock.rollback()
+        lock.close()
+    reader.join(timeout=10)
+    time.sleep(0.5)  # the killed child's INSERT, waiting on the lock server-side, may now commit
+    mem = SkillMemory(pg_url)
+    actions = [s.action for s in mem.steps(ep_id)]
+    assert actions == [f"a {s}" for s in range(len(actions))]  # a prefix, in order, none twice
+    lost = len(returned) - len(actions)
+    assert 0 < lost <= MAX_PENDING, (lost, len(actions))
+    mem.close()
