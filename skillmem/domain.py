@@ -859,9 +859,15 @@ class TextDomain:
                                        slots)
             if self._first_choice(pivot.corrected_action, views, p, full) and \
                     not self._type_skill(pivot.corrected_action, written, type_plans, full.values):
-                out[0].transferable = False
-                out[0].why_not = ("a first choice among the options offered from the start: only the teacher knew "
-                                  "which of them held what the goal needs")
+                sought = self._sought(pivot.corrected_action, written, success_plan, views, full.values, type_plans)
+                if sought:
+                    # Where to look was the teacher's choice; what the search was for is the type's skill.
+                    out[0].fix = f"{sought} first (what the search is for, wherever it is offered)"
+                    out[0].mistake = f"went on without what every success of the type gets first: {sought}"
+                else:
+                    out[0].transferable = False
+                    out[0].why_not = ("a first choice among the options offered from the start: only the teacher "
+                                      "knew which of them held what the goal needs")
             elif p:  # the correction holds in the plan's situation: after its last goal step done
                 loose = [loosen(success_plan[j]) for j in
                          self._goal_steps(success_plan, values, set(views[0].admissible or ()) if views else set())]
@@ -947,6 +953,26 @@ class TextDomain:
         hits = sum(any(self.action_key(_unnumbered(step)) == key or step_matches(step, corrected, values, self)
                        for step in plan) for plan in plans)
         return hits >= 2 and hits > self.type_skill_share * len(plans)
+
+    def _sought(self, corrected: str, written: str, plan: Sequence[str], steps: Sequence[StepView],
+                values: Mapping[str, str], type_plans: Optional[Sequence[Sequence[str]]]) -> str:
+        """What a first-choice correction searched for: the success plan's first step after it that
+        the world did not offer from the start (it became possible by the search: ``take key``
+        after ``open desk``), when most of the type's successes make that step too
+        (`_type_skill`); "" otherwise."""
+        key = self.action_key(_unnumbered(written))
+        at = next((i for i, st in enumerate(plan) if self.action_key(_unnumbered(st)) == key
+                   or step_matches(st, corrected, values, self)), None)
+        if at is None:
+            return ""
+        first = _start_offers(steps)
+        for st in plan[at + 1:]:
+            if re.search(r"\[(?:from|free)\b", st):
+                return ""  # a value read (one episode's own list): not one step every success makes alike
+            if any(step_matches(st, a, values, self) for a in first):
+                continue
+            return st if self._type_skill(st, st, type_plans, values) else ""
+        return ""
 
     def _first_choice(self, corrected: str, steps: Sequence[StepView], progress: int, full: SlotMap) -> bool:
         """Is a correction only a first choice: offered from the start, before any goal step was done?

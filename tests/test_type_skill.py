@@ -28,7 +28,8 @@ def record(memory, gem, steps, won, directive=None):
                         split="train") as ep:
         for i, (a, f) in enumerate(steps):
             # A text game: what is offered follows where the agent is (the first step: the start's).
-            here = [f"take {gem} 1 from {p}" for p in ("bin 1", "box 1", "crate 1")] + [f"put {gem} 1 in vault 1"] \
+            here = [f"take {gem} 1 from {p}" for p in ("bin 1", "box 1", "crate 1")] + [f"put {gem} 1 in vault 1",
+                                                                                       "take apron 1"] \
                 if won else ["take coin 2 from bin 1"]
             ep.step(observation=START if i == 0 else "", action=a, feedback=f,
                     admissible=OFFERED + ([] if i == 0 else here))
@@ -79,3 +80,15 @@ def test_a_first_choice_most_successes_make_transfers_and_half_of_them_does_not(
     half = lesson_after(tmp_path / "b", [("gem", "crate 1", ("wear apron 1",)), ("coin", "box 1", ("wear apron 1",)),
                                          ("ring", "bin 1", ()), ("pearl", "box 1", ())], "wear apron 1")
     assert half.status.value == "quarantined", half
+
+
+def test_where_to_look_stays_the_teachers_but_what_every_success_looked_for_transfers(tmp_path):
+    # Each success found the apron in another place and put it on: where was a first choice, the
+    # apron is what every success got first.
+    def found(gem, box, where):
+        return (gem, box, (f"walk to {where}", "take apron 1"))
+
+    lesson = lesson_after(tmp_path, [found("gem", "crate 1", "bin 1"), found("coin", "crate 1", "wheel 1"),
+                                     found("ring", "crate 1", "box 1")], "walk to box 1")
+    assert lesson.status.value == "active", lesson
+    assert lesson.fix.startswith("take apron") and "box" not in lesson.fix, lesson
