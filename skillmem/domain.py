@@ -95,6 +95,15 @@ class Rule:
     goal_template: str = ""  # the goal with the slots the rule's texts use ("" : the analysis's own)
 
 
+@dataclass
+class TypePlan:
+    """A recorded success of a task type, as evidence of what its successes do: its plan's steps
+    slotted with its own goal's values, and each as played (the concrete command), when known."""
+
+    steps: list[str]
+    played: list[str] = field(default_factory=list)
+
+
 # --------------------------------------------------------------------------- slots
 
 # Values a goal names, in the order they are tried (longer, more specific shapes first).
@@ -834,7 +843,7 @@ class TextDomain:
     # ----------------------------------------------------------- rules
 
     def rules(self, trace: Any, pivot: Any, slots: SlotMap, success_plan: Sequence[str],
-              type_plans: Optional[Sequence[Sequence[str]]] = None) -> list[Rule]:
+              type_plans: Optional[Sequence[TypePlan]] = None) -> list[Rule]:
         """What the failure teaches: the pivot's rule, then where the episode left a successful plan's
         goal steps (`plan_mistakes`), each a rule over situations; only the transferable ones, unless
         none is (then the first, which says why not).
@@ -842,7 +851,7 @@ class TextDomain:
         A correction the agent could not have known (`_first_choice`: which of the options offered
         from the start held what the goal needs) does not transfer: a lesson quoting it would only
         repeat another episode's first choice. Unless the task type's recorded successes
-        (`type_plans`, each slotted with its own goal's values) say it is a skill of the type: when
+        (`type_plans`, each slotted with its own goal's values and as played) say it is a skill of the type: when
         all or most of them (`_type_skill`) make the same correction, values abstracted, it is what
         every success does, not one episode's choice, and it transfers (task scope).
         """
@@ -939,29 +948,35 @@ class TextDomain:
     # often than not, not where one episode's object happened to be.
     type_skill_share = 0.5
 
-    def _type_skill(self, corrected: str, written: str, type_plans: Optional[Sequence[Sequence[str]]],
+    def _type_skill(self, corrected: str, written: str, type_plans: Optional[Sequence[TypePlan]],
                     values: Mapping[str, str]) -> bool:
-        """Do most recorded successes of the task type make `corrected`? A plan's step, slotted with
-        its own goal's values, matches when filled with this goal's values it is `corrected`, or when
-        it reads as `written` (`corrected` slotted as this episode's lesson is) with the slots'
-        numbers left out (goals worded apart number their slots apart); no other word is made free.
+        """Do most recorded successes of the task type make `corrected` (a command, or "" when only
+        its slotted form `written` is known)? A success makes it when one of its steps was played
+        as it (the same command: ``open desk`` there and here), or reads as it slotted (the same
+        slots, in the same places), or, filled with this goal's values, is it. Only a goal's values
+        are slots; no other word is made free, and one goal value is never taken for another.
         A value only one episode had (where its object happened to be) is in one plan, not most."""
-        plans = [p for p in (type_plans or ()) if p]
+        plans = [p for p in (type_plans or ()) if p.steps]
         if len(plans) < 2:
             return False
-        key = self.action_key(_unnumbered(written))
-        hits = sum(any(self.action_key(_unnumbered(step)) == key or step_matches(step, corrected, values, self)
-                       for step in plan) for plan in plans)
+        key, wkey = self.action_key(corrected) if corrected else None, self.action_key(written)
+
+        def makes(p: TypePlan) -> bool:
+            return any(self.action_key(a) == key for a in p.played) or any(
+                self.action_key(st) == wkey or (corrected and step_matches(st, corrected, values, self))
+                for st in p.steps)
+
+        hits = sum(makes(p) for p in plans)
         return hits >= 2 and hits > self.type_skill_share * len(plans)
 
     def _sought(self, corrected: str, written: str, plan: Sequence[str], steps: Sequence[StepView],
-                values: Mapping[str, str], type_plans: Optional[Sequence[Sequence[str]]]) -> str:
+                values: Mapping[str, str], type_plans: Optional[Sequence[TypePlan]]) -> str:
         """What a first-choice correction searched for: the success plan's first step after it that
         the world did not offer from the start (it became possible by the search: ``take key``
         after ``open desk``), when most of the type's successes make that step too
-        (`_type_skill`); "" otherwise."""
-        key = self.action_key(_unnumbered(written))
-        at = next((i for i, st in enumerate(plan) if self.action_key(_unnumbered(st)) == key
+        (`_type_skill`, as slotted); "" otherwise."""
+        wkey = self.action_key(written)
+        at = next((i for i, st in enumerate(plan) if self.action_key(st) == wkey
                    or step_matches(st, corrected, values, self)), None)
         if at is None:
             return ""
@@ -971,7 +986,7 @@ class TextDomain:
                 return ""  # a value read (one episode's own list): not one step every success makes alike
             if any(step_matches(st, a, values, self) for a in first):
                 continue
-            return st if self._type_skill(st, st, type_plans, values) else ""
+            return st if self._type_skill("", st, type_plans, values) else ""
         return ""
 
     def _first_choice(self, corrected: str, steps: Sequence[StepView], progress: int, full: SlotMap) -> bool:
@@ -1269,12 +1284,6 @@ def _step_rx(key: str) -> Optional[re.Pattern[str]]:
         return re.compile(r"[^\s,()=]+".join(re.escape(x) for x in parts))
     except re.error:
         return None
-
-
-def _unnumbered(step: str) -> str:
-    """A slotted step with its slots' numbers left out (``open [noun8] cupboard`` -> ``open [noun]
-    cupboard``): how two goals worded apart both name a value of theirs."""
-    return re.sub(r"\[([A-Za-z_]+?)\d*\]", r"[\1]", step or "")
 
 
 def _start_offers(steps: Sequence[StepView]) -> set[str]:

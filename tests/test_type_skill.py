@@ -92,3 +92,16 @@ def test_where_to_look_stays_the_teachers_but_what_every_success_looked_for_tran
                                      found("ring", "crate 1", "box 1")], "walk to box 1")
     assert lesson.status.value == "active", lesson
     assert lesson.fix.startswith("take apron") and "box" not in lesson.fix, lesson
+
+
+def test_another_goal_value_at_the_same_step_is_not_the_same_correction():
+    # Review R3: each success opened its own goal's first noun; this goal's second noun is another value.
+    from skillmem.domain import TypePlan
+
+    plans = [TypePlan(["open [noun]", "x"], ["open box", "x"]), TypePlan(["open [noun]"], ["open chest"]),
+             TypePlan(["look"], ["look"])]
+    values = {"[noun]": "gem", "[noun2]": "crate"}
+    assert not D._type_skill("open crate", "open [noun2]", plans, values)
+    # The same command played by most successes is (a place every episode has, named alike).
+    plans = [TypePlan(["open crate"], ["open crate"]), TypePlan(["open crate"], ["open crate"]), TypePlan(["look"])]
+    assert D._type_skill("open crate", "open [noun2]", plans, values)

@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
-from ..domain import Domain, Rule, SlotMap, StepKind, StepView, TextDomain, call_name
+from ..domain import Domain, Rule, SlotMap, StepKind, StepView, TextDomain, TypePlan, call_name
 from ..tokens import count_tokens
 from .safety import redact
 
@@ -183,14 +183,19 @@ def _type_successes(memory: Any, trace: Trace, limit: int) -> list[Any]:
             {"ns": trace.namespace, "tt": trace.task_type, "id": trace.episode_id, "n": limit}).fetchall())
 
 
-def type_success_plans(memory: Any, trace: Trace, *, limit: int = 8, domain: Optional[Domain] = None
-                       ) -> list[list[str]]:
-    """The plans (slotted, as `analyse` writes a success's plan) of up to `limit` recorded successes
-    of the trace's task type: the evidence of what every success of the type does, whatever its
-    episode's values (a domain reads a correction that all or most of them make as a skill of the
-    type, not one episode's choice). Same selection as `nearest_success`."""
+def type_success_plans(memory: Any, trace: Trace, *, limit: int = 32, domain: Optional[Domain] = None
+                       ) -> list[TypePlan]:
+    """The plans of up to `limit` recorded successes of the trace's task type (newest first), each
+    slotted as `analyse` writes a success's plan and as played: the evidence of what the type's
+    successes do, whatever their episode's values (a domain reads a correction most of them make
+    as a skill of the type, not one episode's choice). Same selection as `nearest_success`."""
     d = _domain(domain if domain is not None else trace.domain)
-    return [success_plan_of(load_trace(memory, row[0], d), d) for row in _type_successes(memory, trace, limit)]
+    out = []
+    for row in _type_successes(memory, trace, limit):
+        success = load_trace(memory, row[0], d)
+        out.append(TypePlan(success_plan_of(success, d),
+                            [_written(d, s.action) for s in success.steps if not s.failed and s.is_action]))
+    return out
 
 
 def success_plan_of(success: Trace, d: Any) -> list[str]:
@@ -420,7 +425,7 @@ def localize_pivot(trace: Trace, success: Optional[Trace] = None, slots: Any = N
 
 
 def analyse(trace: Trace, success: Optional[Trace] = None, domain: Optional[Domain] = None,
-            type_plans: Optional[Sequence[Sequence[str]]] = None) -> Analysis:
+            type_plans: Optional[Sequence[TypePlan]] = None) -> Analysis:
     """Localize the pivot, contrast with the nearest success, abstract names into slots.
 
     `type_plans`: the plans of the task type's recorded successes (`type_success_plans`), given to
@@ -456,14 +461,14 @@ def analyse(trace: Trace, success: Optional[Trace] = None, domain: Optional[Doma
 
 
 def _rules(d: Any, trace: Trace, pivot: Pivot, slots: Any, success_plan: list[str],
-           type_plans: Optional[Sequence[Sequence[str]]]) -> list[Any]:
+           type_plans: Optional[Sequence[TypePlan]]) -> list[Any]:
     """The domain's rules, given the task type's success plans when its `rules` takes them."""
     try:
         takes = "type_plans" in inspect.signature(d.rules).parameters
     except (TypeError, ValueError):
         takes = False
     if takes:
-        plans = [list(p) for p in type_plans] if type_plans is not None else ([success_plan] if success_plan else [])
+        plans = list(type_plans) if type_plans is not None else ([TypePlan(success_plan)] if success_plan else [])
         return d.rules(trace, pivot, slots, success_plan, type_plans=plans)
     return d.rules(trace, pivot, slots, success_plan)
 
