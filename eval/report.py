@@ -1,7 +1,9 @@
 """`python -m eval report RUN`: Markdown, plots and JSON from a run's results.jsonl.
 
-Success rate per condition (mean ± std over seeds, each seed's rate over the same
-tasks), per task type, steps to success, tokens of memory injected per step and
+Success rate per condition (mean ± std over seeds, each seed's rate over its held-out
+tasks), per task type, steps to success, tokens of memory retrieved per step (the whole
+retrieved context: a policy that shows only the lessons speaking at the step, or only hints,
+puts fewer in its prompt) and
 memory size; lessons written and kept (`memory.jsonl`) and example lessons with the
 failures they came from (read from the seed stores); a learning curve per condition —
 held-out success against the experience episodes seen — as a table and a plot; per-task-type bars.
@@ -202,7 +204,7 @@ def lessons_markdown(mem: dict[str, Any], examples: dict[str, list[dict[str, Any
 
 
 def table(summary: dict[str, Any]) -> str:
-    lines = ["| condition | success (mean ± std over seeds) | steps to success | memory tokens / step | lessons | demos |",
+    lines = ["| condition | success (mean ± std over seeds) | steps to success | retrieved memory tokens / step | lessons | demos |",
              "|---|---|---|---|---|---|"]
     for c, v in summary["conditions"].items():
         sts = f"{v['steps_to_success']:.1f}" if v["steps_to_success"] is not None else "–"

@@ -4,8 +4,9 @@ Each seed has its own store (`<run>/seed<N>.db`). A round gathers experience on 
 train split (the base policy with the memory it has so far), writes memory from it
 (lessons from failures, demonstrations from successes), optionally trains the policy, and
 then evaluates every condition on the same held-out tasks. Each seed draws its own held-out
-tasks (`held_out_tasks`: `eval_tasks` of them, none of them a game the seed trains on), so
-n seeds measure n times as many games; the manifest lists each seed's (`held_out`). Results go to
+tasks (`held_out_tasks`: `eval_tasks` of them, none of them a game the seed trains on): on
+household n seeds play n disjoint lists, on ALFWorld and TWX independent draws that mostly
+differ (they can share a game); the manifest lists each seed's (`held_out`). Results go to
 `<run>/results.jsonl`, one line per evaluated episode (with the experience episodes seen so
 far), and what reflection wrote to `<run>/memory.jsonl`; a killed run started again with the
 same directory skips what is already there. With `curve=True` the rounds are a learning curve:
@@ -445,8 +446,10 @@ def train_specs(cfg: RunConfig, seed: int) -> list[TaskSpec]:
 def held_out_tasks(cfg: RunConfig, seed: int) -> list[TaskSpec]:
     """The seed's own held-out tasks: `eval_tasks` of the eval split, listed with seed 10_000 + seed.
 
-    Different seeds play different games (until the split runs out of them), so the figures of
-    three seeds are on three times as many games. None is a game the seed trains on: a clash
+    Household's lists for different seeds are disjoint (until the split runs out of them); ALFWorld's
+    and TWX's are independent shuffles, which mostly differ but may share a game (valid_seen, 8 a
+    seed: 21 distinct games of 24), and TWX repeats its list when asked for more games than it
+    lists. The manifest's `held_out` says which. None is a game the seed trains on: a clash
     raises rather than measuring a game the memory was written from."""
     specs = list_tasks(cfg.env, cfg.eval_split, cfg.eval_tasks, seed=10_000 + seed)
     clash = {s.task_id for s in specs} & {s.task_id for s in train_specs(cfg, seed)}
