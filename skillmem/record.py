@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import atexit
 import inspect
+import math
 import os
 import sys
 import threading
@@ -36,7 +37,7 @@ from pydantic import ValidationError
 from sqlalchemy import event, insert, text, update
 from sqlalchemy.exc import DBAPIError
 
-from .episode import Outcome, OutcomeSource, Status, StepBase, check_label, utcnow
+from .episode import MAX_TEXT_CHARS, Outcome, OutcomeSource, Status, StepBase, check_label, utcnow
 from .store import EpisodeRow, StepRow, keep_inherited
 
 if TYPE_CHECKING:
@@ -80,6 +81,68 @@ def _validated_step(fields: Mapping[str, Any]) -> StepBase:
         raise MalformedInput(f"malformed step, nothing written: {exc}") from exc
 
 
+_TEXT_FIELDS = ("observation", "action", "feedback")
+_COUNT_FIELDS = ("prompt_tokens", "completion_tokens", "context_tokens", "call_group")
+_STEP_FIELDS = tuple(StepBase.model_fields)
+
+
+def _plain_text(v: Any, limit: int = MAX_TEXT_CHARS) -> bool:
+    # clean_text's own test for "nothing to repair": the value is stored as it is.
+    return type(v) is str and v.isascii() and len(v) <= limit and "\x00" not in v
+
+
+def _plain_number(v: Any) -> bool:
+    return (type(v) is float or type(v) is int) and math.isfinite(v)
+
+
+def _step_values(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """`_validated_step(fields).model_dump()`: a step's stored values, or MalformedInput.
+
+    A step of plain values (ASCII text with nothing to repair, finite numbers, counts, a
+    list of plain commands; the common case at every recorded step) is checked here by the
+    model's rules and dumped as the model dumps it; anything else (bytes, long or non-ASCII
+    text, a tool's arguments, a value to refuse) goes through the model itself. Through
+    the model a step cost ~100 us of the agent's thread, ~40 of them the dump, once the
+    agent's own work had taken the caches (tests/test_record.py checks both give the same).
+    """
+    values: dict[str, Any] = dict.fromkeys(_STEP_FIELDS)
+    values.update(observation="", action="", feedback="", reward=0.0)
+    for key, v in fields.items():
+        if key in _TEXT_FIELDS:
+            if not _plain_text(v):
+                break
+        elif key == "index" or key in _COUNT_FIELDS:
+            if v is not None and not (type(v) is int and v >= 0):
+                break
+        elif key == "reward":
+            if not _plain_number(v):
+                break
+            v = float(v)
+        elif key == "latency_ms":
+            if v is not None:
+                if not _plain_number(v):
+                    break
+                v = float(v)
+        elif key == "error":
+            if v is not None and not _plain_text(v):
+                break
+        elif key == "admissible":
+            if v is not None:
+                if type(v) is not list or not all(_plain_text(a, 2_000) for a in v):
+                    break
+                v = list(v)
+        elif key == "tool_call_id":
+            if v is not None and not (type(v) is str and len(v) <= 200):
+                break
+        else:  # tool_args (any JSON: the model's own dump), or a field the model does not have
+            break
+        values[key] = v
+    else:
+        if type(values["index"]) is int:
+            return values
+    return _validated_step(fields).model_dump()
+
+
 def _call_verifier(verifier: Verifier, rec: "EpisodeRecorder", kwargs: dict[str, Any]) -> Optional[bool]:
     """Call `verifier(rec, **kwargs)`, leaving out keywords it does not take (e.g. `state=`)."""
     try:
@@ -114,7 +177,7 @@ class _PendingSteps:
         self._wake = threading.Event()  # set when the writer should not linger
 
     def put(self, token: Any, item: Any, *, now: bool = False) -> None:
-        """Queue a step (a row of parameters) or a flush marker (`now`: written at once)."""
+        """Queue a step (its values, or its row of parameters) or a flush marker (`now`: written at once)."""
         with self._cond:
             if not now:
                 while len(self._items) + self._writing >= MAX_PENDING:
@@ -139,7 +202,7 @@ class _PendingSteps:
                 self._queued.clear()
                 if self._items:
                     items, self._items = self._items, []
-                    self._writing = sum(1 for _, item in items if isinstance(item, list))
+                    self._writing = sum(1 for _, item in items if not isinstance(item, threading.Event))
                     return items
 
     def done(self) -> None:
@@ -198,8 +261,14 @@ class _StepWriter:
             self.write(values)
             return
         self.raise_failure(token)
-        params = self._params(values)  # converted here: the writer thread holds the GIL only to execute
-        self._steps().put(token, [params[n] for n in self.order])
+        if values.get("tool_args") is not None:  # any object: its JSON may fail, and step() says so
+            params = self._params(values)
+            self._steps().put(token, [params[n] for n in self.order])
+        else:
+            # Converted by the writer thread, a batch at a time: in the agent's thread, after its
+            # own work had taken the caches, the conversion (JSON, datetime) cost ~60 us a step,
+            # several times what it costs for the batch's rows one after the other.
+            self._steps().put(token, values)
 
     def _steps(self) -> "_PendingSteps":
         pending = self._pending
@@ -220,6 +289,13 @@ class _StepWriter:
             try:
                 rows: list[tuple[Any, list[Any]]] = []
                 for token, item in batch + [(None, None)]:
+                    if isinstance(item, dict):
+                        try:
+                            params = self._params(item)
+                        except Exception as exc:  # noqa: BLE001 - handed to the recording thread, not lost
+                            self._errors.setdefault(token, exc)
+                            continue
+                        item = [params[n] for n in self.order]
                     if isinstance(item, list):
                         rows.append((token, item))
                         continue
@@ -453,17 +529,16 @@ class EpisodeRecorder:
         """Write one step now; returns its index. `extra`: error, admissible, latency_ms, *_tokens."""
         if self.done:
             raise RuntimeError(f"episode {self.id} is finished; start a new one with memory.episode(...)")
-        s = _validated_step({"index": self.num_steps, "observation": observation, "action": action,
-                             "feedback": feedback, "reward": reward, **extra})
-        values = s.model_dump()
+        values = _step_values({"index": self.num_steps, "observation": observation, "action": action,
+                               "feedback": feedback, "reward": reward, **extra})
         values.update(namespace=self.namespace, episode_id=self.id, created_at=utcnow())
-        self.total_reward += s.reward
+        self.total_reward += values["reward"]
         # One statement per step: the episode row's counters are settled at finish (or by
         # the reaper from the steps themselves), which keeps a step to one round trip.
         self._writer.submit(values, self._background, self._token)
         self.num_steps += 1
-        self.last_reward = s.reward
-        return s.index
+        self.last_reward = values["reward"]
+        return values["index"]
 
     # -- outcome -------------------------------------------------------------------------
 

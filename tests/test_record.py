@@ -416,10 +416,23 @@ def test_a_step_validates_as_the_model_does():
             "admissible": ("x", "y"), "latency_ms": 3, "prompt_tokens": 4, "tool_args": {"k": [1]}}
     assert _validated_step(good).model_dump() == StepBase.model_validate(dict(good)).model_dump()
     assert _validated_step(good).model_fields_set == StepBase.model_validate(dict(good)).model_fields_set
+    from skillmem.record import _step_values
+
+    # The plain step the recorder checks itself, and its edges: each as the model dumps it.
+    for fields in (dict(good), {"index": 0}, {"index": 3, "observation": "o", "action": "a", "feedback": "f",
+                   "reward": 2, "admissible": ["x", "y"], "latency_ms": 4, "context_tokens": 0, "error": "e",
+                   "tool_call_id": "c", "call_group": 1}, {"index": 1, "reward": True}, {"index": 1, "admissible": []},
+                   {"index": 1, "observation": "é" * 3}, {"index": 1, "observation": "x" * (MAX_TEXT_CHARS + 1)},
+                   {"index": 1, "admissible": ["x" * 2_001]}, {"index": 1, "latency_ms": None, "error": None},
+                   {"index": 1, "tool_args": [1, {"a": 2}]}, {"index": 1, "unknown_field": 3}):
+        assert _step_values(dict(fields)) == StepBase.model_validate(dict(fields)).model_dump(), fields
+        assert type(_step_values(dict(fields))["reward"]) is float
     for bad in ({"index": -1}, {"index": 0, "reward": float("nan")}, {"index": 0, "admissible": "look"},
                 {"index": 0, "prompt_tokens": -2}, {"index": 0, "action": 5}, {"index": 0, "tool_call_id": "x" * 201}):
         with pytest.raises(MalformedInput):
             _validated_step(bad)
+        with pytest.raises(MalformedInput):
+            _step_values(dict(bad))
         with pytest.raises((ValueError, TypeError)):
             StepBase.model_validate(dict(bad))
 
