@@ -34,10 +34,10 @@ import weakref
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence
 
 from pydantic import ValidationError
-from sqlalchemy import event, insert, text, update
+from sqlalchemy import Integer, event, insert, text, update
 from sqlalchemy.exc import DBAPIError
 
-from .episode import MAX_TEXT_CHARS, Outcome, OutcomeSource, Status, StepBase, check_label, utcnow
+from .episode import MAX_TEXT_CHARS, EpisodeBase, Outcome, OutcomeSource, Status, StepBase, check_label, utcnow
 from .store import EpisodeRow, StepRow, keep_inherited
 
 if TYPE_CHECKING:
@@ -226,7 +226,9 @@ class _StepWriter:
     def __init__(self, engine: Any, table: Any = None):
         self.engine = engine
         table = StepRow.__table__ if table is None else table
-        self.columns = [c.name for c in table.columns if c.name != "id"]
+        # Every column but an integer key the database numbers itself (a text id is written).
+        self.columns = [c.name for c in table.columns
+                        if not (c.primary_key and isinstance(c.type, Integer))]
         compiled = insert(table).compile(dialect=engine.dialect, column_keys=self.columns)
         self.sql = compiled.string
         self._many: dict[int, str] = {}  # rows -> one INSERT with that many VALUES tuples
@@ -463,6 +465,7 @@ def _flush_at_multiprocessing_exit() -> None:
 
 
 _row_writers: "weakref.WeakKeyDictionary[Any, _StepWriter]" = weakref.WeakKeyDictionary()
+_episode_writers: "weakref.WeakKeyDictionary[Any, _StepWriter]" = weakref.WeakKeyDictionary()
 
 
 def flush_steps(engine: Any) -> None:
@@ -495,10 +498,21 @@ def retrieval_writer(engine: Any) -> _StepWriter:
         return writer
 
 
+def episode_writer(engine: Any) -> _StepWriter:
+    """The kept-connection writer of the `episodes` table: a new episode's row in one
+    autocommitted INSERT, durable before `start_episode` returns, as through the pool."""
+    with _writers_lock:
+        writer = _episode_writers.get(engine)
+        if writer is None:
+            writer = _episode_writers[engine] = _StepWriter(engine, EpisodeRow.__table__)
+            event.listen(engine, "engine_disposed", lambda _engine: writer.close_connection())
+        return writer
+
+
 class EpisodeRecorder:
     """Records one episode: `step(...)` per action, then `finish(...)` with a verified outcome."""
 
-    def __init__(self, engine: Any, row: EpisodeRow, verifier: Optional[Verifier] = None, *,
+    def __init__(self, engine: Any, row: EpisodeBase, verifier: Optional[Verifier] = None, *,
                  on_finished: Optional[Callable[[str], None]] = None, step_writes: str = "sync"):
         # Writes go to `engine` alone; `on_finished(episode_id)` runs once the outcome is
         # committed (the memory's episode-finished hooks), so the recorder never needs the façade.
