@@ -92,7 +92,8 @@ def _plain_text(v: Any, limit: int = MAX_TEXT_CHARS) -> bool:
 
 
 def _plain_number(v: Any) -> bool:
-    return (type(v) is float or type(v) is int) and math.isfinite(v)
+    # An int past 2**53 goes to the model (math.isfinite would overflow on 10**400; review R9).
+    return (type(v) is float and math.isfinite(v)) or (type(v) is int and -2**53 < v < 2**53)
 
 
 def _step_values(fields: Mapping[str, Any]) -> dict[str, Any]:

@@ -428,7 +428,8 @@ def test_a_step_validates_as_the_model_does():
         assert _step_values(dict(fields)) == StepBase.model_validate(dict(fields)).model_dump(), fields
         assert type(_step_values(dict(fields))["reward"]) is float
     for bad in ({"index": -1}, {"index": 0, "reward": float("nan")}, {"index": 0, "admissible": "look"},
-                {"index": 0, "prompt_tokens": -2}, {"index": 0, "action": 5}, {"index": 0, "tool_call_id": "x" * 201}):
+                {"index": 0, "prompt_tokens": -2}, {"index": 0, "reward": 10**400}, {"index": 0, "latency_ms": 10**400},
+                {"index": 0, "action": 5}, {"index": 0, "tool_call_id": "x" * 201}):
         with pytest.raises(MalformedInput):
             _validated_step(bad)
         with pytest.raises(MalformedInput):
