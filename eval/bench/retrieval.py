@@ -13,7 +13,9 @@ in the embeddings table: an import, not what is measured), then:
   - `skillmem_default_call`: the call an agent makes, `memory.retrieve(q, episode_id=...)`
     (k = 5, one demonstration searched for, each chosen item written to `retrievals`), in
     the same interleaved set, on queries of its own (no other contender retrieved for them
-    first);
+    first); with `--pg URL` (default SKILLMEM_TEST_PG_URL) also on a fresh PostgreSQL store
+    of the same lessons (`skillmem_default_call_postgres`, over `skillmem_index_postgres`, its
+    own index's search: `default_call_fixed_cost_postgres_ms`);
   - `skillmem_index`: the floor under it (measured interleaved with `skillmem`, query by
     query), the same query embedding plus the search of
     skillmem's own index (exact up to 4,096 items a partition, IVF above) for k=5;
@@ -146,12 +148,46 @@ def write_store(db: Path, emb: HashingEmbedder, triggers: list[str], fixes: list
     conn.close()
 
 
+def write_store_pg(url: str, emb: HashingEmbedder, triggers: list[str], fixes: list[str], texts: list[str],
+                   vectors: np.ndarray) -> None:
+    """`write_store`'s import into a PostgreSQL store (the same rows, events and vectors)."""
+    import psycopg
+
+    now = datetime.now(timezone.utc)
+    keys = [content_hash(t, emb.name) for t in texts]
+    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://")) as conn, conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO lessons (id, namespace, scope, task_type, trigger, bad_action, fix, source_episodes, "
+            "provenance, status, grounded_on_feedback, version, support, text_hash, embedding_model, created_at, "
+            "updated_at) VALUES (%s, 'default', 'general', '', %s, '', %s, '[]', '{}', 'active', false, 1, 1, %s, "
+            "%s, %s, %s)", [(i + 1, t, f, k, emb.name, now, now) for i, (t, f, k) in enumerate(zip(triggers, fixes, keys))])
+        cur.execute("SELECT setval(pg_get_serial_sequence('lessons', 'id'), %s)", (len(texts),))
+        cur.executemany(
+            "INSERT INTO lesson_events (namespace, item_kind, item_id, action, reason, created_at) "
+            "VALUES ('default', 'lesson', %s, 'create', 'bench import', %s)", [(i + 1, now) for i in range(len(texts))])
+        cur.executemany(
+            "INSERT INTO embeddings (text_hash, model, dim, vector, created_at) VALUES (%s, %s, %s, %s, %s) "
+            "ON CONFLICT DO NOTHING", [(k, emb.name, emb.dim, v.tobytes(), now) for k, v in zip(keys, vectors)])
+
+
+def _pg_database(url: str, drop: str = "") -> str:
+    """A fresh database on `url`'s server (or, with `drop`, that one dropped)."""
+    import sqlalchemy as sa
+
+    admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    name = drop or f"bench_{os.getpid()}_{time.monotonic_ns() % 10**9}"
+    with admin.connect() as c:
+        c.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)" if drop else f"CREATE DATABASE {name}")
+    admin.dispose()
+    return url.rsplit("/", 1)[0] + "/" + name
+
+
 def recall(found: np.ndarray, truth: np.ndarray) -> float:
     return round(float(np.mean([len(set(a) & set(b)) / K for a, b in zip(found, truth)])), 4)
 
 
 def bench_size(n: int, n_queries: int, store_queries: int, hnsw_max: int, store_max: int,
-               workdir: Path) -> dict[str, Any]:
+               workdir: Path, pg: str = "") -> dict[str, Any]:
     emb = HashingEmbedder()
     out: dict[str, Any] = {"lessons": n}
     t0 = time.perf_counter()
@@ -168,6 +204,15 @@ def bench_size(n: int, n_queries: int, store_queries: int, hnsw_max: int, store_
     t0 = time.perf_counter()
     write_store(db, emb, triggers, fixes, texts, vectors)
     out["setup_sql_import_s"] = round(time.perf_counter() - t0, 1)
+    mem_pg, pg_db = None, ""
+    if pg:  # the same import into a fresh PostgreSQL store, for the agent's call there
+        pg_db = _pg_database(pg)
+        mem_pg = SkillMemory(pg_db, embedder=emb, save_interval=1e9, index_dir=workdir / f"pg-index-{n}")
+        t0 = time.perf_counter()
+        write_store_pg(pg_db, emb, triggers, fixes, texts, vectors)
+        mem_pg.index_rebuild()
+        out["postgres_setup_s"] = round(time.perf_counter() - t0, 1)
+    own_pg = dict(zip(queries, (f"{s} (pg agent query {i})" for i, s in enumerate(sentences(n_queries, seed=5)))))
     del triggers, fixes
     gc.collect()
 
@@ -184,11 +229,21 @@ def bench_size(n: int, n_queries: int, store_queries: int, hnsw_max: int, store_
     assert len(ctx.items) == K, ctx
     # The floor is the search retrieval itself makes (32 candidates for MMR to choose 5 from)
     # and the k=5 one; all three interleaved, query by query.
-    side = interleaved({"ours": lambda q: mem.retrieve(q, k=K, k_demos=0, record=False),
-                        "floor": lambda q: index.search(PARTITION, emb.encode([q]), K),
-                        "floor32": lambda q: index.search(PARTITION, emb.encode([q]), 32),
-                        "agent": lambda q: mem.retrieve(own[q], episode_id="bench")}, queries)
+    fns = {"ours": lambda q: mem.retrieve(q, k=K, k_demos=0, record=False),
+           "floor": lambda q: index.search(PARTITION, emb.encode([q]), K),
+           "floor32": lambda q: index.search(PARTITION, emb.encode([q]), 32),
+           "agent": lambda q: mem.retrieve(own[q], episode_id="bench")}
+    if mem_pg is not None:  # its own index, the same vectors: its floor is measured too
+        mem_pg.retrieve(queries[0], episode_id="bench")
+        fns["agent_pg"] = lambda q: mem_pg.retrieve(own_pg[q], episode_id="bench")
+        fns["floor_pg"] = lambda q: mem_pg.index.index.search(PARTITION, emb.encode([q]), K)
+    side = interleaved(fns, queries)
     ours, floor, floor32, agent = side["ours"], side["floor"], side["floor32"], side["agent"]
+    if mem_pg is not None:
+        out.update(skillmem_default_call_postgres=side["agent_pg"], skillmem_index_postgres=side["floor_pg"],
+                   default_call_fixed_cost_postgres_ms=round(side["agent_pg"]["p50_ms"] - side["floor_pg"]["p50_ms"], 3))
+        mem_pg.close()
+        _pg_database(pg, drop=pg_db.rsplit("/", 1)[1])
     ours_ids = index.search(PARTITION, qvecs, K)[1]
 
     # -- incremental sync: one new lesson, applied in place
@@ -284,15 +339,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1,
                    help="FAISS OpenMP threads (1: a single query gains nothing from more, and on a busy "
                         "machine the OpenMP barrier turns into ms-long stalls)")
+    p.add_argument("--pg", default=os.environ.get("SKILLMEM_TEST_PG_URL", ""),
+                   help="PostgreSQL server URL: the agent's call is measured there too, on a fresh database "
+                        "with the same lessons (created and dropped); '' to skip")
     a = p.parse_args(argv)
     faiss.omp_set_num_threads(a.threads)
     results = []
     with tempfile.TemporaryDirectory(prefix="skillmem-bench-") as d:
         for n in [int(s) for s in a.sizes.split(",")]:
-            r = bench_size(n, a.queries, a.store_queries, a.hnsw_max, a.store_max, Path(d))
+            r = bench_size(n, a.queries, a.store_queries, a.hnsw_max, a.store_max, Path(d), a.pg)
             print(f"{n:>8} lessons: skillmem p50 {r['skillmem']['p50_ms']} ms (its index {r['skillmem_index']['p50_ms']}"
                   f" ms, fixed {r['fixed_cost_ms']} ms; the agent's call, recorded, with demonstrations "
-                  f"{r['skillmem_default_call']['p50_ms']} ms), exact FAISS {r['exact_faiss']['p50_ms']} ms, "
+                  f"{r['skillmem_default_call']['p50_ms']} ms, on PostgreSQL "
+                  f"{r.get('skillmem_default_call_postgres', {}).get('p50_ms', '-')} ms over its index "
+                  f"{r.get('skillmem_index_postgres', {}).get('p50_ms', '-')} ms), exact FAISS {r['exact_faiss']['p50_ms']} ms, "
                   f"HNSW {r['hnsw'].get('p50_ms', '-')} ms, InMemoryStore {r['inmemorystore'].get('p50_ms', '-')} ms, "
                   f"recall@5 {r['recall_at_5']}, rebuild {r['index_rebuild_s']} s, {r['targets_met']}",
                   file=sys.stderr, flush=True)
