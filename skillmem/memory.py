@@ -29,7 +29,7 @@ from .episode import (
 from . import curate
 from .curate import DUPLICATE_COSINE, FIELD_COSINE, MIN_USES, Curator, MergeHook, default_merge
 from .episode import DemonstrationBase, LessonBase
-from .record import STEP_WRITES, EpisodeRecorder, MalformedInput, Verifier, episode_writer
+from .record import STEP_WRITES, EpisodeRecorder, MalformedInput, Verifier, episode_writer, retrieval_writer
 from .index.items import DEMO, LESSON
 from .index.memory import MemoryIndex, default_index_dir, reader_engine
 from .retrieve import Context, RetrievalConfig, build_context, count_item_tokens, query_text, record_retrievals
@@ -67,11 +67,14 @@ class SkillMemory:
         # "sync": a step is in the table when step() returns (kill -9 loses at most the step in
         # flight); "background": a writer thread inserts it, kill -9 loses at most the unwritten
         # ones (skillmem.record.MAX_PENDING queued, plus the one being written); finish(),
-        # close() and a normal exit wait for them.
+        # close() and a normal exit wait for them. A retrieval's rows (what it chose, for
+        # credit) are written the same way, with the same bound.
         self.step_writes = step_writes
         self._configs: dict[tuple[Any, ...], RetrievalConfig] = {}
         self.url = resolve_url(db)
         self.engine = make_engine(self.url)
+        if step_writes == "background":  # the rows of what each retrieval chose go the same way
+            retrieval_writer(self.engine).background = True
         init_schema(self.engine)
         reap_interrupted(self.engine, stale_after=reap_after)
         self.namespace = namespace

@@ -242,6 +242,7 @@ class _StepWriter:
         self._pid = os.getpid()
         self._lock = threading.Lock()
         self._pending: Optional[_PendingSteps] = None  # background mode: steps to write, in order
+        self.background = False  # write_many queues (see there)
         # A background write's failure, kept for the recorder (its token) whose step it was and
         # raised by that recorder's next step or flush, never another episode's.
         self._errors: dict[Any, BaseException] = {}
@@ -326,7 +327,7 @@ class _StepWriter:
             except BaseException as exc:  # noqa: BLE001 - handed to the recording thread, not lost
                 self._errors.setdefault(token, exc)
 
-    def flush(self, token: Any = None) -> None:
+    def flush(self, token: Any = None, *, raise_failure: bool = True) -> None:
         """Wait until the steps queued so far are written; raise `token`'s failed write, if any.
 
         Waits on a marker queued behind them, not for the queue to empty: threads that keep
@@ -336,7 +337,8 @@ class _StepWriter:
             done = threading.Event()
             pending.put(None, done, now=True)
             done.wait()
-        self.raise_failure(token)
+        if raise_failure:
+            self.raise_failure(token)
 
     def raise_failure(self, token: Any = None) -> None:
         exc = self._errors.pop(token, None)
@@ -359,7 +361,16 @@ class _StepWriter:
         return params
 
     def write_many(self, rows: Sequence[dict[str, Any]]) -> None:
-        """Insert `rows` in one statement (one round trip, one transaction): all or none."""
+        """Insert `rows` in one statement (one round trip, one transaction): all or none.
+
+        A writer set to `background` (the retrievals' writer of a memory opened with
+        step_writes="background") queues them for its thread instead, as steps are: written
+        with what else is queued, kill -9 losing at most MAX_PENDING rows; a failed write is
+        raised by the next call."""
+        if self.background:
+            for values in rows:
+                self.submit(values, True)
+            return
         if len(rows) * len(self.order) > 900:  # under SQLite's bound-parameter limit on old builds
             half = len(rows) // 2
             self.write_many(rows[:half])
@@ -471,9 +482,17 @@ _episode_writers: "weakref.WeakKeyDictionary[Any, _StepWriter]" = weakref.WeakKe
 
 def flush_steps(engine: Any) -> None:
     """Wait until the background steps queued on `engine` so far are written (before it closes)."""
-    writer = _writers.get(engine)
+    for writer in (_writers.get(engine), _row_writers.get(engine)):
+        if writer is not None:
+            writer.flush()
+
+
+def flush_retrievals(engine: Any) -> None:
+    """Wait until the retrieval rows queued on `engine` so far are written (their failure is
+    raised by the next retrieval, not here)."""
+    writer = _row_writers.get(engine)
     if writer is not None:
-        writer.flush()
+        writer.flush(raise_failure=False)
 
 
 def _step_writer(engine: Any) -> _StepWriter:
@@ -575,6 +594,7 @@ class EpisodeRecorder:
         outcome = Outcome.unknown if success is None else (Outcome.success if success else Outcome.failure)
         if self._background:
             self._writer.flush(self._token)  # every step is in the table before the episode reads finished
+            flush_retrievals(self.engine)  # and every retrieval its reflection credits
         try:
             src = OutcomeSource(source).value if success is not None else None
         except ValueError:

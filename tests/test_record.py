@@ -550,3 +550,29 @@ def test_kill_9_of_a_postgres_background_writer_held_mid_write_loses_at_most_max
     lost = len(returned) - len(actions)
     assert 0 < lost <= MAX_PENDING, (lost, len(actions))
     mem.close()
+
+
+def test_background_mode_writes_retrievals_in_the_background_and_finish_waits_for_them(db_url, tmp_path):
+    """step_writes="background": a retrieval's rows are queued for the writer thread (retrieve does
+    not wait for their commit) and are in the table when the episode finishes."""
+    from skillmem import Lesson
+    from skillmem.embed import HashingEmbedder
+    from skillmem.record import retrieval_writer
+
+    mem = SkillMemory(db_url, step_writes="background", embedder=HashingEmbedder(), index_dir=tmp_path / "ix")
+    assert retrieval_writer(mem.engine).background
+    for i in range(3):
+        mem.add_lesson(Lesson(trigger=f"when the door {i} is locked", fix=f"find key {i} first", scope="general"))
+    ep = mem.start_episode(task="open the door", split="train")
+    chosen = []
+    for s in range(5):
+        ctx = mem.retrieve("the door is locked", episode_id=ep.id, step_index=s)
+        chosen.append(len(ctx.items))
+        ep.step(observation="o", action=f"a {s}")
+    assert all(chosen)
+    ep.finish(success=True, source="environment")
+    assert _count(db_url, f"SELECT COUNT(*) FROM retrievals WHERE episode_id = '{ep.id}'") == sum(chosen)
+    mem.close()
+    sync = SkillMemory(db_url)
+    assert not retrieval_writer(sync.engine).background  # the default writes them before retrieve returns
+    sync.close()

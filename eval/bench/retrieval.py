@@ -15,7 +15,9 @@ in the embeddings table: an import, not what is measured), then:
     the same interleaved set, on queries of its own (no other contender retrieved for them
     first); with `--pg URL` (default SKILLMEM_TEST_PG_URL) also on a fresh PostgreSQL store
     of the same lessons (`skillmem_default_call_postgres`, over `skillmem_index_postgres`, its
-    own index's search: `default_call_fixed_cost_postgres_ms`);
+    own index's search: `default_call_fixed_cost_postgres_ms`); and the same call of a memory
+    opened with step_writes="background" (its rows queued for the writer thread), on both
+    (`skillmem_default_call_background`, `..._postgres_background`);
   - `skillmem_index`: the floor under it (measured interleaved with `skillmem`, query by
     query), the same query embedding plus the search of
     skillmem's own index (exact up to 4,096 items a partition, IVF above) for k=5;
@@ -233,15 +235,35 @@ def bench_size(n: int, n_queries: int, store_queries: int, hnsw_max: int, store_
            "floor": lambda q: index.search(PARTITION, emb.encode([q]), K),
            "floor32": lambda q: index.search(PARTITION, emb.encode([q]), 32),
            "agent": lambda q: mem.retrieve(own[q], episode_id="bench")}
+    # The agent's call with step_writes="background" (its retrieval rows queued for the writer
+    # thread, not committed before it returns): a second memory on the same store and saved index.
+    mem_bg = SkillMemory(str(db), embedder=emb, save_interval=1e9, step_writes="background")
+    own_bg = dict(zip(queries, (f"{s} (bg agent query {i})" for i, s in enumerate(sentences(n_queries, seed=6)))))
+    mem_bg.retrieve(queries[0], episode_id="bench")
+    fns["agent_bg"] = lambda q: mem_bg.retrieve(own_bg[q], episode_id="bench")
+    mem_pg_bg = None
     if mem_pg is not None:  # its own index, the same vectors: its floor is measured too
         mem_pg.retrieve(queries[0], episode_id="bench")
         fns["agent_pg"] = lambda q: mem_pg.retrieve(own_pg[q], episode_id="bench")
         fns["floor_pg"] = lambda q: mem_pg.index.index.search(PARTITION, emb.encode([q]), K)
+        mem_pg_bg = SkillMemory(pg_db, embedder=emb, save_interval=1e9, index_dir=workdir / f"pg-index-{n}",
+                                step_writes="background")
+        own_pg_bg = dict(zip(queries, (f"{s} (pg bg agent query {i})"
+                                       for i, s in enumerate(sentences(n_queries, seed=8)))))
+        mem_pg_bg.retrieve(queries[0], episode_id="bench")
+        fns["agent_pg_bg"] = lambda q: mem_pg_bg.retrieve(own_pg_bg[q], episode_id="bench")
     side = interleaved(fns, queries)
     ours, floor, floor32, agent = side["ours"], side["floor"], side["floor32"], side["agent"]
+    out.update(skillmem_default_call_background=side["agent_bg"],
+               default_call_background_fixed_cost_ms=round(side["agent_bg"]["p50_ms"] - side["floor"]["p50_ms"], 3))
+    mem_bg.close()
     if mem_pg is not None:
         out.update(skillmem_default_call_postgres=side["agent_pg"], skillmem_index_postgres=side["floor_pg"],
-                   default_call_fixed_cost_postgres_ms=round(side["agent_pg"]["p50_ms"] - side["floor_pg"]["p50_ms"], 3))
+                   default_call_fixed_cost_postgres_ms=round(side["agent_pg"]["p50_ms"] - side["floor_pg"]["p50_ms"], 3),
+                   skillmem_default_call_postgres_background=side["agent_pg_bg"],
+                   default_call_background_fixed_cost_postgres_ms=round(
+                       side["agent_pg_bg"]["p50_ms"] - side["floor_pg"]["p50_ms"], 3))
+        mem_pg_bg.close()
         mem_pg.close()
         _pg_database(pg, drop=pg_db.rsplit("/", 1)[1])
     ours_ids = index.search(PARTITION, qvecs, K)[1]
@@ -352,7 +374,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                   f" ms, fixed {r['fixed_cost_ms']} ms; the agent's call, recorded, with demonstrations "
                   f"{r['skillmem_default_call']['p50_ms']} ms, on PostgreSQL "
                   f"{r.get('skillmem_default_call_postgres', {}).get('p50_ms', '-')} ms over its index "
-                  f"{r.get('skillmem_index_postgres', {}).get('p50_ms', '-')} ms), exact FAISS {r['exact_faiss']['p50_ms']} ms, "
+                  f"{r.get('skillmem_index_postgres', {}).get('p50_ms', '-')} ms; step_writes=background: "
+                  f"{r['skillmem_default_call_background']['p50_ms']} ms, on PostgreSQL "
+                  f"{r.get('skillmem_default_call_postgres_background', {}).get('p50_ms', '-')} ms), exact FAISS {r['exact_faiss']['p50_ms']} ms, "
                   f"HNSW {r['hnsw'].get('p50_ms', '-')} ms, InMemoryStore {r['inmemorystore'].get('p50_ms', '-')} ms, "
                   f"recall@5 {r['recall_at_5']}, rebuild {r['index_rebuild_s']} s, {r['targets_met']}",
                   file=sys.stderr, flush=True)
