@@ -495,13 +495,18 @@ def flush_retrievals(engine: Any) -> None:
         writer.flush(raise_failure=False)
 
 
-def _step_writer(engine: Any) -> _StepWriter:
+def _kept_writer(writers: "weakref.WeakKeyDictionary[Any, _StepWriter]", engine: Any, table: Any = None) -> _StepWriter:
+    """`engine`'s one writer of `table` (steps by default), its connection closed with the engine."""
     with _writers_lock:
-        writer = _writers.get(engine)
+        writer = writers.get(engine)
         if writer is None:
-            writer = _writers[engine] = _StepWriter(engine)
+            writer = writers[engine] = _StepWriter(engine, table)
             event.listen(engine, "engine_disposed", lambda _engine: writer.close_connection())
         return writer
+
+
+def _step_writer(engine: Any) -> _StepWriter:
+    return _kept_writer(_writers, engine)
 
 
 def retrieval_writer(engine: Any) -> _StepWriter:
@@ -510,23 +515,13 @@ def retrieval_writer(engine: Any) -> _StepWriter:
     PostgreSQL the pool's pre-ping: ~1 ms an agent step on SQLite here)."""
     from .store import RetrievalRow
 
-    with _writers_lock:
-        writer = _row_writers.get(engine)
-        if writer is None:
-            writer = _row_writers[engine] = _StepWriter(engine, RetrievalRow.__table__)
-            event.listen(engine, "engine_disposed", lambda _engine: writer.close_connection())
-        return writer
+    return _kept_writer(_row_writers, engine, RetrievalRow.__table__)
 
 
 def episode_writer(engine: Any) -> _StepWriter:
     """The kept-connection writer of the `episodes` table: a new episode's row in one
     autocommitted INSERT, durable before `start_episode` returns, as through the pool."""
-    with _writers_lock:
-        writer = _episode_writers.get(engine)
-        if writer is None:
-            writer = _episode_writers[engine] = _StepWriter(engine, EpisodeRow.__table__)
-            event.listen(engine, "engine_disposed", lambda _engine: writer.close_connection())
-        return writer
+    return _kept_writer(_episode_writers, engine, EpisodeRow.__table__)
 
 
 class EpisodeRecorder:
