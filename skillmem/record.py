@@ -343,7 +343,8 @@ class _StepWriter:
     def raise_failure(self, token: Any = None) -> None:
         exc = self._errors.pop(token, None)
         if exc is not None:
-            raise RuntimeError(f"skillmem: a step could not be written in the background: {exc}") from exc
+            what = "a retrieval's rows" if isinstance(token, tuple) else "a step"
+            raise RuntimeError(f"skillmem: {what} could not be written in the background: {exc}") from exc
 
     def _open(self) -> Any:
         raw = self.engine.raw_connection()  # the store's connect-time settings (SQLite pragmas) apply
@@ -366,10 +367,14 @@ class _StepWriter:
         A writer set to `background` (the retrievals' writer of a memory opened with
         step_writes="background") queues them for its thread instead, as steps are: written
         with what else is queued, kill -9 losing at most MAX_PENDING rows; a failed write is
-        raised by the next call."""
+        raised by the same episode's next call. Queued, one call's rows may be written in two
+        batches, and kill -9 may keep a prefix of them."""
         if self.background:
+            # A failure is kept for the episode whose retrieval it was and raised by its next
+            # retrieval (review R11): never to another episode's call.
+            token = ("retrieval", rows[0].get("episode_id")) if rows else None
             for values in rows:
-                self.submit(values, True)
+                self.submit(values, True, token)
             return
         if len(rows) * len(self.order) > 900:  # under SQLite's bound-parameter limit on old builds
             half = len(rows) // 2

@@ -338,14 +338,15 @@ def build_context(index: MemoryIndex, query: np.ndarray, *, namespace: str, task
 
 def record_retrievals(engine: Engine, ctx: Context, *, namespace: str, episode_id: Optional[str],
                       step_index: Optional[int]) -> None:
-    """Write every item of `ctx` to `retrievals` in one transaction."""
+    """Write every item of `ctx` to `retrievals` in one transaction (step_writes="background":
+    queued for the writer thread instead, see skillmem.record's write_many)."""
     if not ctx.items:
         return
     now = utcnow()
     rows = [dict(namespace=namespace, episode_id=episode_id, step_index=step_index, item_kind=kind,
                  item_id=item_id, rank=rank, score=float(score), tokens=tokens, created_at=now)
             for rank, (kind, item_id, score, tokens) in enumerate(ctx.items)]
-    retrieval_writer(engine).write_many(rows)  # one statement: all the rows or none
+    retrieval_writer(engine).write_many(rows)  # one statement: all the rows or none (sync mode)
 
 
 def query_text(goal: Any, observation: Any, max_chars: int = DEFAULT.max_query_chars) -> str:

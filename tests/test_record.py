@@ -552,27 +552,40 @@ def test_kill_9_of_a_postgres_background_writer_held_mid_write_loses_at_most_max
     mem.close()
 
 
-def test_background_mode_writes_retrievals_in_the_background_and_finish_waits_for_them(db_url, tmp_path):
-    """step_writes="background": a retrieval's rows are queued for the writer thread (retrieve does
-    not wait for their commit) and are in the table when the episode finishes."""
+def test_background_mode_writes_retrievals_in_the_background_and_finish_waits_for_them(tmp_path):
+    """step_writes="background": retrieve() returns while its rows cannot be written (another
+    connection holds SQLite's write lock; review R14), and they are in the table once the
+    episode finishes. The default writes them before retrieve() returns."""
+    import sqlite3
+
     from skillmem import Lesson
     from skillmem.embed import HashingEmbedder
     from skillmem.record import retrieval_writer
 
-    mem = SkillMemory(db_url, step_writes="background", embedder=HashingEmbedder(), index_dir=tmp_path / "ix")
+    db = str(tmp_path / "r.db")
+    mem = SkillMemory(db, step_writes="background", embedder=HashingEmbedder(), index_dir=tmp_path / "ix")
     assert retrieval_writer(mem.engine).background
     for i in range(3):
         mem.add_lesson(Lesson(trigger=f"when the door {i} is locked", fix=f"find key {i} first", scope="general"))
     ep = mem.start_episode(task="open the door", split="train")
-    chosen = []
-    for s in range(5):
-        ctx = mem.retrieve("the door is locked", episode_id=ep.id, step_index=s)
-        chosen.append(len(ctx.items))
-        ep.step(observation="o", action=f"a {s}")
-    assert all(chosen)
+    mem.retrieve("warm the index", record=False)
+    lock = sqlite3.connect(db, isolation_level=None, timeout=60)
+    lock.execute("BEGIN IMMEDIATE")
+    chosen: list[int] = []
+    t = threading.Thread(target=lambda: chosen.extend(
+        len(mem.retrieve("the door is locked", episode_id=ep.id, step_index=s).items) for s in range(3)), daemon=True)
+    try:
+        t.start()
+        t.join(timeout=20)
+        assert not t.is_alive(), "retrieve() waited for its rows' commit"
+        assert len(chosen) == 3 and all(chosen)
+        assert lock.execute("SELECT COUNT(*) FROM retrievals").fetchone()[0] == 0  # queued, not written
+    finally:
+        lock.execute("COMMIT")
+        lock.close()
     ep.finish(success=True, source="environment")
-    assert _count(db_url, f"SELECT COUNT(*) FROM retrievals WHERE episode_id = '{ep.id}'") == sum(chosen)
+    assert _count(db, f"SELECT COUNT(*) FROM retrievals WHERE episode_id = '{ep.id}'") == sum(chosen)
     mem.close()
-    sync = SkillMemory(db_url)
-    assert not retrieval_writer(sync.engine).background  # the default writes them before retrieve returns
+    sync = SkillMemory(db)
+    assert not retrieval_writer(sync.engine).background
     sync.close()

@@ -13,7 +13,7 @@ in the embeddings table: an import, not what is measured), then:
   - `skillmem_default_call`: the call an agent makes, `memory.retrieve(q, episode_id=...)`
     (k = 5, one demonstration searched for, each chosen item written to `retrievals`), in
     the same interleaved set, on queries of its own (no other contender retrieved for them
-    first); with `--pg URL` (default SKILLMEM_TEST_PG_URL) also on a fresh PostgreSQL store
+    first); with `--pg URL` also on a fresh PostgreSQL store
     of the same lessons (`skillmem_default_call_postgres`, over `skillmem_index_postgres`, its
     own index's search: `default_call_fixed_cost_postgres_ms`); and the same call of a memory
     opened with step_writes="background" (its rows queued for the writer thread), on both
@@ -190,6 +190,17 @@ def recall(found: np.ndarray, truth: np.ndarray) -> float:
 
 def bench_size(n: int, n_queries: int, store_queries: int, hnsw_max: int, store_max: int,
                workdir: Path, pg: str = "") -> dict[str, Any]:
+    """One size; a PostgreSQL database it creates is dropped however it ends (review R13)."""
+    created: list[str] = []
+    try:
+        return _bench_size(n, n_queries, store_queries, hnsw_max, store_max, workdir, pg, created)
+    finally:
+        for url in created:
+            _pg_database(pg, drop=url.rsplit("/", 1)[1])  # WITH (FORCE): open sessions are ended
+
+
+def _bench_size(n: int, n_queries: int, store_queries: int, hnsw_max: int, store_max: int,
+                workdir: Path, pg: str, created: list[str]) -> dict[str, Any]:
     emb = HashingEmbedder()
     out: dict[str, Any] = {"lessons": n}
     t0 = time.perf_counter()
@@ -209,6 +220,7 @@ def bench_size(n: int, n_queries: int, store_queries: int, hnsw_max: int, store_
     mem_pg, pg_db = None, ""
     if pg:  # the same import into a fresh PostgreSQL store, for the agent's call there
         pg_db = _pg_database(pg)
+        created.append(pg_db)
         mem_pg = SkillMemory(pg_db, embedder=emb, save_interval=1e9, index_dir=workdir / f"pg-index-{n}")
         t0 = time.perf_counter()
         write_store_pg(pg_db, emb, triggers, fixes, texts, vectors)
@@ -265,7 +277,6 @@ def bench_size(n: int, n_queries: int, store_queries: int, hnsw_max: int, store_
                        side["agent_pg_bg"]["p50_ms"] - side["floor_pg"]["p50_ms"], 3))
         mem_pg_bg.close()
         mem_pg.close()
-        _pg_database(pg, drop=pg_db.rsplit("/", 1)[1])
     ours_ids = index.search(PARTITION, qvecs, K)[1]
 
     # -- incremental sync: one new lesson, applied in place
@@ -361,9 +372,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1,
                    help="FAISS OpenMP threads (1: a single query gains nothing from more, and on a busy "
                         "machine the OpenMP barrier turns into ms-long stalls)")
-    p.add_argument("--pg", default=os.environ.get("SKILLMEM_TEST_PG_URL", ""),
+    p.add_argument("--pg", default="",
                    help="PostgreSQL server URL: the agent's call is measured there too, on a fresh database "
-                        "with the same lessons (created and dropped); '' to skip")
+                        "with the same lessons (created, and dropped even if the run fails)")
     a = p.parse_args(argv)
     faiss.omp_set_num_threads(a.threads)
     results = []
