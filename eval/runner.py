@@ -290,7 +290,7 @@ def play(spec: TaskSpec, agent: Any, memory: SkillMemory, cfg: RunConfig, *, ret
 
         env.step = step  # type: ignore[method-assign]
     t0 = time.perf_counter()
-    found = None
+    found = retry_prefix = None
     try:
         final = graph.invoke(state, {"recursion_limit": 4 * cfg.step_limit + 20})
         if expert_feedback and env_pivot and not final.get("won"):
@@ -298,6 +298,10 @@ def play(spec: TaskSpec, agent: Any, memory: SkillMemory, cfg: RunConfig, *, ret
             if found:
                 expert_trace = [(a, [a], None) for a in env.actions[: found[0]]]
                 expert_trace.append((env.actions[found[0]], [found[1]], found[1]))
+                # The lesson's correction is at the first harmful step; the guided retry starts at the
+                # first step off the plan, so its demonstration does not carry the detours before it.
+                first = env.pivot(harmful_first=False)
+                retry_prefix = list(env.actions[: first[0]]) if first else None
     finally:
         _close(env)
     row = {"task_id": spec.task_id, "task_type": final.get("task_type", ""), "won": bool(final.get("won")),
@@ -308,8 +312,8 @@ def play(spec: TaskSpec, agent: Any, memory: SkillMemory, cfg: RunConfig, *, ret
             if optimal and action not in optimal:
                 memory.feedback(final["episode_id"], i, corrected_action=expert or optimal[0],
                                 text=f"instead of '{action}', do '{expert or optimal[0]}'", source="expert")
-                row["guided"] = guided_retry(spec, [a for a, _, _ in expert_trace[:i]], memory, cfg,
-                                             parent=final["episode_id"])
+                prefix = retry_prefix if retry_prefix is not None else [a for a, _, _ in expert_trace[:i]]
+                row["guided"] = guided_retry(spec, prefix, memory, cfg, parent=final["episode_id"])
                 break
     return row
 
