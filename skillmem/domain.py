@@ -959,11 +959,14 @@ class TextDomain:
         plans = [p for p in (type_plans or ()) if p.steps]
         if len(plans) < 2:
             return False
-        key, wkey = self.action_key(corrected) if corrected else None, self.action_key(written)
+        key, wkey = self.action_key(corrected or written), self.action_key(written)
 
         def makes(p: TypePlan) -> bool:
+            # A slotted step counts only when it names the goal's values: its other slots (an
+            # instance number, `go to shelf [value]`) are free, and which shelf is the episode's own.
             return any(self.action_key(a) == key for a in p.played) or any(
-                self.action_key(st) == wkey or (corrected and step_matches(st, corrected, values, self))
+                names_goal(st, values) and (self.action_key(st) == wkey or
+                                            (corrected and step_matches(st, corrected, values, self)))
                 for st in p.steps)
 
         hits = sum(makes(p) for p in plans)
@@ -986,7 +989,10 @@ class TextDomain:
                 return ""  # a value read (one episode's own list): not one step every success makes alike
             if any(step_matches(st, a, values, self) for a in first):
                 continue
-            return st if self._type_skill("", st, type_plans, values) else ""
+            # As played by a success that made it (its steps and commands are aligned).
+            played = next((tp.played[k] for tp in (type_plans or ()) for k, x in enumerate(tp.steps)
+                           if x == st and k < len(tp.played)), "")
+            return st if self._type_skill(played, st, type_plans, values) else ""
         return ""
 
     def _first_choice(self, corrected: str, steps: Sequence[StepView], progress: int, full: SlotMap) -> bool:

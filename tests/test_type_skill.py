@@ -105,3 +105,14 @@ def test_another_goal_value_at_the_same_step_is_not_the_same_correction():
     # The same command played by most successes is (a place every episode has, named alike).
     plans = [TypePlan(["open crate"], ["open crate"]), TypePlan(["open crate"], ["open crate"]), TypePlan(["look"])]
     assert D._type_skill("open crate", "open [noun2]", plans, values)
+
+
+def test_an_instance_number_made_free_is_no_evidence():
+    # Every success went to some shelf first, each to another: `go to shelf [value]` is not a skill.
+    from skillmem.domain import TypePlan
+
+    plans = [TypePlan(["go to shelf [value]"], [f"go to shelf {n}"]) for n in (1, 2, 3)]
+    assert not D._type_skill("go to shelf 4", "go to shelf [value]", plans, {"[noun]": "gem"})
+    assert D._type_skill("go to shelf 2", "go to shelf [value]", plans + [TypePlan(["go to shelf [value]"],
+                                                                                   ["go to shelf 2"])] * 2,
+                         {"[noun]": "gem"})
