@@ -28,6 +28,7 @@ def demo_from_trace(trace: Trace, *, writer: str = "offline", domain: Optional[A
     goal_template = _template(slots, trace.goal)
     plan: list[str] = []
     done: list[str] = []  # the commands each plan step was, as played
+    where: list[int] = []  # each plan step's index in trace.steps
     for i, s in enumerate(trace.steps):
         a = _written(d, s.action)
         # A tool that reads stays: what it returns is what the next calls use. A look around does not.
@@ -41,6 +42,10 @@ def demo_from_trace(trace: Trace, *, writer: str = "offline", domain: Optional[A
             continue  # a repeated command that did work the first time adds nothing
         plan.append(a)
         done.append(_written(d, s.action))
+        where.append(i)
+    detours = _undone_detours(trace, done, where)
+    plan = [a for k, a in enumerate(plan) if k not in detours]
+    done = [a for k, a in enumerate(done) if k not in detours]
     plan = _without_superseded(plan, done)
     if not plan:
         raise ValueError(f"episode {trace.episode_id} succeeded without any step that did something; "
@@ -51,6 +56,57 @@ def demo_from_trace(trace: Trace, *, writer: str = "offline", domain: Optional[A
                                                         "domain": d.name},
         raw_tokens=trace.raw_tokens,
     )
+
+
+def _undone_detours(trace: Trace, done: list[str], where: list[int]) -> set[int]:
+    """Plan steps (positions) that a later step undid with nothing got in between: a command that
+    swapped what the world offered (``open box`` no longer offered, ``close box`` now is) and a later
+    command that swapped it back (after it ``open box`` is offered again, ``close box`` no more).
+    Both go, unless the pair mattered: a step between them that the first one made possible (not
+    offered before it, ``take key from box``), or a word the feedback between them brought in
+    (``The box contains a key.``) that a later step names. Only the world's own lists of commands
+    say what swapped: without them (or after the last step) nothing is dropped."""
+    steps = trace.steps
+
+    def offered(k: int) -> Optional[set[str]]:
+        adm = steps[k].admissible if 0 <= k < len(steps) else None
+        return {_norm(a) for a in adm} if adm else None
+
+    def words(text: str) -> set[str]:
+        return set(re.findall(r"\w+", text.lower()))
+
+    dropped: set[int] = set()
+    for p, i in enumerate(where):
+        if p in dropped:
+            continue
+        a, before, after = _norm(done[p]), offered(i), offered(i + 1)
+        if before is None or after is None or a not in before or a in after:
+            continue
+        for q in range(p + 1, len(where)):
+            if q in dropped:
+                continue
+            j = where[q]
+            b, b_before, b_after = _norm(done[q]), offered(j), offered(j + 1)
+            if b in before or b not in after or b_before is None or b_after is None:
+                continue
+            if b not in b_before or b in b_after or a not in b_after:
+                continue
+            # The pair undid itself; did anything between use what the first step opened up?
+            if any(_norm(done[r]) not in before for r in range(p + 1, q) if r not in dropped):
+                break
+            # What the feedback brought in, beyond what was known before and the commands' own words.
+            seen = words(trace.goal) | set().union(*(words(f"{s.observation} {s.feedback} {s.action}")
+                                                     for s in steps[:i]), *(words(s.action) for s in steps[i:j + 1]))
+            new = set().union(*(words(s.feedback) for s in steps[i:j])) - seen
+            if any(words(done[r]) & new for r in range(q + 1, len(where))):
+                break
+            dropped |= {p, q}
+            break
+    return dropped
+
+
+def _norm(command: str) -> str:
+    return " ".join(command.lower().split())
 
 
 def _without_superseded(plan: list[str], done: list[str]) -> list[str]:
