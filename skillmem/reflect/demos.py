@@ -61,7 +61,8 @@ def demo_from_trace(trace: Trace, *, writer: str = "offline", domain: Optional[A
 def _undone_detours(trace: Trace, done: list[str], where: list[int]) -> set[int]:
     """Plan steps (positions) that a later step undid with nothing got in between: a command that
     swapped what the world offered (``open box`` no longer offered, ``close box`` now is) and a later
-    command that swapped it back (after it ``open box`` is offered again, ``close box`` no more).
+    command on the same values, worded alike but for its verb, that swapped it back (after it
+    ``open box`` is offered again, ``close box`` no more), not the episode's last action.
     Both go, unless the pair mattered: a step between them that the first one made possible (not
     offered before it, ``take key from box``), or a word the feedback between them brought in
     (``The box contains a key.``) that a later step names. Only the world's own lists of commands
@@ -89,8 +90,10 @@ def _undone_detours(trace: Trace, done: list[str], where: list[int]) -> set[int]
             b, b_before, b_after = _norm(done[q]), offered(j), offered(j + 1)
             if b in before or b not in after or b_before is None or b_after is None:
                 continue
-            if b not in b_before or b in b_after or a not in b_after:
+            if b not in b_before or b in b_after or a not in b_after or not _same_but_verb(a, b):
                 continue
+            if not any(steps[k].is_action and not steps[k].failed for k in range(j + 1, len(steps))):
+                break  # the step that won is no detour, whatever it offers again (a thing put back)
             # The pair undid itself; did anything between use what the first step opened up?
             if any(_norm(done[r]) not in before for r in range(p + 1, q) if r not in dropped):
                 break
@@ -103,6 +106,14 @@ def _undone_detours(trace: Trace, done: list[str], where: list[int]) -> set[int]
             dropped |= {p, q}
             break
     return dropped
+
+
+def _same_but_verb(a: str, b: str) -> bool:
+    """Two commands on the same values, worded alike but for the verb (``open box``, ``close box``);
+    not a take and a put (``put key in box`` undoes ``take key`` only where the key was, and may be
+    the very step the task wanted)."""
+    (fa, pa), (fb, pb) = command_frame(a), command_frame(b)
+    return bool(pa) and pa == pb and fa[1:] == fb[1:] and fa[:1] != fb[:1]
 
 
 def _norm(command: str) -> str:
