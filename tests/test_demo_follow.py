@@ -357,3 +357,9 @@ def test_a_step_is_superseded_only_when_the_trace_took_it_back_in_between():
     tea = ["pour water into kettle", "boil water", "pour water into cup"]
     assert plan(tea) == tea
     assert plan(["take water", *tea]) == ["take water", *tea]
+    # A use of the value where the step left it takes nothing back (review R1): only a command that
+    # gets it out of there does.
+    heat = ["fill jar with sand", "shake sand in jar", "fill bucket with sand"]
+    assert plan(heat) == heat
+    assert plan(["pour water into kettle", "heat water in kettle", "pour water into cup"]) == \
+        ["pour water into kettle", "heat water in kettle", "pour water into cup"]

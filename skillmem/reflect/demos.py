@@ -127,8 +127,9 @@ def _without_superseded(plan: list[str], done: list[str]) -> list[str]:
     of that value: a command of another frame that undoes it where the step left it (names the
     step's other values: ``take red invoice from trash folder``), or gets it again the way it was got
     before the step (``take red invoice``, when a ``take red invoice`` came before the first filing).
-    The later one is what stuck. Another use of the value between the two is no take-back (``pour
-    water into kettle``, ``boil water``, ``pour water into cup``: both pours stay), nor is nothing in
+    The later one is what stuck. Another use of the value between the two is no take-back (``fill
+    jar with sand``, ``shake sand in jar``, ``fill bucket with sand``: both fills stay; a command
+    naming the place takes the value back only when it says it gets it out: from, out, off), nor is nothing in
     between (moving one disk twice, giving a thing to two people in turn). A command repeated with
     no effect is kept once (see `demo_from_trace`). Slotted steps and tool calls always stay.
     `done`: each step as played."""
@@ -145,7 +146,7 @@ def _without_superseded(plan: list[str], done: list[str]) -> list[str]:
                if value in command_frame(b)[1] and command_frame(b)[0][:4] != frame}
         for b in done[i + 1:j]:
             f, ph = command_frame(b)
-            if value in ph and f[:4] != frame and (set(where) & set(ph[1:]) or f in got):
+            if value in ph and f[:4] != frame and (set(where) & set(ph[1:]) and _OUT & set(f) or f in got):
                 return True
         return False
 
@@ -158,6 +159,7 @@ def _without_superseded(plan: list[str], done: list[str]) -> list[str]:
 
 
 _SLOT = re.compile(r"\[[^\]]+\]")
+_OUT = {"from", "out", "off"}  # a command that gets a value back out of a place says so
 
 
 def compaction(demo: DemonstrationBase) -> float:
