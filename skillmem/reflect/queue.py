@@ -36,7 +36,7 @@ from ..episode import EVAL_SPLITS, DemonstrationBase, ItemStatus, LessonBase, ut
 from ..llm import LLMError
 from ..store import _pid_alive, owner_tag
 from .safety import SafetyConfig, UnsafeLesson, check_item
-from .trace import Analysis, Trace, analyse, load_trace, nearest_success, type_success_plans
+from .trace import Analysis, LazyPlans, Trace, analyse, load_trace, nearest_success, type_success_plans
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ def stage_analyse(memory: Any, job: Job) -> Job:
     """A failure is analysed against its nearest success; a success needs no analysis."""
     if job.trace is not None and job.trace.outcome == "failure":
         job.analysis = analyse(job.trace, nearest_success(memory, job.trace, domain=job.domain), job.domain,
-                               type_plans=type_success_plans(memory, job.trace, domain=job.domain))
+                               type_plans=LazyPlans(lambda: type_success_plans(memory, job.trace, domain=job.domain)))
     return job
 
 

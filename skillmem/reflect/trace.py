@@ -22,7 +22,7 @@ from __future__ import annotations
 import inspect
 import re
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from ..domain import Domain, Rule, SlotMap, StepKind, StepView, TextDomain, TypePlan, call_name
 from ..tokens import count_tokens
@@ -196,6 +196,26 @@ def type_success_plans(memory: Any, trace: Trace, *, limit: int = 32, domain: Op
         out.append(TypePlan(success_plan_of(success, d),
                             [_written(d, s.action) for s in success.steps if not s.failed and s.is_action]))
     return out
+
+
+class LazyPlans(Sequence):
+    """Plans read only when a domain first looks at them: `LazyPlans(lambda: type_success_plans(...))`.
+    Most failures' rules never do (only a first-choice correction asks the type's successes), and
+    reading 32 successes' steps for each failure reflected is work for nothing."""
+
+    def __init__(self, load: Callable[[], list[TypePlan]]):
+        self._load, self._plans = load, None
+
+    def _read(self) -> list[TypePlan]:
+        if self._plans is None:
+            self._plans = self._load()
+        return self._plans
+
+    def __len__(self) -> int:
+        return len(self._read())
+
+    def __getitem__(self, i: Any) -> Any:
+        return self._read()[i]
 
 
 def success_plan_of(success: Trace, d: Any) -> list[str]:
@@ -468,7 +488,7 @@ def _rules(d: Any, trace: Trace, pivot: Pivot, slots: Any, success_plan: list[st
     except (TypeError, ValueError):
         takes = False
     if takes:
-        plans = list(type_plans) if type_plans is not None else ([TypePlan(success_plan)] if success_plan else [])
+        plans = type_plans if type_plans is not None else ([TypePlan(success_plan)] if success_plan else [])
         return d.rules(trace, pivot, slots, success_plan, type_plans=plans)
     return d.rules(trace, pivot, slots, success_plan)
 
